@@ -1,0 +1,137 @@
+// Package httpapi is the broker's HTTP edge: one route table, content
+// negotiation (CDF media type, application/json, */*), authentication,
+// request decoding and validation with clear 400s, and the mapping of
+// errkind kinds to status codes. Handlers are thin: decode, call a domain
+// service, encode. Domain packages never import this one.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+)
+
+// Authenticator checks API bearer tokens (and dashboard session cookies).
+type Authenticator interface {
+	// Authenticate returns nil when token is a valid API token.
+	Authenticate(ctx context.Context, token string) error
+}
+
+// Deps are the services the API serves. Each interface is declared in the
+// file of the handlers that use it.
+type Deps struct {
+	Logger       *slog.Logger
+	Auth         Authenticator
+	Ready        func(ctx context.Context) error // nil error: ready to serve
+	Templates    TemplateService
+	Cores        CoreService
+	Devices      DeviceService
+	Provisioning ProvisioningTemplateService
+	Registry     RegistryService
+	CAs          CAService
+	Enrollment   EnrollmentService
+	Artifacts    ArtifactService
+	MaxBodyBytes int64 // default 1 MiB
+	ExtraRoutes  []Route
+	BaseURL      string // how clients reach this API, for location headers and messages
+}
+
+// API is the HTTP API.
+type API struct {
+	d      Deps
+	log    *slog.Logger
+	routes []Route
+}
+
+// New builds the API from its dependencies.
+func New(d Deps) *API {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = 1 << 20
+	}
+	a := &API{d: d, log: d.Logger}
+	a.routes = append(a.table(), d.ExtraRoutes...)
+	return a
+}
+
+// Route is one entry of the route table.
+type Route struct {
+	Pattern string // Go 1.22 mux pattern, "GET /cores/{name}"
+	Handler http.HandlerFunc
+	// Open routes need no bearer token (DESIGN.md's list).
+	Open bool
+	// Raw routes are outside the JSON Accept gate (artifacts, scripts, streams).
+	Raw bool
+}
+
+// Routes returns the route table (tests enumerate it to check auth).
+func (a *API) Routes() []Route { return a.routes }
+
+// Handler returns the http.Handler serving every route.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range a.routes {
+		mux.Handle(rt.Pattern, a.wrap(rt))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeMessage(w, r, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return a.recoverer(mux)
+}
+
+// table is the one route table of the broker.
+func (a *API) table() []Route {
+	return []Route{
+		{Pattern: "GET /healthz", Handler: a.healthz, Open: true, Raw: true},
+		{Pattern: "GET /readyz", Handler: a.readyz, Open: true, Raw: true},
+
+		// Component templates (spec §2.1).
+		{Pattern: "POST /templates", Handler: a.createTemplate},
+		{Pattern: "GET /templates", Handler: a.listTemplates},
+		{Pattern: "GET /templates/{name}", Handler: a.getTemplate},
+		{Pattern: "PUT /templates/{name}", Handler: a.updateTemplate},
+		{Pattern: "DELETE /templates/{name}", Handler: a.deleteTemplate},
+		{Pattern: "GET /templates/{name}/versions", Handler: a.listTemplateVersions},
+		{Pattern: "GET /templates/{name}/versions/{version}", Handler: a.getTemplateVersion},
+
+		// Core tasks and cores (spec §2.2, §2.3).
+		{Pattern: "POST /coreTasks", Handler: a.createCoreTask},
+		{Pattern: "GET /coreTasks", Handler: a.listCoreTasks},
+		{Pattern: "GET /coreTasks/{id}", Handler: a.getCoreTask},
+		{Pattern: "GET /cores", Handler: a.listCores},
+		{Pattern: "GET /cores/{name}", Handler: a.getCore},
+		{Pattern: "GET /cores/{name}/coreTasks/{id}", Handler: a.getCoreCoreTask},
+
+		// Client-device tasks and client devices (spec §2.4).
+		{Pattern: "POST /cores/{name}/deviceTasks", Handler: a.createDeviceTask},
+		{Pattern: "GET /deviceTasks", Handler: a.listDeviceTasks},
+		{Pattern: "GET /deviceTasks/{id}", Handler: a.getDeviceTask},
+		{Pattern: "GET /devices", Handler: a.listDevices},
+		{Pattern: "GET /devices/{name}", Handler: a.getDevice},
+		{Pattern: "DELETE /devices/{name}", Handler: a.deleteDevice},
+
+		// Provisioning templates and policies (ggfleet additions).
+		{Pattern: "PUT /provisioningTemplates/{name}", Handler: a.putProvisioningTemplate},
+		{Pattern: "GET /provisioningTemplates", Handler: a.listProvisioningTemplates},
+		{Pattern: "GET /provisioningTemplates/{name}", Handler: a.getProvisioningTemplate},
+		{Pattern: "DELETE /provisioningTemplates/{name}", Handler: a.deleteProvisioningTemplate},
+		{Pattern: "PUT /registry/policies/{name}", Handler: a.putPolicy},
+
+		// Registry view (ggfleet additions).
+		{Pattern: "GET /registry/things/{name}", Handler: a.getThing},
+		{Pattern: "GET /registry/coreDevices/{name}/associatedClientDevices", Handler: a.listAssociatedClientDevices},
+
+		// Certificate authorities (ggfleet additions).
+		{Pattern: "GET /certificateAuthorities", Handler: a.listCAs},
+		{Pattern: "POST /certificateAuthorities", Handler: a.createCA},
+
+		// Enrollment (ggfleet additions). /enroll authenticates with its one-time token.
+		{Pattern: "POST /cores/{name}/enrollmentTokens", Handler: a.createEnrollmentToken},
+		{Pattern: "POST /enroll", Handler: a.enroll, Open: true},
+
+		// Artifacts (certs.zip, installerConfig.yml).
+		{Pattern: "GET /artifacts/{key...}", Handler: a.getArtifact, Raw: true},
+	}
+}

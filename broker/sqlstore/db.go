@@ -1,0 +1,227 @@
+// Package sqlstore is the persistence edge: database/sql on SQLite (embedded
+// default, modernc.org/sqlite in WAL mode) and PostgreSQL, with embedded
+// migrations. It implements the Store interface of each domain package.
+//
+// Conventions every file here follows:
+//   - SQL is written with ? placeholders; DB.q rebinds them for PostgreSQL.
+//   - Timestamps are BIGINT unix milliseconds (0 = never set); booleans are
+//     INTEGER 0/1; documents are TEXT holding JSON.
+//   - On SQLite the pool has one connection: never run a query on d.sql while
+//     holding a transaction, or it deadlocks. Use the *Tx you were given.
+//   - Missing rows are errkind.NotFound, unique violations errkind.Conflict.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	_ "modernc.org/sqlite" // SQLite driver "sqlite"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Dialect is the SQL engine behind a DB.
+type Dialect int
+
+// The supported engines.
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+// DB is the broker's database handle.
+type DB struct {
+	sql     *sql.DB
+	dialect Dialect
+	log     *slog.Logger
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path, in WAL
+// mode, with the single-connection pool river's SQLite driver requires.
+func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create database dir: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	// The database file holds CA keys (encrypted) and token hashes: keep it private.
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(p); err == nil {
+			_ = os.Chmod(p, 0o600)
+		}
+	}
+	return &DB{sql: db, dialect: SQLite, log: log}, nil
+}
+
+// SQL returns the underlying pool (for the job queue's driver).
+func (d *DB) SQL() *sql.DB { return d.sql }
+
+// Dialect returns the engine.
+func (d *DB) Dialect() Dialect { return d.dialect }
+
+// Close closes the pool.
+func (d *DB) Close() error { return d.sql.Close() }
+
+// Ping checks the database answers (for /readyz).
+func (d *DB) Ping(ctx context.Context) error { return d.sql.PingContext(ctx) }
+
+// q rebinds ? placeholders to $n for PostgreSQL.
+func (d *DB) q(query string) string {
+	if d.dialect != Postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	return b.String()
+}
+
+// Querier is what both *sql.DB and *sql.Tx provide.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// InTx runs fn in a transaction, committing when it returns nil.
+func (d *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return mapErr(err, "begin transaction")
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return mapErr(err, "commit")
+	}
+	return nil
+}
+
+// millis converts a time to stored milliseconds (0 for the zero time).
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// fromMillis converts stored milliseconds back (0 → zero time).
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// mapErr turns driver errors into errkind errors where callers branch on them.
+func mapErr(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return errkind.Wrap(errkind.NotFound, err, "%s: not found", what)
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "UNIQUE constraint failed"), strings.Contains(msg, "duplicate key value"),
+		strings.Contains(msg, "SQLSTATE 23505"):
+		return errkind.Wrap(errkind.Conflict, err, "%s: already exists", what)
+	case strings.Contains(msg, "database or disk is full"), strings.Contains(msg, "SQLITE_FULL"),
+		strings.Contains(msg, "readonly database"), strings.Contains(msg, "SQLITE_READONLY"),
+		strings.Contains(msg, "disk I/O error"):
+		return errkind.Wrap(errkind.Unavailable, err, "%s: the database cannot be written (disk full or read-only); free space or fix permissions and retry", what)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Migrate applies the embedded migrations that have not been applied yet,
+// each in its own transaction, in file-name order.
+func (d *DB) Migrate(ctx context.Context) error {
+	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version := strings.TrimSuffix(filepath.Base(name), ".sql")
+		var n int
+		if err := d.sql.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrationFiles.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = d.InTx(ctx, func(tx *sql.Tx) error {
+			for _, stmt := range splitStatements(string(body)) {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %s: %w", version, err)
+				}
+			}
+			_, err := tx.ExecContext(ctx, d.q(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`), version, time.Now().UnixMilli())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		d.log.Info("applied migration", "version", version)
+	}
+	return nil
+}
+
+// splitStatements splits a migration file on semicolons at line ends.
+// Migrations must not contain semicolons inside statements.
+func splitStatements(body string) []string {
+	var out []string
+	for _, s := range strings.Split(body, ";") {
+		var lines []string
+		for _, l := range strings.Split(s, "\n") {
+			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "--") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 0 {
+			out = append(out, strings.Join(lines, "\n"))
+		}
+	}
+	return out
+}
