@@ -47,6 +47,7 @@ type DB struct {
 	sql     *sql.DB
 	dialect Dialect
 	log     *slog.Logger
+	enqueue Enqueuer // set by SetEnqueuer (tasks.go)
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path, in WAL
