@@ -1,0 +1,46 @@
+# ggfleet — run `make help` for the targets.
+GO        ?= go
+BIN       ?= bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X github.com/ggfleet/ggfleet/internal/version.Version=$(VERSION) -X github.com/ggfleet/ggfleet/internal/version.Commit=$(COMMIT)
+FUZZTIME  ?= 10s
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+
+.PHONY: help build run test test-unit e2e fuzz check fmt vet staticcheck clean
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build the ggfleet binary into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ggfleet ./broker/cmd/ggfleet
+
+run: build ## run the broker with its embedded defaults (data in ./ggfleet-data)
+	$(BIN)/ggfleet serve
+
+test: ## run every test: unit, behaviour (e2e against the built binary) and a short run of each fuzz target
+	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) fuzz
+
+test-unit: ## run the unit tests only (no e2e)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e: ## run the behaviour tests against the built binaries
+	$(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+	./.ci/fuzz.sh $(FUZZTIME)
+
+check: fmt vet staticcheck ## gofmt, go vet and staticcheck
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(STATICCHECK) ./...
+
+clean: ## remove build outputs
+	rm -rf $(BIN) dist testout

@@ -1,0 +1,132 @@
+// Package cli is the ggfleet command tree: `serve` runs the broker, the other
+// subcommands (added by the operator-CLI work) talk to a broker's API. Every
+// flag can also be given as a GGFLEET_* environment variable.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/server"
+	"github.com/ggfleet/ggfleet/internal/version"
+	"github.com/spf13/pflag"
+)
+
+const usage = `ggfleet — provision and manage fleets of AWS IoT Greengrass V2 devices.
+
+Usage:
+  ggfleet serve [flags]     run the broker (embedded defaults: no cloud account needed)
+  ggfleet version           print the version
+
+Run 'ggfleet serve --help' for the broker's flags. Every flag can also be set
+with an environment variable: --mqtt-listen ↔ GGFLEET_MQTT_LISTEN.
+`
+
+// Run runs the command line args and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, version.String("ggfleet"))
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ggfleet: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("ggfleet serve", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg server.Config
+	var logLevel, logFormat string
+	fs.StringVar(&cfg.DataDir, "data-dir", "./ggfleet-data", "directory for the database, artifacts, secrets key and admin token")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the HTTP API")
+	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", "127.0.0.1:8883", "address of the embedded MQTT broker (mutual TLS)")
+	fs.StringVar(&cfg.MQTTAdvertise, "mqtt-advertise", "", "host:port that enrollment tells devices to connect to (default: --mqtt-listen)")
+	fs.StringVar(&cfg.Provider, "provider", "local", "cloud provider: local (embedded, no account) or aws")
+	fs.StringVar(&cfg.DatabaseURL, "database", "", "database URL (default: SQLite in the data dir)")
+	fs.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "file with the 32-byte base64 key that encrypts CA keys (default: <data-dir>/secrets.key, created on first start)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); needs --tls-key")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	fs.BoolVar(&cfg.TLSAuto, "tls-auto", false, "serve HTTPS with a certificate from the broker's own CA (devices pin its SHA-256 with --ca-sha256)")
+	fs.StringSliceVar(&cfg.TLSHosts, "tls-host", nil, "extra DNS names or IPs for the --tls-auto certificate (repeatable)")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL devices and operators use to reach the API (default: derived from --listen)")
+	fs.StringVar(&cfg.AWSRegion, "aws-region", "us-east-1", "region written into generated installer configs")
+	fs.StringVar(&cfg.IoTRoleAlias, "iot-role-alias", "GreengrassV2TokenExchangeRoleAlias", "token exchange role alias written into generated installer configs")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest accepted request body")
+	fs.IntVar(&cfg.Workers, "workers", 4, "task batches worked at once")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to wait for requests and task batches on shutdown")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (json when stderr is not a terminal)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ggfleet serve [flags]\n\nRuns the broker. With no flags: data in ./ggfleet-data, API on http://127.0.0.1:8080, SQLite, local provider.\nEvery flag can also be set as GGFLEET_<FLAG> (e.g. GGFLEET_DATA_DIR).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("ggfleet"))
+		return 0
+	}
+	if err := applyEnv(fs, "GGFLEET"); err != nil {
+		fmt.Fprintln(stderr, "ggfleet serve:", err)
+		return 2
+	}
+	logger, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "ggfleet serve:", err)
+		return 2
+	}
+	cfg.Logger = logger
+	cfg.Banner = stdout
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "ggfleet serve: invalid configuration:\n"+err.Error())
+		return 2
+	}
+	if err := server.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "ggfleet serve:", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "auto", "":
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				return slog.New(slog.NewTextHandler(w, opts)), nil
+			}
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text, json or auto", format)
+}

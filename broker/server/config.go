@@ -1,0 +1,130 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is everything `ggfleet serve` can be told. The cli package fills
+// it from flags and GGFLEET_* variables; Validate reports every problem.
+type Config struct {
+	DataDir         string
+	Listen          string
+	MQTTListen      string
+	MQTTAdvertise   string
+	Provider        string
+	DatabaseURL     string
+	SecretsKeyFile  string
+	TLSCert         string
+	TLSKey          string
+	TLSAuto         bool
+	TLSHosts        []string
+	PublicURL       string
+	AWSRegion       string
+	IoTRoleAlias    string
+	MaxBodyBytes    int64
+	Workers         int
+	ShutdownTimeout time.Duration
+
+	Logger *slog.Logger
+	// Banner receives the human start-up message (URL, token file, next steps).
+	Banner io.Writer
+}
+
+// Validate checks the configuration and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: want host:port", c.Listen))
+	}
+	if _, _, err := net.SplitHostPort(c.MQTTListen); err != nil {
+		errs = append(errs, fmt.Errorf("--mqtt-listen %q: want host:port", c.MQTTListen))
+	}
+	if c.MQTTAdvertise != "" {
+		if _, _, err := net.SplitHostPort(c.MQTTAdvertise); err != nil {
+			errs = append(errs, fmt.Errorf("--mqtt-advertise %q: want host:port", c.MQTTAdvertise))
+		}
+	}
+	switch c.Provider {
+	case "local":
+	case "aws":
+		errs = append(errs, errors.New("--provider aws is not available in this build yet; use --provider local"))
+	default:
+		errs = append(errs, fmt.Errorf("--provider %q: use local or aws", c.Provider))
+	}
+	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "sqlite:") {
+		errs = append(errs, fmt.Errorf("--database %q: only SQLite (sqlite:/path/to/file.db, or empty for the data dir) is available in this build", c.DatabaseURL))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.TLSAuto && c.TLSCert != "" {
+		errs = append(errs, errors.New("use either --tls-auto or --tls-cert/--tls-key, not both"))
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--public-url %q: want http(s)://host[:port]", c.PublicURL))
+		}
+	}
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("--max-body-bytes %d: must be at least 1024", c.MaxBodyBytes))
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		errs = append(errs, fmt.Errorf("--workers %d: must be from 1 to 64", c.Workers))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) tls() bool { return c.TLSAuto || c.TLSCert != "" }
+
+// publicURL is how clients reach the API.
+func (c *Config) publicURL() string {
+	if c.PublicURL != "" {
+		return strings.TrimRight(c.PublicURL, "/")
+	}
+	scheme := "http"
+	if c.tls() {
+		scheme = "https"
+	}
+	host, port, _ := net.SplitHostPort(c.Listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// mqttEndpoint is the host:port enrollment tells devices.
+func (c *Config) mqttEndpoint() string {
+	if c.MQTTAdvertise != "" {
+		return c.MQTTAdvertise
+	}
+	host, port, _ := net.SplitHostPort(c.MQTTListen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (c *Config) dbPath() string {
+	if strings.HasPrefix(c.DatabaseURL, "sqlite:") {
+		return strings.TrimPrefix(c.DatabaseURL, "sqlite:")
+	}
+	return filepath.Join(c.DataDir, "ggfleet.db")
+}
+
+func (c *Config) secretsKeyPath() string {
+	if c.SecretsKeyFile != "" {
+		return c.SecretsKeyFile
+	}
+	return filepath.Join(c.DataDir, "secrets.key")
+}
