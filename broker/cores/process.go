@@ -1,0 +1,247 @@
+package cores
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ggfleet/ggfleet/broker/cores/thingflow"
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/tasks"
+	"github.com/ggfleet/ggfleet/shared/cdf"
+)
+
+// ProcessItem works one core of a core task (tasks.Processor).
+func (s *Service) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Item, save func(context.Context) error) error {
+	var in cdf.NewCore
+	if err := json.Unmarshal(it.Input, &in); err != nil {
+		it.Status, it.StatusMessage = cdf.StatusFailure, "the stored core request cannot be read: "+err.Error()
+		return nil
+	}
+	var req taskRequest
+	if len(t.Request) > 0 {
+		if err := json.Unmarshal(t.Request, &req); err != nil {
+			it.Status, it.StatusMessage = cdf.StatusFailure, "the stored task cannot be read: "+err.Error()
+			return nil
+		}
+	}
+	prog, err := thingflow.LoadProgress(it.Progress)
+	if err != nil {
+		return err
+	}
+	saver := func(ctx context.Context, p thingflow.Progress) error {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode progress: %w", err)
+		}
+		it.Progress = b
+		return save(ctx)
+	}
+	switch t.Type {
+	case cdf.TaskCreate:
+		return s.create(ctx, t, req, in, it, &prog, saver)
+	case cdf.TaskDelete:
+		return s.delete(ctx, t, req, in.Name, it, &prog, saver)
+	}
+	it.Status, it.StatusMessage = cdf.StatusFailure, fmt.Sprintf("unknown task type %q", t.Type)
+	return nil
+}
+
+// AfterBatch has nothing to do for core tasks (tasks.Processor).
+func (s *Service) AfterBatch(ctx context.Context, t tasks.Task, items []*tasks.Item) error {
+	return nil
+}
+
+// outcome applies err to the item: nil stays, a *thingflow.Failure fails
+// the item, anything else is transient and returned.
+func failed(it *tasks.Item, err error) (handled bool, transient error) {
+	if err == nil {
+		return false, nil
+	}
+	if f, ok := thingflow.AsFailure(err); ok {
+		it.Status, it.StatusMessage = cdf.StatusFailure, f.Msg
+		return true, nil
+	}
+	return true, err
+}
+
+// create is spec §4.1 with ggfleet's corrections: crash-safe, resumable.
+func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in cdf.NewCore, it *tasks.Item, prog *thingflow.Progress, save thingflow.Saver) error {
+	name := in.Name
+	if !prog.Started && !prog.Provisioned {
+		_, err := s.cfg.Provider.GetCoreDevice(ctx, name)
+		switch {
+		case err == nil:
+			it.Status, it.StatusMessage = cdf.StatusSuccess, "Core device already registered"
+			return nil
+		case errkind.Is(err, errkind.NotFound):
+		case thingflow.Transient(err):
+			return fmt.Errorf("get core device %q: %w", name, err)
+		default:
+			it.Status, it.StatusMessage = cdf.StatusFailure, err.Error()
+			return nil
+		}
+	}
+	if err := s.cfg.Provider.CreateThingGroup(ctx, name, "Greengrass V2 thing group for core "+name); err != nil {
+		if thingflow.Transient(err) {
+			return fmt.Errorf("create thing group %q: %w", name, err)
+		}
+		s.createdEvent(ctx, t, it, cdf.StatusFailure, err.Error())
+		return nil
+	}
+
+	out, err := s.flow.Run(ctx, name, thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters), prog, save)
+	if handled, terr := failed(it, err); handled {
+		if terr != nil {
+			return terr
+		}
+		s.createdEvent(ctx, t, it, cdf.StatusFailure, it.StatusMessage)
+		return nil
+	}
+	if out.AlreadyExists {
+		it.Status, it.StatusMessage = cdf.StatusSuccess, "Core device thing already provisioned"
+		return nil
+	}
+	if out.Certs != nil {
+		if err := s.recordArtifact(ctx, name, ArtifactCerts, *out.Certs); err != nil {
+			return err
+		}
+	}
+
+	if in.ConfigFileGenerator != "" && prog.Config == nil {
+		msg, err := s.config(ctx, req, in, prog, save)
+		if err != nil {
+			return err
+		}
+		if msg != "" {
+			s.createdEvent(ctx, t, it, cdf.StatusFailure, msg)
+			return nil
+		}
+	}
+	if prog.Config != nil {
+		if err := s.recordArtifact(ctx, name, ArtifactConfig, *prog.Config); err != nil {
+			return err
+		}
+	}
+	s.createdEvent(ctx, t, it, cdf.StatusSuccess, "")
+	return nil
+}
+
+// config renders and stores the installer config. It returns the item's
+// failure message, or a transient error.
+func (s *Service) config(ctx context.Context, req taskRequest, in cdf.NewCore, prog *thingflow.Progress, save thingflow.Saver) (string, error) {
+	alias := in.ConfigFileGenerator
+	if s.cfg.ConfigGen == nil {
+		return "Unrecognized generator alias: " + alias, nil
+	}
+	text, err := s.cfg.ConfigGen(alias, ConfigInput{
+		CoreName:             in.Name,
+		CoreVersion:          req.CoreVersion,
+		ProvisioningTemplate: in.ProvisioningTemplate,
+		Parameters:           in.ProvisioningParameters,
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrUnknownGenerator) || strings.HasPrefix(err.Error(), "Unrecognized generator alias"):
+		return "Unrecognized generator alias: " + alias, nil
+	case thingflow.Transient(err):
+		return "", fmt.Errorf("generate installer config for %q: %w", in.Name, err)
+	default:
+		return "Failed creating config: " + err.Error(), nil
+	}
+	key := thingflow.ConfigKey(in.Name)
+	bucket, err := s.cfg.Provider.PutArtifact(ctx, key, "application/yaml", []byte(text))
+	if err != nil {
+		if thingflow.Transient(err) {
+			return "", fmt.Errorf("store installer config of %q: %w", in.Name, err)
+		}
+		return "Failed uploading certs: " + err.Error(), nil // sic, spec §4.1 step 4.3
+	}
+	prog.Config = &cdf.Artifact{Bucket: bucket, Key: key, CreatedAt: cdf.At(s.cfg.Now())}
+	if err := save(ctx, *prog); err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+func (s *Service) recordArtifact(ctx context.Context, core, kind string, a cdf.Artifact) error {
+	err := s.cfg.Store.PutArtifact(ctx, ArtifactRecord{Core: core, Kind: kind, Bucket: a.Bucket, Key: a.Key, CreatedAt: a.CreatedAt.Time})
+	if err != nil {
+		return fmt.Errorf("record %s artifact of core %q: %w", kind, core, err)
+	}
+	return nil
+}
+
+// createdEvent finishes a Create item that was newly provisioned or failed,
+// and emits Core Created Event.
+func (s *Service) createdEvent(ctx context.Context, t tasks.Task, it *tasks.Item, status, msg string) {
+	it.Status, it.StatusMessage = status, msg
+	ev := CoreEvent{CoreName: it.Name, Status: "success", TaskID: t.ID}
+	if status == cdf.StatusFailure {
+		ev.Status, ev.Message = "failed", msg
+		s.log.Info("core create failed", "task", t.ID, "core", it.Name, "reason", msg)
+	}
+	s.emit(ctx, EventCoreCreated, ev)
+}
+
+// delete is spec §4.2 with ggfleet's corrections: client devices are removed
+// inline (never a stuck task), deprovisionCores decides the core's thing.
+func (s *Service) delete(ctx context.Context, t tasks.Task, req taskRequest, name string, it *tasks.Item, prog *thingflow.Progress, save thingflow.Saver) error {
+	var opts cdf.CoreTaskOptions
+	if req.Options != nil {
+		opts = *req.Options
+	}
+	if !prog.Deleting {
+		if _, err := s.cfg.Store.GetCore(ctx, name); err != nil {
+			if errkind.Is(err, errkind.NotFound) {
+				it.Status, it.StatusMessage = cdf.StatusFailure, "CORE_NOT_FOUND"
+				return nil
+			}
+			return fmt.Errorf("load core %q: %w", name, err)
+		}
+		prog.Deleting = true
+		if err := save(ctx, *prog); err != nil {
+			return err
+		}
+	}
+	fail := func(msg string) error {
+		it.Status, it.StatusMessage = cdf.StatusFailure, msg
+		s.emit(ctx, EventCoreDeleted, CoreEvent{CoreName: name, Status: "failed", TaskID: t.ID, Message: msg})
+		return nil
+	}
+	if s.cfg.Devices != nil {
+		if err := s.cfg.Devices.RemoveCoreDevices(ctx, t.ID, name, opts.DeprovisionClientDevices); err != nil {
+			if thingflow.Transient(err) {
+				return fmt.Errorf("remove client devices of core %q: %w", name, err)
+			}
+			return fail(err.Error())
+		}
+	}
+	if err := s.cfg.Provider.DeleteCoreDevice(ctx, name); err != nil {
+		if thingflow.Transient(err) {
+			return fmt.Errorf("delete core device %q: %w", name, err)
+		}
+		s.log.Warn("delete core device failed; continuing", "core", name, "err", err) // ignored, spec §4.2
+	}
+	if opts.DeprovisionCores {
+		if err := s.cfg.Provider.DeleteThing(ctx, name); err != nil {
+			if thingflow.Transient(err) {
+				return fmt.Errorf("delete thing %q: %w", name, err)
+			}
+			s.log.Warn("deprovision core failed", "core", name, "err", err)
+			return fail("Core cannot be removed from IoT service")
+		}
+	}
+	if err := s.cfg.Store.DeleteCore(ctx, name); err != nil && !errkind.Is(err, errkind.NotFound) {
+		if thingflow.Transient(err) {
+			return fmt.Errorf("delete core record %q: %w", name, err)
+		}
+		s.log.Warn("delete core record failed", "core", name, "err", err)
+		return fail("Core cannot be removed from asset library")
+	}
+	it.Status, it.StatusMessage = cdf.StatusSuccess, ""
+	s.emit(ctx, EventCoreDeleted, CoreEvent{CoreName: name, Status: "success", TaskID: t.ID})
+	return nil
+}
