@@ -40,6 +40,9 @@ type CertInfo struct {
 type Planned struct {
 	CertificatePem string `json:"certificatePem"`
 	PrivateKeyPem  string `json:"privateKeyPem,omitempty"`
+	// CaCertificatePem is the issuing CA's certificate (added field; may be
+	// empty in plans saved before it existed).
+	CaCertificatePem string `json:"caCertificatePem,omitempty"`
 }
 
 // Result is what provisioning made.
