@@ -1,4 +1,4 @@
--- API bearer tokens. Only the SHA-256 of a token is stored (hex); the token
+-- API bearer tokens. Only the SHA-256 of a token is stored (hex), the token
 -- itself is shown once. At most one active (unrevoked) token per name, so two
 -- replicas racing to create the first admin token produce one winner.
 CREATE TABLE api_tokens (
