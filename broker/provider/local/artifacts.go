@@ -1,0 +1,141 @@
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+
+	"github.com/ggfleet/ggfleet/broker/errkind"
+)
+
+// Bucket is the bucket the local provider reports for its artifacts.
+const Bucket = "local"
+
+// maxKeyLen bounds artifact keys (S3 allows 1024 bytes).
+const maxKeyLen = 1024
+
+// CheckArtifactKey validates an artifact key: a relative slash-separated path
+// of printable ASCII that cannot leave the artifacts directory.
+func CheckArtifactKey(key string) error {
+	bad := func(why string) error {
+		return errkind.New(errkind.Invalid, "artifact key %q is not valid: %s", key, why)
+	}
+	switch {
+	case key == "":
+		return errkind.New(errkind.Invalid, "artifact key is empty: give a path such as greengrass2/artifacts/<core>/<core>/certs.zip")
+	case len(key) > maxKeyLen:
+		return errkind.New(errkind.Invalid, "artifact key is %d bytes long: the limit is %d", len(key), maxKeyLen)
+	case strings.HasPrefix(key, "/"):
+		return bad("it must not start with '/'")
+	case strings.Contains(key, "\\"):
+		return bad("it must not contain '\\'")
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c < 0x20 || c > 0x7e {
+			return bad("use printable ASCII characters only")
+		}
+	}
+	for _, seg := range strings.Split(key, "/") {
+		switch seg {
+		case "":
+			return bad("it must not contain empty path segments ('//' or a trailing '/')")
+		case ".", "..":
+			return bad("it must not contain '.' or '..' segments")
+		}
+		if len(seg) > 255 {
+			return bad("each path segment must be at most 255 bytes")
+		}
+	}
+	return nil
+}
+
+// contentType is an artifact's media type, from its extension.
+func contentType(key string) string {
+	switch strings.ToLower(path.Ext(key)) {
+	case ".zip":
+		return "application/zip"
+	case ".yml", ".yaml":
+		return "application/yaml"
+	case ".json":
+		return "application/json"
+	}
+	return "application/octet-stream"
+}
+
+// PutArtifact writes data under key atomically (temporary file, then rename),
+// private to the broker's user because certs.zip holds a private key. The
+// content type is derived from the key's extension when read back, so the
+// contentType argument is not stored.
+func (p *Provider) PutArtifact(ctx context.Context, key, contentType string, data []byte) (string, error) {
+	if err := CheckArtifactKey(key); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if dir := path.Dir(key); dir != "." {
+		if err := p.root.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("store artifact %s: create directory: %w", key, err)
+		}
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := path.Join(path.Dir(key), ".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := p.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("store artifact %s: %w", key, err)
+	}
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = p.root.Rename(tmp, key)
+	}
+	if werr != nil {
+		_ = p.root.Remove(tmp)
+		return "", fmt.Errorf("store artifact %s: %w", key, werr)
+	}
+	return Bucket, nil
+}
+
+// GetArtifact returns an artifact's bytes and content type, or
+// errkind.NotFound.
+func (p *Provider) GetArtifact(ctx context.Context, key string) ([]byte, string, error) {
+	if err := CheckArtifactKey(key); err != nil {
+		return nil, "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	notFound := func(err error) error {
+		return errkind.Wrap(errkind.NotFound, err, "artifact %s does not exist", key)
+	}
+	fi, err := p.root.Stat(key)
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return nil, "", notFound(err)
+	case err != nil:
+		return nil, "", fmt.Errorf("read artifact %s: %w", key, err)
+	case !fi.Mode().IsRegular():
+		return nil, "", notFound(fmt.Errorf("%s is not a regular file", key))
+	}
+	data, err := p.root.ReadFile(key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", notFound(err)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read artifact %s: %w", key, err)
+	}
+	return data, contentType(key), nil
+}

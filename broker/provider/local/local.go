@@ -1,0 +1,509 @@
+// Package local is the embedded provider: the thing, certificate, policy,
+// thing-group and core-device registry lives in the broker's database (through
+// Store) and artifacts live in a directory, so ggfleet runs without a cloud
+// account. It implements provider.Provider and passes providertest.Run.
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/provider"
+	"github.com/ggfleet/ggfleet/shared/certs"
+)
+
+// Store is the registry's persistence, implemented by the SQL store. Every
+// method is one atomic operation. Missing rows are errkind.NotFound and
+// duplicates errkind.Conflict, as the method comments say.
+type Store interface {
+	// CreateThing inserts a thing (Name, ThingType, Attributes, CreatedAt);
+	// errkind.Conflict if it exists.
+	CreateThing(ctx context.Context, t provider.Thing) error
+	// GetThing returns a thing with Groups, Principals and Policies filled
+	// (sorted), or errkind.NotFound.
+	GetThing(ctx context.Context, name string) (provider.Thing, error)
+	// DeleteThing removes, in one transaction, the thing's group memberships,
+	// its principals, the certificates no other thing uses (with their policy
+	// attachments), the client-device associations where it is the device,
+	// and the thing. A missing thing is not an error.
+	DeleteThing(ctx context.Context, name string) error
+
+	// PutCertificate inserts a certificate; an existing id is left as it is.
+	PutCertificate(ctx context.Context, c provider.Certificate) error
+	// GetCertificate returns a certificate or errkind.NotFound.
+	GetCertificate(ctx context.Context, id string) (provider.Certificate, error)
+	// AttachThingPrincipal links a certificate to a thing (idempotent);
+	// errkind.NotFound if either is missing.
+	AttachThingPrincipal(ctx context.Context, thing, certID string) error
+
+	// GetPolicy returns a policy or errkind.NotFound.
+	GetPolicy(ctx context.Context, name string) (provider.Policy, error)
+	// PutPolicy creates or replaces a policy and reports whether it created it.
+	PutPolicy(ctx context.Context, p provider.Policy, now time.Time) (created bool, err error)
+	// AttachPolicy links a policy to a certificate (idempotent);
+	// errkind.NotFound if either is missing.
+	AttachPolicy(ctx context.Context, policy, certID string) error
+
+	// CreateThingGroup inserts a group; an existing group is left as it is.
+	CreateThingGroup(ctx context.Context, name, description string, now time.Time) error
+	// AddThingToGroup is idempotent; errkind.NotFound if either is missing.
+	AddThingToGroup(ctx context.Context, thing, group string) error
+	// RemoveThingFromGroup is idempotent; missing thing or group is not an error.
+	RemoveThingFromGroup(ctx context.Context, thing, group string) error
+	// ListThingsInGroup returns the members, sorted; errkind.NotFound if the
+	// group does not exist.
+	ListThingsInGroup(ctx context.Context, group string) ([]string, error)
+	// ListThingGroupsForThing returns the groups of a thing, sorted (empty
+	// when the thing does not exist).
+	ListThingGroupsForThing(ctx context.Context, thing string) ([]string, error)
+
+	// MarkCoreRegistered records a core registration (idempotent: an existing
+	// registration keeps its status).
+	MarkCoreRegistered(ctx context.Context, name string, at time.Time) error
+	// GetCoreDevice returns a registration or errkind.NotFound.
+	GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error)
+	// UpdateCoreStatus stores the reported status fields, registering the
+	// core if needed.
+	UpdateCoreStatus(ctx context.Context, c provider.CoreDevice) error
+	// DeleteCoreDevice removes the registration and the core's client-device
+	// associations; missing is not an error.
+	DeleteCoreDevice(ctx context.Context, name string) error
+
+	// AssociateClientDevice links a device to a core (idempotent: an existing
+	// association keeps its timestamp).
+	AssociateClientDevice(ctx context.Context, core, device string, at time.Time) error
+	// DisassociateClientDevice is idempotent.
+	DisassociateClientDevice(ctx context.Context, core, device string) error
+	// ListClientDevices returns the associations of a core.
+	ListClientDevices(ctx context.Context, core string) ([]provider.Association, error)
+}
+
+// Config configures a local provider.
+type Config struct {
+	Store        Store
+	ArtifactsDir string // created (0700) when missing
+	Logger       *slog.Logger
+	Now          func() time.Time // defaults to time.Now; tests pin it
+}
+
+// Provider is the embedded provider. It is safe for concurrent use.
+type Provider struct {
+	store Store
+	root  *os.Root
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+var _ provider.Provider = (*Provider)(nil)
+
+// New opens the artifacts directory and returns the provider.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Store == nil {
+		return nil, fmt.Errorf("local provider: a Store is required")
+	}
+	if cfg.ArtifactsDir == "" {
+		return nil, fmt.Errorf("local provider: an artifacts directory is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.ArtifactsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create artifacts dir %s: %w", cfg.ArtifactsDir, err)
+	}
+	root, err := os.OpenRoot(cfg.ArtifactsDir)
+	if err != nil {
+		return nil, fmt.Errorf("open artifacts dir %s: %w", cfg.ArtifactsDir, err)
+	}
+	return &Provider{store: cfg.Store, root: root, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// Close releases the artifacts directory handle.
+func (p *Provider) Close() error { return p.root.Close() }
+
+// Mode reports "local": agents enrolled here use the embedded MQTT broker.
+func (p *Provider) Mode() string { return "local" }
+
+// Names (DESIGN.md: Names) and AWS IoT's policy-name pattern.
+var (
+	nameRE       = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
+	policyNameRE = regexp.MustCompile(`^[\w+=,.@-]{1,128}$`)
+)
+
+func checkName(what, name string) error {
+	if !nameRE.MatchString(name) {
+		return errkind.New(errkind.Invalid, "%s %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9, _ and - (no ':' and no non-ASCII characters)", what, name)
+	}
+	return nil
+}
+
+func checkPolicyName(name string) error {
+	if !policyNameRE.MatchString(name) {
+		return errkind.New(errkind.Invalid, "policy name %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9 and _ + = , . @ -", name)
+	}
+	return nil
+}
+
+// DescribeThing returns the thing with its groups, principals and policies.
+func (p *Provider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
+	if err := checkName("thing name", name); err != nil {
+		return provider.Thing{}, err
+	}
+	t, err := p.store.GetThing(ctx, name)
+	if err != nil {
+		return provider.Thing{}, fmt.Errorf("describe thing %q: %w", name, err)
+	}
+	if t.Attributes == nil {
+		t.Attributes = map[string]string{}
+	}
+	for _, s := range [][]string{t.Groups, t.Principals, t.Policies} {
+		sort.Strings(s)
+	}
+	return t, nil
+}
+
+// CreateThing creates a thing; errkind.Conflict if it exists.
+func (p *Provider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
+	if err := checkName("thing name", name); err != nil {
+		return err
+	}
+	if thingType != "" {
+		if err := checkName("thing type", thingType); err != nil {
+			return err
+		}
+	}
+	attrs := make(map[string]string, len(attributes))
+	for k, v := range attributes {
+		attrs[k] = v
+	}
+	t := provider.Thing{Name: name, ThingType: thingType, Attributes: attrs, CreatedAt: p.now()}
+	if err := p.store.CreateThing(ctx, t); err != nil {
+		return fmt.Errorf("create thing %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteThing deletes the thing, its memberships and principals, the
+// certificates no other thing uses and its client-device associations.
+func (p *Provider) DeleteThing(ctx context.Context, name string) error {
+	if err := checkName("thing name", name); err != nil {
+		return err
+	}
+	if err := p.store.DeleteThing(ctx, name); err != nil {
+		return fmt.Errorf("delete thing %q: %w", name, err)
+	}
+	return nil
+}
+
+// Certificate statuses.
+const (
+	StatusActive   = "ACTIVE"
+	StatusInactive = "INACTIVE"
+	StatusRevoked  = "REVOKED"
+)
+
+// RegisterCertificate registers a certificate and returns its id (hex SHA-256
+// of the DER). caPEM, when given, names the issuing CA by its id. An empty
+// status means ACTIVE. Registering the same certificate again returns the
+// same id and keeps the stored status.
+func (p *Provider) RegisterCertificate(ctx context.Context, certPEM, caPEM, status string) (string, error) {
+	switch status {
+	case "":
+		status = StatusActive
+	case StatusActive, StatusInactive, StatusRevoked:
+	default:
+		return "", errkind.New(errkind.Invalid, "certificate status %q is not valid: use ACTIVE, INACTIVE or REVOKED", status)
+	}
+	cert, err := certs.ParseCertificate(certPEM)
+	if err != nil {
+		return "", errkind.Wrap(errkind.Invalid, err, "the certificate is not a valid PEM certificate")
+	}
+	caID := ""
+	if strings.TrimSpace(caPEM) != "" {
+		ca, err := certs.ParseCertificate(caPEM)
+		if err != nil {
+			return "", errkind.Wrap(errkind.Invalid, err, "the CA certificate is not a valid PEM certificate")
+		}
+		caID = certs.ID(ca)
+	}
+	id := certs.ID(cert)
+	c := provider.Certificate{ID: id, PEM: certs.EncodeCertificate(cert.Raw), CAID: caID, Status: status, CreatedAt: p.now()}
+	if err := p.store.PutCertificate(ctx, c); err != nil {
+		return "", fmt.Errorf("register certificate %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// AttachThingPrincipal attaches a certificate to a thing (idempotent).
+func (p *Provider) AttachThingPrincipal(ctx context.Context, thing, certID string) error {
+	if err := checkName("thing name", thing); err != nil {
+		return err
+	}
+	if err := p.store.AttachThingPrincipal(ctx, thing, certID); err != nil {
+		return fmt.Errorf("attach certificate %s to thing %q: %w", certID, thing, err)
+	}
+	return nil
+}
+
+// DescribeCertificate returns a registered certificate or errkind.NotFound.
+func (p *Provider) DescribeCertificate(ctx context.Context, certID string) (provider.Certificate, error) {
+	c, err := p.store.GetCertificate(ctx, certID)
+	if err != nil {
+		return provider.Certificate{}, fmt.Errorf("describe certificate %s: %w", certID, err)
+	}
+	return c, nil
+}
+
+// CertificateActive reports whether a certificate may connect: it is
+// registered and ACTIVE. A certificate deleted with its thing is not.
+func (p *Provider) CertificateActive(ctx context.Context, certID string) (bool, error) {
+	c, err := p.store.GetCertificate(ctx, certID)
+	if errkind.Is(err, errkind.NotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check certificate %s: %w", certID, err)
+	}
+	return c.Status == StatusActive, nil
+}
+
+// GetPolicy returns a policy or errkind.NotFound.
+func (p *Provider) GetPolicy(ctx context.Context, name string) (provider.Policy, error) {
+	if err := checkPolicyName(name); err != nil {
+		return provider.Policy{}, err
+	}
+	pol, err := p.store.GetPolicy(ctx, name)
+	if err != nil {
+		return provider.Policy{}, fmt.Errorf("get policy %q: %w", name, err)
+	}
+	return pol, nil
+}
+
+// PutPolicy creates or replaces a policy; the document must be a JSON object.
+func (p *Provider) PutPolicy(ctx context.Context, name, document string) (bool, error) {
+	if err := checkPolicyName(name); err != nil {
+		return false, err
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(document), &obj); err != nil || obj == nil {
+		return false, errkind.New(errkind.Invalid, "the document of policy %q must be a JSON object (an AWS IoT policy document with \"Version\" and \"Statement\")", name)
+	}
+	created, err := p.store.PutPolicy(ctx, provider.Policy{Name: name, Document: document}, p.now())
+	if err != nil {
+		return false, fmt.Errorf("put policy %q: %w", name, err)
+	}
+	return created, nil
+}
+
+// AttachPolicy attaches an existing policy to a certificate (idempotent).
+func (p *Provider) AttachPolicy(ctx context.Context, policy, certID string) error {
+	if err := checkPolicyName(policy); err != nil {
+		return err
+	}
+	if err := p.store.AttachPolicy(ctx, policy, certID); err != nil {
+		return fmt.Errorf("attach policy %q to certificate %s: %w", policy, certID, err)
+	}
+	return nil
+}
+
+// CreateThingGroup creates a group; an existing group is not an error.
+func (p *Provider) CreateThingGroup(ctx context.Context, name, description string) error {
+	if err := checkName("thing group name", name); err != nil {
+		return err
+	}
+	if err := p.store.CreateThingGroup(ctx, name, description, p.now()); err != nil {
+		return fmt.Errorf("create thing group %q: %w", name, err)
+	}
+	return nil
+}
+
+// AddThingToGroup adds a thing to a group (idempotent).
+func (p *Provider) AddThingToGroup(ctx context.Context, thing, group string) error {
+	if err := checkName("thing name", thing); err != nil {
+		return err
+	}
+	if err := checkName("thing group name", group); err != nil {
+		return err
+	}
+	if err := p.store.AddThingToGroup(ctx, thing, group); err != nil {
+		return fmt.Errorf("add thing %q to group %q: %w", thing, group, err)
+	}
+	return nil
+}
+
+// RemoveThingFromGroup removes a thing from a group (idempotent).
+func (p *Provider) RemoveThingFromGroup(ctx context.Context, thing, group string) error {
+	if err := checkName("thing name", thing); err != nil {
+		return err
+	}
+	if err := checkName("thing group name", group); err != nil {
+		return err
+	}
+	if err := p.store.RemoveThingFromGroup(ctx, thing, group); err != nil {
+		return fmt.Errorf("remove thing %q from group %q: %w", thing, group, err)
+	}
+	return nil
+}
+
+// ListThingsInGroup returns the direct members of a group, sorted.
+func (p *Provider) ListThingsInGroup(ctx context.Context, group string) ([]string, error) {
+	if err := checkName("thing group name", group); err != nil {
+		return nil, err
+	}
+	names, err := p.store.ListThingsInGroup(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("list things in group %q: %w", group, err)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// ListThingGroupsForThing returns the groups a thing is a direct member of,
+// sorted (the MQTT side uses it to find a core's deployments).
+func (p *Provider) ListThingGroupsForThing(ctx context.Context, thing string) ([]string, error) {
+	if err := checkName("thing name", thing); err != nil {
+		return nil, err
+	}
+	names, err := p.store.ListThingGroupsForThing(ctx, thing)
+	if err != nil {
+		return nil, fmt.Errorf("list groups of thing %q: %w", thing, err)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// MarkCoreRegistered records that a core obtained its identity (enrollment)
+// or connected; GetCoreDevice succeeds from then on, with Status "" until the
+// first health report. Idempotent.
+func (p *Provider) MarkCoreRegistered(ctx context.Context, name string) error {
+	if err := checkName("core name", name); err != nil {
+		return err
+	}
+	if err := p.store.MarkCoreRegistered(ctx, name, p.now()); err != nil {
+		return fmt.Errorf("register core %q: %w", name, err)
+	}
+	return nil
+}
+
+// UpdateCoreStatus stores a core's reported health (registering it if
+// needed). A zero LastStatus means now.
+func (p *Provider) UpdateCoreStatus(ctx context.Context, c provider.CoreDevice) error {
+	if err := checkName("core name", c.Name); err != nil {
+		return err
+	}
+	if c.LastStatus.IsZero() {
+		c.LastStatus = p.now()
+	}
+	if err := p.store.UpdateCoreStatus(ctx, c); err != nil {
+		return fmt.Errorf("update status of core %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+// GetCoreDevice returns the core's registration or errkind.NotFound.
+func (p *Provider) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
+	if err := checkName("core name", name); err != nil {
+		return provider.CoreDevice{}, err
+	}
+	c, err := p.store.GetCoreDevice(ctx, name)
+	if err != nil {
+		return provider.CoreDevice{}, fmt.Errorf("get core device %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// DeleteCoreDevice removes the registration and the core's associations.
+func (p *Provider) DeleteCoreDevice(ctx context.Context, name string) error {
+	if err := checkName("core name", name); err != nil {
+		return err
+	}
+	if err := p.store.DeleteCoreDevice(ctx, name); err != nil {
+		return fmt.Errorf("delete core device %q: %w", name, err)
+	}
+	return nil
+}
+
+// registeredCore returns errkind.Invalid unless the core is registered.
+func (p *Provider) registeredCore(ctx context.Context, core string) error {
+	if err := checkName("core name", core); err != nil {
+		return err
+	}
+	_, err := p.store.GetCoreDevice(ctx, core)
+	if errkind.Is(err, errkind.NotFound) {
+		return errkind.New(errkind.Invalid, "core %q is not registered: it must enroll (ggagent enroll) or connect before client devices can be associated with it", core)
+	}
+	if err != nil {
+		return fmt.Errorf("get core device %q: %w", core, err)
+	}
+	return nil
+}
+
+// AssociateClientDevices associates things with a registered core. Devices
+// that are not things are returned in the failure map with the reason.
+func (p *Provider) AssociateClientDevices(ctx context.Context, core string, devices []string) (map[string]string, error) {
+	if err := p.registeredCore(ctx, core); err != nil {
+		return nil, err
+	}
+	failed := map[string]string{}
+	now := p.now()
+	for _, d := range devices {
+		if err := checkName("device name", d); err != nil {
+			failed[d] = errkind.Message(err)
+			continue
+		}
+		if _, err := p.store.GetThing(ctx, d); err != nil {
+			if errkind.Is(err, errkind.NotFound) {
+				failed[d] = fmt.Sprintf("thing %q does not exist", d)
+				continue
+			}
+			return failed, fmt.Errorf("associate %q with core %q: %w", d, core, err)
+		}
+		if err := p.store.AssociateClientDevice(ctx, core, d, now); err != nil {
+			return failed, fmt.Errorf("associate %q with core %q: %w", d, core, err)
+		}
+	}
+	return failed, nil
+}
+
+// DisassociateClientDevices removes associations; a device that is not
+// associated is not a failure (the call is idempotent).
+func (p *Provider) DisassociateClientDevices(ctx context.Context, core string, devices []string) (map[string]string, error) {
+	if err := p.registeredCore(ctx, core); err != nil {
+		return nil, err
+	}
+	failed := map[string]string{}
+	for _, d := range devices {
+		if err := checkName("device name", d); err != nil {
+			failed[d] = errkind.Message(err)
+			continue
+		}
+		if err := p.store.DisassociateClientDevice(ctx, core, d); err != nil {
+			return failed, fmt.Errorf("disassociate %q from core %q: %w", d, core, err)
+		}
+	}
+	return failed, nil
+}
+
+// ListClientDevices lists the devices associated with a core, sorted by name.
+// A core with no associations (or none registered) gives an empty list.
+func (p *Provider) ListClientDevices(ctx context.Context, core string) ([]provider.Association, error) {
+	if err := checkName("core name", core); err != nil {
+		return nil, err
+	}
+	list, err := p.store.ListClientDevices(ctx, core)
+	if err != nil {
+		return nil, fmt.Errorf("list client devices of core %q: %w", core, err)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ThingName < list[j].ThingName })
+	return list, nil
+}

@@ -1,0 +1,224 @@
+package local_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/provider"
+	"github.com/ggfleet/ggfleet/broker/provider/local"
+	"github.com/ggfleet/ggfleet/broker/provider/providertest"
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
+)
+
+// newLocal returns a local provider on a fresh SQLite database and
+// artifacts directory.
+func newLocal(t *testing.T) (*local.Provider, string) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "t.db"), nil)
+	if err != nil {
+		t.Fatalf("open database: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	artifacts := filepath.Join(dir, "artifacts")
+	p, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: artifacts})
+	if err != nil {
+		t.Fatalf("local.New: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, artifacts
+}
+
+func TestRegistryProviderSuite(t *testing.T) {
+	providertest.Run(t, func(t *testing.T) provider.Provider {
+		p, _ := newLocal(t)
+		return p
+	})
+}
+
+func TestRegistryCoreStatus(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newLocal(t)
+	if err := p.MarkCoreRegistered(ctx, "core-1"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.GetCoreDevice(ctx, "core-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != "" {
+		t.Fatalf("Status before any health report = %q, want empty", c.Status)
+	}
+	at := time.UnixMilli(1_700_000_000_123).UTC()
+	want := provider.CoreDevice{Name: "core-1", Status: "HEALTHY", CoreVersion: "2.12.0", Platform: "linux", Architecture: "amd64", LastStatus: at}
+	if err := p.UpdateCoreStatus(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	// Registering again keeps the reported status.
+	if err := p.MarkCoreRegistered(ctx, "core-1"); err != nil {
+		t.Fatal(err)
+	}
+	c, err = p.GetCoreDevice(ctx, "core-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != want.Name || c.Status != want.Status || c.CoreVersion != want.CoreVersion ||
+		c.Platform != want.Platform || c.Architecture != want.Architecture || !c.LastStatus.Equal(at) {
+		t.Fatalf("GetCoreDevice = %+v, want %+v", c, want)
+	}
+
+	// A health report registers a core that never enrolled.
+	if err := p.UpdateCoreStatus(ctx, provider.CoreDevice{Name: "core-2", Status: "UNHEALTHY"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err = p.GetCoreDevice(ctx, "core-2")
+	if err != nil {
+		t.Fatalf("GetCoreDevice after health report: %v", err)
+	}
+	if c.Status != "UNHEALTHY" || c.LastStatus.IsZero() {
+		t.Fatalf("GetCoreDevice = %+v, want UNHEALTHY with a LastStatus", c)
+	}
+}
+
+func TestRegistryCertificateActive(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newLocal(t)
+	is := providertest.NewIssuer(t)
+	if err := p.CreateThing(ctx, "core-1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	active, err := p.RegisterCertificate(ctx, is.Issue(t, "core-1"), is.CAPEM, "ACTIVE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inactive, err := p.RegisterCertificate(ctx, is.Issue(t, "core-1"), is.CAPEM, "INACTIVE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{active, inactive} {
+		if err := p.AttachThingPrincipal(ctx, "core-1", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(id string, want bool) {
+		t.Helper()
+		got, err := p.CertificateActive(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("CertificateActive(%s) = %v, want %v", id, got, want)
+		}
+	}
+	check(active, true)
+	check(inactive, false)
+	check("0000", false)
+	if err := p.DeleteThing(ctx, "core-1"); err != nil {
+		t.Fatal(err)
+	}
+	check(active, false) // a deleted core's certificate must no longer connect
+}
+
+func TestRegistryThingGroupsForThing(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newLocal(t)
+	if err := p.CreateThing(ctx, "core-1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"g-2", "g-1"} {
+		if err := p.CreateThingGroup(ctx, g, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AddThingToGroup(ctx, "core-1", g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := p.ListThingGroupsForThing(ctx, "core-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != "g-1" || got[1] != "g-2" {
+		t.Fatalf("ListThingGroupsForThing = %v, want [g-1 g-2]", got)
+	}
+	got, err = p.ListThingGroupsForThing(ctx, "nobody")
+	if err != nil || len(got) != 0 {
+		t.Fatalf("ListThingGroupsForThing(nobody) = %v, %v; want empty", got, err)
+	}
+}
+
+func TestArtifactFiles(t *testing.T) {
+	ctx := context.Background()
+	p, dir := newLocal(t)
+	key := "greengrass2/artifacts/core-1/core-1/certs.zip"
+	bucket, err := p.PutArtifact(ctx, key, "application/zip", []byte("PK"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bucket != "local" {
+		t.Fatalf("bucket = %q, want local", bucket)
+	}
+	fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(key)))
+	if err != nil {
+		t.Fatalf("artifact not stored under the artifacts dir: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("artifact mode = %v, want 0600 (certs.zip holds a private key)", fi.Mode().Perm())
+	}
+	di, err := os.Stat(filepath.Join(dir, "greengrass2", "artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di.Mode().Perm()&0o077 != 0 {
+		t.Errorf("artifact dir mode = %v, want no group/other access", di.Mode().Perm())
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "greengrass2", "artifacts", "core-1", "core-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Errorf("artifact dir holds %d entries, want only certs.zip (no temporary files left)", len(entries))
+	}
+}
+
+func TestArtifactSymlinkEscape(t *testing.T) {
+	ctx := context.Background()
+	p, dir := newLocal(t)
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
+		t.Skipf("cannot create symlinks here: %v", err)
+	}
+	data, _, err := p.GetArtifact(ctx, "link/secret")
+	if err == nil {
+		t.Fatalf("GetArtifact through a symlink leaving the artifacts dir returned %q, want an error", data)
+	}
+	if _, err := p.PutArtifact(ctx, "link/planted", "", []byte("x")); err == nil {
+		t.Fatal("PutArtifact through a symlink leaving the artifacts dir succeeded, want an error")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
+		t.Fatal("PutArtifact wrote outside the artifacts dir")
+	}
+}
+
+func TestRegistryNew(t *testing.T) {
+	if _, err := local.New(local.Config{ArtifactsDir: t.TempDir()}); err == nil {
+		t.Error("New without a Store succeeded")
+	}
+	_, err := local.New(local.Config{Store: nil, ArtifactsDir: ""})
+	if err == nil {
+		t.Error("New without an artifacts dir succeeded")
+	}
+	if errkind.Is(err, errkind.NotFound) {
+		t.Error("New error has kind NotFound")
+	}
+}
