@@ -60,9 +60,6 @@ func (s *Service) Prepare(ctx context.Context, req Request) (*Planned, error) {
 	if err := r.createDeviceCertificate(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.registerWithoutCA(); err != nil {
-		return nil, err
-	}
 	if err := r.evalResources(); err != nil {
 		return nil, err
 	}
@@ -83,9 +80,6 @@ func (s *Service) Provision(ctx context.Context, req Request) (Result, error) {
 		return Result{}, err
 	}
 	if err := r.createDeviceCertificate(ctx); err != nil {
-		return Result{}, err
-	}
-	if err := r.registerWithoutCA(); err != nil {
 		return Result{}, err
 	}
 	if err := r.evalResources(); err != nil {
@@ -120,6 +114,9 @@ func (s *Service) start(ctx context.Context, req Request) (*run, error) {
 		if _, supplied := req.Parameters["CertificateSigningRequest"]; !supplied {
 			r.e.injected["CertificateSigningRequest"] = req.CDF.Csr
 		}
+	}
+	if err := r.registerWithoutCA(); err != nil {
+		return nil, err
 	}
 	for _, logical := range doc.Logical {
 		res := doc.Resources[logical]
