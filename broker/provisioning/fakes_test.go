@@ -307,7 +307,7 @@ type fakeIssuer struct {
 	issued     int
 }
 
-func newFakeIssuer(t *testing.T) *fakeIssuer {
+func newFakeIssuer(t testing.TB) *fakeIssuer {
 	t.Helper()
 	key, err := certs.GenerateKey(certs.ECP256)
 	if err != nil {
