@@ -70,10 +70,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	// Provider and domain services.
-	prov, err := local.New(local.Config{Store: db, ArtifactsDir: filepath.Join(cfg.DataDir, "artifacts"), Logger: log})
+	prov, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: filepath.Join(cfg.DataDir, "artifacts"), Logger: log})
 	if err != nil {
 		return err
 	}
+	defer prov.Close()
 	provSvc := provisioning.New(provisioning.Config{Store: db, Provider: prov, Issuer: authority, Logger: log})
 	if err := provSvc.SeedDefaults(ctx); err != nil {
 		return fmt.Errorf("seed default provisioning templates: %w", err)
