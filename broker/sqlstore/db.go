@@ -209,19 +209,19 @@ func (d *DB) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// splitStatements splits a migration file on semicolons at line ends.
-// Migrations must not contain semicolons inside statements.
+// splitStatements drops -- comment lines, then splits a migration file on
+// semicolons. Migrations must not contain semicolons inside statements.
 func splitStatements(body string) []string {
-	var out []string
-	for _, s := range strings.Split(body, ";") {
-		var lines []string
-		for _, l := range strings.Split(s, "\n") {
-			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "--") {
-				lines = append(lines, l)
-			}
+	var kept []string
+	for _, l := range strings.Split(body, "\n") {
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "--") {
+			kept = append(kept, l)
 		}
-		if len(lines) > 0 {
-			out = append(out, strings.Join(lines, "\n"))
+	}
+	var out []string
+	for _, s := range strings.Split(strings.Join(kept, "\n"), ";") {
+		if strings.TrimSpace(s) != "" {
+			out = append(out, strings.TrimSpace(s))
 		}
 	}
 	return out
