@@ -38,7 +38,7 @@ func provTplServer(t *testing.T, maxBody int64) *httptest.Server {
 		t.Fatal(err)
 	}
 	clock := time.Date(2022, 1, 14, 6, 58, 11, 157_000_000, time.UTC)
-	svc := provisioning.New(provisioning.Config{Store: db.ProvisioningTemplates(), Now: func() time.Time {
+	svc := provisioning.New(provisioning.Config{Store: db, Now: func() time.Time {
 		clock = clock.Add(time.Second)
 		return clock
 	}})

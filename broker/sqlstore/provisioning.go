@@ -8,19 +8,12 @@ import (
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 )
 
-// ProvisioningTemplateStore implements provisioning.Store on the database.
-type ProvisioningTemplateStore struct{ d *DB }
-
-// ProvisioningTemplates returns the provisioning template store.
-func (d *DB) ProvisioningTemplates() *ProvisioningTemplateStore {
-	return &ProvisioningTemplateStore{d: d}
-}
-
-var _ provisioning.Store = (*ProvisioningTemplateStore)(nil)
+// The DB is the provisioning service's template store.
+var _ provisioning.Store = (*DB)(nil)
 
 // CreateProvisioningTemplate stores a template only if the name is free.
-func (s *ProvisioningTemplateStore) CreateProvisioningTemplate(ctx context.Context, name string, doc []byte, now time.Time) (bool, error) {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO provisioning_templates (name, document, created_at, updated_at)
+func (d *DB) CreateProvisioningTemplate(ctx context.Context, name string, doc []byte, now time.Time) (bool, error) {
+	res, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO provisioning_templates (name, document, created_at, updated_at)
 		VALUES (?, ?, ?, 0) ON CONFLICT (name) DO NOTHING`), name, string(doc), millis(now))
 	if err != nil {
 		return false, mapErr(err, "create provisioning template "+name)
@@ -33,27 +26,27 @@ func (s *ProvisioningTemplateStore) CreateProvisioningTemplate(ctx context.Conte
 }
 
 // PutProvisioningTemplate creates or replaces a template.
-func (s *ProvisioningTemplateStore) PutProvisioningTemplate(ctx context.Context, name string, doc []byte, now time.Time) (bool, error) {
-	created, err := s.CreateProvisioningTemplate(ctx, name, doc, now)
+func (d *DB) PutProvisioningTemplate(ctx context.Context, name string, doc []byte, now time.Time) (bool, error) {
+	created, err := d.CreateProvisioningTemplate(ctx, name, doc, now)
 	if err != nil || created {
 		return created, err
 	}
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`UPDATE provisioning_templates SET document = ?, updated_at = ? WHERE name = ?`),
+	res, err := d.sql.ExecContext(ctx, d.q(`UPDATE provisioning_templates SET document = ?, updated_at = ? WHERE name = ?`),
 		string(doc), millis(now), name)
 	if err != nil {
 		return false, mapErr(err, "replace provisioning template "+name)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		// Deleted between the insert and the update: store it as new.
-		return s.CreateProvisioningTemplate(ctx, name, doc, now)
+		return d.CreateProvisioningTemplate(ctx, name, doc, now)
 	}
 	return false, nil
 }
 
 // GetProvisioningTemplate returns the document as stored.
-func (s *ProvisioningTemplateStore) GetProvisioningTemplate(ctx context.Context, name string) ([]byte, error) {
+func (d *DB) GetProvisioningTemplate(ctx context.Context, name string) ([]byte, error) {
 	var doc string
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT document FROM provisioning_templates WHERE name = ?`), name).Scan(&doc)
+	err := d.sql.QueryRowContext(ctx, d.q(`SELECT document FROM provisioning_templates WHERE name = ?`), name).Scan(&doc)
 	if err != nil {
 		return nil, mapErr(err, "provisioning template "+name)
 	}
@@ -61,8 +54,8 @@ func (s *ProvisioningTemplateStore) GetProvisioningTemplate(ctx context.Context,
 }
 
 // ListProvisioningTemplates lists every template, sorted by name.
-func (s *ProvisioningTemplateStore) ListProvisioningTemplates(ctx context.Context) ([]provisioning.TemplateInfo, error) {
-	rows, err := s.d.sql.QueryContext(ctx, `SELECT name, created_at, updated_at FROM provisioning_templates ORDER BY name`)
+func (d *DB) ListProvisioningTemplates(ctx context.Context) ([]provisioning.TemplateInfo, error) {
+	rows, err := d.sql.QueryContext(ctx, `SELECT name, created_at, updated_at FROM provisioning_templates ORDER BY name`)
 	if err != nil {
 		return nil, mapErr(err, "list provisioning templates")
 	}
@@ -86,8 +79,8 @@ func (s *ProvisioningTemplateStore) ListProvisioningTemplates(ctx context.Contex
 }
 
 // DeleteProvisioningTemplate deletes a template, or returns errkind.NotFound.
-func (s *ProvisioningTemplateStore) DeleteProvisioningTemplate(ctx context.Context, name string) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`DELETE FROM provisioning_templates WHERE name = ?`), name)
+func (d *DB) DeleteProvisioningTemplate(ctx context.Context, name string) error {
+	res, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM provisioning_templates WHERE name = ?`), name)
 	if err != nil {
 		return mapErr(err, "delete provisioning template "+name)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/errkind"
 )
 
-func newProvisioningTestStore(t *testing.T) *ProvisioningTemplateStore {
+func newProvisioningTestStore(t *testing.T) *DB {
 	t.Helper()
 	ctx := context.Background()
 	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
@@ -20,7 +20,7 @@ func newProvisioningTestStore(t *testing.T) *ProvisioningTemplateStore {
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return db.ProvisioningTemplates()
+	return db
 }
 
 func TestProvisioningTemplateStore(t *testing.T) {
