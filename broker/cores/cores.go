@@ -33,6 +33,9 @@ type (
 	Filter = corestore.Filter
 	// Store persists core records and their artifact records.
 	Store = corestore.Store
+	// Provisioner is the part of the provisioning service core tasks use
+	// (Prepare, Provision); *provisioning.Service satisfies it.
+	Provisioner = thingflow.Provisioner
 )
 
 // Default template values and artifact kinds (see corestore).
@@ -76,7 +79,7 @@ type Config struct {
 	Store       Store
 	Tasks       tasks.Store
 	Provider    provider.Provider
-	Provisioner thingflow.Provisioner
+	Provisioner Provisioner
 	// ConfigGen renders the installer config for a generator alias; an
 	// unknown alias is an error wrapping ErrUnknownGenerator. May be nil
 	// (every alias is then unknown).
