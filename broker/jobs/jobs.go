@@ -22,6 +22,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 )
 
@@ -227,7 +228,12 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 	reason := fmt.Sprintf("gave up after %d attempts: %v", job.Attempt, err)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if ferr := w.q.runner.FailBatch(fctx, ref, reason); ferr != nil {
+	ferr := w.q.runner.FailBatch(fctx, ref, reason)
+	if errkind.Is(ferr, errkind.NotFound) {
+		log.Error("task batch failed and its task no longer exists; dropping the job", "err", err)
+		return river.JobCancel(fmt.Errorf("task %s not found: %w", ref.TaskID, err))
+	}
+	if ferr != nil {
 		log.Error("task batch failed and its failure could not be recorded; trying again later", "err", err, "failErr", ferr)
 		return river.JobSnooze(failBatchRetry)
 	}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -251,5 +252,31 @@ func TestJobNewRequiresDependencies(t *testing.T) {
 	}
 	if err := h.queue.EnqueueTx(context.Background(), nil, nil); err != nil {
 		t.Errorf("EnqueueTx of nothing: %v", err)
+	}
+}
+
+func TestJobForMissingTaskIsCancelled(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, &fakeProcessor{}, 2)
+	err := h.db.InTx(ctx, func(tx *sql.Tx) error {
+		return h.queue.EnqueueTx(ctx, tx, []tasks.BatchRef{{TaskID: "gone00000", Batch: 0}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var state string
+		if err := h.db.SQL().QueryRowContext(ctx, `SELECT state FROM river_job WHERE kind = 'task_batch'`).Scan(&state); err != nil {
+			t.Fatal(err)
+		}
+		if state == "cancelled" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job for a missing task is still %s after 60s, want cancelled", state)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
