@@ -360,7 +360,7 @@ func (f *Provisioner) Prepare(ctx context.Context, req provisioning.Request) (*p
 		if err != nil {
 			return nil, err
 		}
-		return &provisioning.Planned{CertificatePem: c, PrivateKeyPem: k}, nil
+		return &provisioning.Planned{CertificatePem: c, PrivateKeyPem: k, CaCertificatePem: f.CA.PEM}, nil
 	}
 	return nil, nil
 }

@@ -160,7 +160,7 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 			return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 		}
 		if planned != nil {
-			if _, err := f.putCerts(ctx, name, planned.CertificatePem, planned.PrivateKeyPem, ""); err != nil {
+			if _, err := f.putCerts(ctx, name, planned.CertificatePem, planned.PrivateKeyPem, planned.CaCertificatePem); err != nil {
 				return Outcome{}, err
 			}
 			prog.CertificatePem = planned.CertificatePem
@@ -169,20 +169,21 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 				return Outcome{}, err
 			}
 			req.PlannedCertificate = planned
-			return f.provision(ctx, name, req, prog, save, planned.PrivateKeyPem)
+			return f.provision(ctx, name, req, prog, save, planned.PrivateKeyPem, planned.CaCertificatePem)
 		}
 		prog.Started = true
 		if err := save(ctx, *prog); err != nil {
 			return Outcome{}, err
 		}
-		return f.provision(ctx, name, req, prog, save, "")
+		return f.provision(ctx, name, req, prog, save, "", "")
 	}
 
 	// Resuming an interrupted provisioning.
 	if prog.CertificatePem != "" {
-		key, _ := f.savedKey(ctx, name)
-		req.PlannedCertificate = &provisioning.Planned{CertificatePem: prog.CertificatePem, PrivateKeyPem: key}
-		return f.provision(ctx, name, req, prog, save, key)
+		saved, _ := f.savedCerts(ctx, name)
+		key, ca := saved["certs/private.key"], saved["certs/root.ca.pem"]
+		req.PlannedCertificate = &provisioning.Planned{CertificatePem: prog.CertificatePem, PrivateKeyPem: key, CaCertificatePem: ca}
+		return f.provision(ctx, name, req, prog, save, key, ca)
 	}
 	if exists && len(th.Principals) > 0 {
 		// A template without a broker-made certificate: Provision finished
@@ -191,31 +192,36 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 		if err != nil {
 			return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 		}
-		return f.finish(ctx, name, provisioning.Result{ThingName: name, CertificateID: c.ID, CertificatePem: c.PEM}, prog, save, "")
+		return f.finish(ctx, name, provisioning.Result{ThingName: name, CertificateID: c.ID, CertificatePem: c.PEM}, prog, save, "", "")
 	}
-	return f.provision(ctx, name, req, prog, save, "")
+	return f.provision(ctx, name, req, prog, save, "", "")
 }
 
-func (f *Flow) provision(ctx context.Context, name string, req provisioning.Request, prog *Progress, save Saver, key string) (Outcome, error) {
+// provision calls Provision; key and ca are the broker-made key and the
+// issuing CA known from the plan ("" when none).
+func (f *Flow) provision(ctx context.Context, name string, req provisioning.Request, prog *Progress, save Saver, key, ca string) (Outcome, error) {
 	res, err := f.Provisioner.Provision(ctx, req)
 	if err != nil {
 		return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 	}
-	return f.finish(ctx, name, res, prog, save, key)
+	return f.finish(ctx, name, res, prog, save, key, ca)
 }
 
 // finish stores certs.zip with everything known (certificate, the broker-made
 // key, the issuing CA) and records the item as provisioned.
-func (f *Flow) finish(ctx context.Context, name string, res provisioning.Result, prog *Progress, save Saver, key string) (Outcome, error) {
+func (f *Flow) finish(ctx context.Context, name string, res provisioning.Result, prog *Progress, save Saver, key, ca string) (Outcome, error) {
 	if res.PrivateKeyPem != "" {
 		key = res.PrivateKeyPem
+	}
+	if res.CaCertificatePem != "" {
+		ca = res.CaCertificatePem
 	}
 	certPEM := res.CertificatePem
 	if certPEM == "" {
 		certPEM = prog.CertificatePem
 	}
 	if certPEM != "" {
-		a, err := f.putCerts(ctx, name, certPEM, key, res.CaCertificatePem)
+		a, err := f.putCerts(ctx, name, certPEM, key, ca)
 		if err != nil {
 			return Outcome{}, err
 		}
@@ -246,18 +252,14 @@ func (p Progress) ours(th provider.Thing) bool {
 	return slices.Contains(th.Principals, certs.ID(c))
 }
 
-// savedKey reads the private key back from a certs.zip stored before a
-// crash ("" when there is none): the key is never kept anywhere else.
-func (f *Flow) savedKey(ctx context.Context, name string) (string, error) {
+// savedCerts reads back the certs.zip stored before a crash (the private
+// key is never kept anywhere else); nil when there is none.
+func (f *Flow) savedCerts(ctx context.Context, name string) (map[string]string, error) {
 	data, _, err := f.Provider.GetArtifact(ctx, CertsKey(name))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	files, err := ReadZip(data)
-	if err != nil {
-		return "", err
-	}
-	return files["certs/private.key"], nil
+	return ReadZip(data)
 }
 
 func (f *Flow) putCerts(ctx context.Context, name, certPEM, keyPEM, caPEM string) (cdf.Artifact, error) {
