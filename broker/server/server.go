@@ -84,8 +84,8 @@ func Run(ctx context.Context, cfg Config) error {
 	installerConfig := func(alias string, in cores.ConfigInput) (string, error) {
 		return ggconfig.Generate(alias, cfg.ggParams(in.CoreName, in.CoreVersion, in.ProvisioningTemplate, in.Parameters))
 	}
-	devSvc := devices.New(devices.Config{Store: db, Tasks: db, Provider: prov, Provisioner: provSvc, Logger: log})
-	coreSvc := cores.New(cores.Config{Store: db, Tasks: db, Provider: prov, Provisioner: provSvc,
+	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Logger: log})
+	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc,
 		ConfigGen: installerConfig, Devices: devSvc, Logger: log})
 
 	runner := &tasks.Runner{Store: db, Logger: log, Processors: map[tasks.Kind]tasks.Processor{
@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("admin token: %w", err)
 	}
 
-	enrollSvc := enroll.New(enroll.Config{Store: db, Cores: coreSvc, Issuer: authority, Provider: prov, Registrar: prov,
+	enrollSvc := enroll.New(enroll.Config{Store: db, Cores: coreCA{cores: coreSvc, provider: prov}, Issuer: authority, Provider: prov, Registrar: prov,
 		ServerCAPEM: func(ctx context.Context) (string, error) {
 			c, err := authority.Default(ctx)
 			return c.CertificatePem, err
