@@ -377,7 +377,9 @@ func (a *Authority) ServerCertificate(ctx context.Context, hosts []string) (tls.
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("parse server certificate: %w", err)
 	}
-	tc := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	// The chain carries the CA too, so a client that pins the CA by its
+	// SHA-256 (ggagent --ca-sha256) can verify the leaf without a trust store.
+	tc := &tls.Certificate{Certificate: [][]byte{der, caCert.Raw}, PrivateKey: key, Leaf: leaf}
 	a.mu.Lock()
 	a.servers[cacheKey] = tc
 	a.mu.Unlock()

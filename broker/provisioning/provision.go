@@ -442,7 +442,12 @@ func (r *run) apply(ctx context.Context) (res Result, err error) {
 	existing, err := r.s.prov.DescribeThing(ctx, name)
 	switch {
 	case err == nil:
-		if r.planned == nil || r.certID == "" || !slices.Contains(existing.Principals, r.certID) {
+		// A re-run with the planned certificate adopts the thing an
+		// interrupted run made: it holds that certificate, or none yet (the
+		// crash came between creating the thing and attaching it).
+		adopt := r.req.PlannedCertificate != nil && r.certID != "" &&
+			(slices.Contains(existing.Principals, r.certID) || len(existing.Principals) == 0)
+		if !adopt {
 			return Result{}, errkind.New(errkind.Conflict, "thing %q is already provisioned", name)
 		}
 		r.s.log.Info("resuming provisioning of an existing thing", "thing", name, "certificateId", r.certID)

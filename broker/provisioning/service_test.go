@@ -618,3 +618,33 @@ func issueFor(t *testing.T, e *testEnv, thing string) (certPEM, caPEM string) {
 	}
 	return certPEM, caPEM
 }
+
+// A crash between creating the thing and attaching its certificate leaves a
+// thing with no principal: the re-run with the plan adopts and finishes it.
+func TestResumeAdoptsThingWithoutPrincipal(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	e.put(t, "tmpl", thingWithCert(`, "p": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "pol"}}`, ""))
+	e.policy(t, "pol")
+	req := Request{Template: "tmpl", Parameters: map[string]string{"ThingName": "dev"}}
+	planned, err := e.svc.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.prov.CreateThing(ctx, "dev", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Without the plan the same thing is somebody else's.
+	if _, err := e.svc.Provision(ctx, req); !errkind.Is(err, errkind.Conflict) {
+		t.Fatalf("no plan: err = %v, want Conflict", err)
+	}
+	req.PlannedCertificate = planned
+	res, err := e.svc.Provision(ctx, req)
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	th, _ := e.prov.DescribeThing(ctx, "dev")
+	if len(th.Principals) != 1 || th.Principals[0] != res.CertificateID || !slices.Equal(th.Policies, []string{"pol"}) {
+		t.Fatalf("thing after resume = %+v", th)
+	}
+}
