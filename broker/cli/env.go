@@ -28,8 +28,3 @@ func applyEnv(fs *pflag.FlagSet, prefix string) error {
 	})
 	return firstErr
 }
-
-// envName is the environment variable that spells a flag.
-func envName(prefix, flag string) string {
-	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}

@@ -391,6 +391,7 @@ func (s *Service) RemoveCoreDevices(ctx context.Context, taskID, core string, de
 			if thingflow.Transient(err) {
 				return fmt.Errorf("disassociate client devices of core %q: %w", core, err)
 			}
+			//lint:ignore ST1005 the text is CDF's per-item status message
 			return fmt.Errorf("Client devices cannot be disassociated with core %s: %v", core, err)
 		}
 		if len(failures) > 0 {
@@ -399,6 +400,7 @@ func (s *Service) RemoveCoreDevices(ctx context.Context, taskID, core string, de
 				bad = append(bad, n)
 			}
 			slices.Sort(bad)
+			//lint:ignore ST1005 the text is CDF's per-item status message
 			return fmt.Errorf("Client device cannot be disassociated with core %s: %v", core, bad)
 		}
 	}

@@ -73,4 +73,3 @@ func FuzzParseCSR(f *testing.F) {
 		}
 	})
 }
-
