@@ -133,5 +133,23 @@ func (a *API) table() []Route {
 
 		// Artifacts (certs.zip, installerConfig.yml).
 		{Pattern: "GET /artifacts/{key...}", Handler: a.getArtifact, Raw: true},
+
+		// Deployment tasks (spec §2.5) and a core's deployments (§2.3).
+		{Pattern: "POST /deploymentTasks", Handler: a.createDeploymentTask},
+		{Pattern: "GET /deploymentTasks", Handler: a.listDeploymentTasks},
+		{Pattern: "GET /deploymentTasks/{id}", Handler: a.getDeploymentTask},
+		{Pattern: "GET /deploymentTasks/{id}/cores", Handler: a.listDeploymentTaskCores},
+		{Pattern: "GET /deploymentTasks/{id}/cores/{name}", Handler: a.getDeploymentTaskCore},
+		{Pattern: "GET /cores/{name}/deployments", Handler: a.listCoreDeployments},
+
+		// Fleet summary (spec §2.6, §6).
+		{Pattern: "GET /fleet/summary", Handler: a.fleetSummary},
+
+		// Events as server-sent events (DESIGN.md, Events).
+		{Pattern: "GET /events", Handler: a.events, Raw: true},
+
+		// The API's own description, and Prometheus metrics.
+		{Pattern: "GET /openapi.yaml", Handler: a.openAPI, Open: true, Raw: true},
+		{Pattern: "GET /metrics", Handler: a.metrics, Raw: true},
 	}
 }

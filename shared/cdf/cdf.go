@@ -16,6 +16,32 @@ const (
 	StatusFailure    = "Failure"
 )
 
+// Values of a core's template.reported.deploymentStatus: the outcome of the
+// core's last deployment of its desired template. CDF writes None, Failure
+// (could not start) and Greengrass's failure values; ggfleet also writes
+// IN_PROGRESS while a deployment runs and SUCCESSFUL when it succeeded, so
+// the fleet summary counts each core's real last outcome.
+const (
+	DeploymentStatusNone       = "None"
+	DeploymentStatusInProgress = "IN_PROGRESS"
+	DeploymentStatusSuccessful = "SUCCESSFUL"
+	DeploymentStatusFailure    = "Failure"
+	// Greengrass detailed failure values, as agents report them.
+	DeploymentStatusFailedNoStateChange        = "FAILED_NO_STATE_CHANGE"
+	DeploymentStatusFailedRollbackNotRequested = "FAILED_ROLLBACK_NOT_REQUESTED"
+	DeploymentStatusFailedRollbackComplete     = "FAILED_ROLLBACK_COMPLETE"
+	DeploymentStatusRejected                   = "REJECTED"
+)
+
+// DeploymentFailed reports whether a deploymentStatus value is a failure.
+func DeploymentFailed(status string) bool {
+	switch status {
+	case "", DeploymentStatusNone, DeploymentStatusInProgress, DeploymentStatusSuccessful:
+		return false
+	}
+	return true
+}
+
 // Task types of core and device tasks.
 const (
 	TaskCreate = "Create"
