@@ -174,6 +174,47 @@ func (s *RegistryStore) DeleteThing(ctx context.Context, name string) error {
 	})
 }
 
+// DeleteCertificate deletes a certificate that no thing uses, with its
+// policy attachments; errkind.Conflict while a thing uses it.
+func (s *RegistryStore) DeleteCertificate(ctx context.Context, id string) error {
+	return s.d.InTx(ctx, func(tx *sql.Tx) error {
+		used, err := s.exists(ctx, tx, `SELECT 1 FROM registry_thing_principals WHERE cert_id = ?`, id)
+		if err != nil {
+			return mapErr(err, "check certificate use")
+		}
+		if used {
+			return errkind.New(errkind.Conflict, "certificate %s is attached to a thing: detach it first", id)
+		}
+		for _, st := range []string{
+			`DELETE FROM registry_policy_attachments WHERE cert_id = ?`,
+			`DELETE FROM registry_certificates WHERE id = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, s.d.q(st), id); err != nil {
+				return mapErr(err, "delete certificate")
+			}
+		}
+		return nil
+	})
+}
+
+// DeletePolicy deletes a policy attached to no certificate;
+// errkind.Conflict while attached.
+func (s *RegistryStore) DeletePolicy(ctx context.Context, name string) error {
+	return s.d.InTx(ctx, func(tx *sql.Tx) error {
+		used, err := s.exists(ctx, tx, `SELECT 1 FROM registry_policy_attachments WHERE policy_name = ?`, name)
+		if err != nil {
+			return mapErr(err, "check policy use")
+		}
+		if used {
+			return errkind.New(errkind.Conflict, "policy %q is attached to a certificate: detach it first", name)
+		}
+		if _, err := tx.ExecContext(ctx, s.d.q(`DELETE FROM registry_policies WHERE name = ?`), name); err != nil {
+			return mapErr(err, "delete policy")
+		}
+		return nil
+	})
+}
+
 // PutCertificate inserts a certificate; an existing one is kept as it is.
 func (s *RegistryStore) PutCertificate(ctx context.Context, c provider.Certificate) error {
 	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_certificates (id, pem, ca_id, status, created_at) VALUES (?, ?, ?, ?, ?)

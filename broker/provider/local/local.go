@@ -43,6 +43,13 @@ type Store interface {
 	// AttachThingPrincipal links a certificate to a thing (idempotent);
 	// errkind.NotFound if either is missing.
 	AttachThingPrincipal(ctx context.Context, thing, certID string) error
+	// DeleteCertificate deletes a certificate that no thing uses, with its
+	// policy attachments; errkind.Conflict while a thing uses it. A missing
+	// certificate is not an error.
+	DeleteCertificate(ctx context.Context, id string) error
+	// DeletePolicy deletes a policy attached to no certificate;
+	// errkind.Conflict while attached. A missing policy is not an error.
+	DeletePolicy(ctx context.Context, name string) error
 
 	// GetPolicy returns a policy or errkind.NotFound.
 	GetPolicy(ctx context.Context, name string) (provider.Policy, error)
@@ -275,6 +282,24 @@ func (p *Provider) CertificateActive(ctx context.Context, certID string) (bool, 
 		return false, fmt.Errorf("check certificate %s: %w", certID, err)
 	}
 	return c.Status == StatusActive, nil
+}
+
+// DeleteCertificate deletes a certificate no thing uses (as AWS IoT, it must
+// be detached first). Provisioning uses it to undo a failed run.
+func (p *Provider) DeleteCertificate(ctx context.Context, certID string) error {
+	if err := p.store.DeleteCertificate(ctx, certID); err != nil {
+		return fmt.Errorf("delete certificate %s: %w", certID, err)
+	}
+	return nil
+}
+
+// DeletePolicy deletes a policy attached to no certificate. Provisioning
+// uses it to undo a failed run.
+func (p *Provider) DeletePolicy(ctx context.Context, name string) error {
+	if err := p.store.DeletePolicy(ctx, name); err != nil {
+		return fmt.Errorf("delete policy %q: %w", name, err)
+	}
+	return nil
 }
 
 // GetPolicy returns a policy or errkind.NotFound.

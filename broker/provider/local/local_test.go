@@ -222,3 +222,56 @@ func TestRegistryNew(t *testing.T) {
 		t.Error("New error has kind NotFound")
 	}
 }
+
+// The deleters provisioning uses to undo a failed run refuse to delete what
+// is still in use, as AWS IoT does.
+func TestDeleteCertificateAndPolicy(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newLocal(t)
+	certPEM := providertest.NewIssuer(t).Issue(t, "thing-1")
+	id, err := p.RegisterCertificate(ctx, certPEM, "", "ACTIVE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PutPolicy(ctx, "pol", `{"Version":"2012-10-17","Statement":[]}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachPolicy(ctx, "pol", id); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CreateThing(ctx, "thing-1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachThingPrincipal(ctx, "thing-1", id); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DeleteCertificate(ctx, id); !errkind.Is(err, errkind.Conflict) {
+		t.Fatalf("delete attached certificate: %v, want Conflict", err)
+	}
+	if err := p.DeletePolicy(ctx, "pol"); !errkind.Is(err, errkind.Conflict) {
+		t.Fatalf("delete attached policy: %v, want Conflict", err)
+	}
+	// Once the thing is gone its certificate goes with it; the policy is free.
+	if err := p.DeleteThing(ctx, "thing-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DeletePolicy(ctx, "pol"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.GetPolicy(ctx, "pol"); !errkind.Is(err, errkind.NotFound) {
+		t.Fatalf("policy after delete: %v", err)
+	}
+	// An unattached certificate can be deleted; deleting twice is fine.
+	id2, err := p.RegisterCertificate(ctx, certPEM, "", "ACTIVE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := p.DeleteCertificate(ctx, id2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.DescribeCertificate(ctx, id2); !errkind.Is(err, errkind.NotFound) {
+		t.Fatalf("certificate after delete: %v", err)
+	}
+}
