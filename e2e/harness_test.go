@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free just now.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,7 +54,7 @@ func freeAddr(t *testing.T) string {
 
 // broker is one running `ggfleet serve` process.
 type broker struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	listen  string
 	mqtt    string
@@ -68,7 +68,7 @@ type broker struct {
 }
 
 // startBroker starts ggfleet serve on fresh ports with a fresh data dir.
-func startBroker(t *testing.T, extra ...string) *broker {
+func startBroker(t testing.TB, extra ...string) *broker {
 	t.Helper()
 	b := &broker{t: t, dataDir: t.TempDir(), listen: freeAddr(t), mqtt: freeAddr(t), args: extra,
 		client: &http.Client{Timeout: 30 * time.Second}}
@@ -176,7 +176,7 @@ type response struct {
 }
 
 // JSON decodes the body into v, failing the test on error.
-func (r response) JSON(t *testing.T, v any) {
+func (r response) JSON(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.Body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.Body, err)
@@ -249,7 +249,7 @@ func (b *broker) must(want int, method, path string, body any) response {
 }
 
 // waitFor polls cond until it returns true or the generous deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
