@@ -74,6 +74,12 @@ type EventSink func(ctx context.Context, detailType string, detail any)
 // seen (zero when never); optional until the MQTT side exists.
 type PresenceFunc func(ctx context.Context, core string) (online bool, lastSeen time.Time)
 
+// DeviceViewFunc returns the device block of a core as its agent reported it
+// (health.Service.Device). ok is false when the core never reported health:
+// GetCore then asks the provider for the status and keeps the view's
+// connectivity and lastSeenAt.
+type DeviceViewFunc func(ctx context.Context, core string) (dev cdf.Device, ok bool, err error)
+
 // Config holds the Service's dependencies.
 type Config struct {
 	Store       Store
@@ -87,8 +93,11 @@ type Config struct {
 	Devices   DeviceRemover
 	Events    EventSink    // optional
 	Presence  PresenceFunc // optional; without it cores are OFFLINE
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// DeviceView, when set, builds GET /cores/{name}'s device block (and
+	// Presence is not used).
+	DeviceView DeviceViewFunc
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Service runs core tasks and serves core records. It is the tasks.Processor of tasks.KindCore.

@@ -134,6 +134,21 @@ func (s *Service) GetCore(ctx context.Context, name string) (cdf.Core, error) {
 		Status:               "UNKNOWN",
 		Connectivity:         "OFFLINE",
 	}
+	if s.cfg.DeviceView != nil {
+		view, ok, err := s.cfg.DeviceView(ctx, name)
+		switch {
+		case err != nil:
+			s.log.Warn("read device view failed; asking the provider", "core", name, "err", err)
+		case ok:
+			out.Device = &view
+			return out, nil
+		default:
+			if view.Connectivity != "" {
+				dev.Connectivity = view.Connectivity
+			}
+			dev.LastSeenAt = view.LastSeenAt
+		}
+	}
 	cd, err := s.cfg.Provider.GetCoreDevice(ctx, name)
 	switch {
 	case err == nil:
@@ -147,7 +162,7 @@ func (s *Service) GetCore(ctx context.Context, name string) (cdf.Core, error) {
 	case !errkind.Is(err, errkind.NotFound):
 		s.log.Warn("get core device failed; showing status UNKNOWN", "core", name, "err", err)
 	}
-	if s.cfg.Presence != nil {
+	if s.cfg.DeviceView == nil && s.cfg.Presence != nil {
 		online, seen := s.cfg.Presence(ctx, name)
 		if online {
 			dev.Connectivity = "ONLINE"
