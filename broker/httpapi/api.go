@@ -31,9 +31,11 @@ type Deps struct {
 	CAs          CAService
 	Enrollment   EnrollmentService
 	Artifacts    ArtifactService
+	Fleet        FleetService
 	MaxBodyBytes int64 // default 1 MiB
 	ExtraRoutes  []Route
-	BaseURL      string // how clients reach this API, for location headers and messages
+	Metrics      *Metrics // nil: no instrumentation, GET /metrics answers 404
+	BaseURL      string   // how clients reach this API, for location headers and messages
 }
 
 // API is the HTTP API.
@@ -73,11 +75,12 @@ func (a *API) Routes() []Route { return a.routes }
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range a.routes {
-		mux.Handle(rt.Pattern, a.wrap(rt))
+		// Instrumented outside the gates, so 401s and 415s are counted too.
+		mux.Handle(rt.Pattern, a.d.Metrics.instrument(rt.Pattern, a.wrap(rt)))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", a.d.Metrics.instrument(unmatchedRoute, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeMessage(w, r, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
-	})
+	})))
 	return a.recoverer(mux)
 }
 
