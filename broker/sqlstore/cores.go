@@ -21,8 +21,9 @@ func (d *DB) Cores() *CoreStore { return &CoreStore{d: d} }
 const coreColumns = `name, desired_name, desired_version, reported_name, reported_version, deployment_status, deployment_status_message, created_at, updated_at`
 
 // notFailedSQL lists the deploymentStatus values that do not mean a failed
-// last deployment (spec §5.5: None initially; the rest are failures).
-const notFailedSQL = `('None', '', 'SUCCESSFUL', 'IN_PROGRESS', 'Success', 'InProgress')`
+// last deployment: exactly those for which cdf.DeploymentFailed is false
+// (None, "", IN_PROGRESS, SUCCESSFUL); every other value is a failure.
+const notFailedSQL = `('None', '', 'SUCCESSFUL', 'IN_PROGRESS')`
 
 // EnsureCores inserts default records for names without one; existing
 // records keep their template state.

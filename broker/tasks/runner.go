@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -42,14 +43,19 @@ func (r *Runner) now() time.Time {
 	return time.Now()
 }
 
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
 // RunBatch works one batch of a task to completion. It is safe to call again
 // for the same batch (after a crash or retry): final items are skipped and
-// the batch is counted once.
+// the batch is counted once. For ExpandBatch it runs the first stage of a
+// two-stage task. Items whose processor returned ErrAwait stay InProgress
+// and the batch completes later (CompleteIfDone).
 func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
-	log := r.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	t, err := r.Store.GetTask(ctx, ref.TaskID)
 	if err != nil {
 		return fmt.Errorf("load task %s: %w", ref.TaskID, err)
@@ -57,6 +63,9 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 	proc, ok := r.Processors[t.Kind]
 	if !ok {
 		return fmt.Errorf("task %s: no processor for kind %q", t.ID, t.Kind)
+	}
+	if ref.Batch == ExpandBatch {
+		return r.expand(ctx, proc, t)
 	}
 	if err := r.Store.StartTask(ctx, t.ID, r.now()); err != nil {
 		return fmt.Errorf("start task %s: %w", t.ID, err)
@@ -79,6 +88,7 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
+		awaiting bool
 	)
 	for _, it := range items {
 		if it.Final() {
@@ -89,26 +99,38 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := r.processItem(ctx, proc, t, it); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
+			waits, err := r.processItem(ctx, proc, t, it)
+			mu.Lock()
+			if err != nil && firstErr == nil {
+				firstErr = err
 			}
+			if waits {
+				awaiting = true
+			}
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	if firstErr != nil {
 		return firstErr // the queue retries the batch; finished items are skipped then
 	}
+	if awaiting {
+		// Reports may already have finished every awaited item.
+		_, err := r.CompleteIfDone(ctx, ref)
+		return err
+	}
+	return r.finishBatch(ctx, proc, t, ref.Batch, items)
+}
 
+// finishBatch runs AfterBatch over the final items of a batch, saves what it
+// changed and completes the batch.
+func (r *Runner) finishBatch(ctx context.Context, proc Processor, t Task, batch int, items []*Item) error {
 	before := make([]string, len(items))
 	for i, it := range items {
 		before[i] = it.Status + "\x00" + it.StatusMessage
 	}
 	if err := proc.AfterBatch(ctx, t, items); err != nil {
-		return fmt.Errorf("task %s batch %d: %w", t.ID, ref.Batch, err)
+		return fmt.Errorf("task %s batch %d: %w", t.ID, batch, err)
 	}
 	failed := false
 	for i, it := range items {
@@ -122,16 +144,18 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 			failed = true
 		}
 	}
-	done, err := r.Store.CompleteBatch(ctx, t.ID, ref.Batch, failed, "", r.now())
+	done, err := r.Store.CompleteBatch(ctx, t.ID, batch, failed, "", r.now())
 	if err != nil {
-		return fmt.Errorf("complete batch %d of task %s: %w", ref.Batch, t.ID, err)
+		return fmt.Errorf("complete batch %d of task %s: %w", batch, t.ID, err)
 	}
-	log.Info("task batch done", "task", t.ID, "kind", t.Kind, "batch", ref.Batch,
+	r.logger().Info("task batch done", "task", t.ID, "kind", t.Kind, "batch", batch,
 		"batchesComplete", done.BatchesComplete, "batchesTotal", done.BatchesTotal, "status", done.Status)
 	return nil
 }
 
-func (r *Runner) processItem(ctx context.Context, proc Processor, t Task, it *Item) error {
+// processItem works one item; awaits reports whether the processor left it
+// waiting for an outside report (ErrAwait).
+func (r *Runner) processItem(ctx context.Context, proc Processor, t Task, it *Item) (awaits bool, err error) {
 	save := func(ctx context.Context) error {
 		it.UpdatedAt = r.now()
 		return r.Store.UpdateItem(ctx, *it)
@@ -139,25 +163,35 @@ func (r *Runner) processItem(ctx context.Context, proc Processor, t Task, it *It
 	if it.Status == cdf.StatusWaiting || it.Status == "" {
 		it.Status = cdf.StatusInProgress
 		if err := save(ctx); err != nil {
-			return fmt.Errorf("save item %s of task %s: %w", it.Name, t.ID, err)
+			return false, fmt.Errorf("save item %s of task %s: %w", it.Name, t.ID, err)
 		}
 	}
 	if err := proc.ProcessItem(ctx, t, it, save); err != nil {
-		return fmt.Errorf("item %s of task %s: %w", it.Name, t.ID, err)
+		if errors.Is(err, ErrAwait) {
+			return true, nil // the processor saved it; a report finishes it
+		}
+		return false, fmt.Errorf("item %s of task %s: %w", it.Name, t.ID, err)
 	}
 	if !it.Final() {
-		return fmt.Errorf("item %s of task %s: processor left it %s", it.Name, t.ID, it.Status)
+		return false, fmt.Errorf("item %s of task %s: processor left it %s", it.Name, t.ID, it.Status)
 	}
 	if err := save(ctx); err != nil {
-		return fmt.Errorf("save item %s of task %s: %w", it.Name, t.ID, err)
+		return false, fmt.Errorf("save item %s of task %s: %w", it.Name, t.ID, err)
 	}
-	return nil
+	return false, nil
 }
 
 // FailBatch marks every unfinished item of a batch Failure with message and
 // completes the batch; the queue calls it when a batch has exhausted its
 // retries, so no task is ever left InProgress.
 func (r *Runner) FailBatch(ctx context.Context, ref BatchRef, message string) error {
+	if ref.Batch == ExpandBatch {
+		es, err := r.expandStore()
+		if err != nil {
+			return err
+		}
+		return es.FailTask(ctx, ref.TaskID, message, r.now())
+	}
 	list, err := r.Store.ListBatchItems(ctx, ref.TaskID, ref.Batch)
 	if err != nil {
 		return fmt.Errorf("load batch %d of task %s: %w", ref.Batch, ref.TaskID, err)
