@@ -297,7 +297,8 @@ func (e *env) connect(t *testing.T, clientID string, cert *tls.Certificate, opts
 	roots.AddCert(e.ca.cert)
 	tlsCfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	if cert != nil {
-		tlsCfg.Certificates = []tls.Certificate{*cert}
+		// Always send it, even when the broker did not list its CA as acceptable.
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	c := &client{msgs: make(chan paho.Message, 100)}
 	o := paho.NewClientOptions().

@@ -153,7 +153,7 @@ func New(cfg Config) (*Bus, error) {
 	}
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
-		Logger:                 b.log,
+		Logger:                 slog.New(quietHandler{b.log.Handler()}),
 		SysTopicResendInterval: sysTopicInterval,
 		InlineClient:           true, // Publish
 	})

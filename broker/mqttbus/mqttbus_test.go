@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -54,11 +55,12 @@ func TestConnectRefused(t *testing.T) {
 		clientID string
 		cert     *tls.Certificate
 		opts     []func(*paho.ClientOptions)
-		reason   string // in the broker log; "" for a TLS refusal
+		reason   string // in the broker log
+		tls      bool   // refused in the TLS handshake rather than by CONNACK
 	}{
 		{name: "client id is not the CN", clientID: "core-2", cert: &good, reason: "client id must equal the certificate CN"},
-		{name: "no client certificate", clientID: "core-1"},
-		{name: "certificate from another CA", clientID: "core-1", cert: &foreign},
+		{name: "no client certificate", clientID: "core-1", tls: true, reason: "didn't provide a certificate"},
+		{name: "certificate from another CA", clientID: "core-1", cert: &foreign, tls: true, reason: "certificate signed by unknown authority"},
 		{name: "inactive certificate", clientID: "core-1", cert: &inactive, reason: "certificate is not active"},
 		{name: "CN is not a thing name", clientID: "core 1", cert: &badCN, reason: "certificate CN is not a thing name"},
 		{name: "will on another thing's topic", clientID: "core-1", cert: &good, reason: "last will topic",
@@ -77,12 +79,10 @@ func TestConnectRefused(t *testing.T) {
 				c.Disconnect(0)
 				t.Fatal("connected")
 			}
-			if tt.reason != "" {
-				if !errors.Is(err, packets.ErrorRefusedNotAuthorised) {
-					t.Fatalf("error %v, want CONNACK not authorized", err)
-				}
-				eventually(t, "the refusal in the log", func() bool { return contains(e.logs.String(), tt.reason) })
+			if !tt.tls && !errors.Is(err, packets.ErrorRefusedNotAuthorised) {
+				t.Fatalf("error %v, want CONNACK not authorized", err)
 			}
+			eventually(t, "the refusal in the log", func() bool { return contains(e.logs.String(), tt.reason) })
 		})
 	}
 	if n := e.bus.Connections(); n != 0 {
@@ -344,13 +344,11 @@ func TestDisconnectKicks(t *testing.T) {
 	e := start(t)
 	cert := e.device(t, "core-1")
 	lost := make(chan struct{})
-	c, err := e.connect(t, "core-1", &cert, func(o *paho.ClientOptions) {
+	if _, err := e.connect(t, "core-1", &cert, func(o *paho.ClientOptions) {
 		o.SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
-	_ = c
 	eventually(t, "OnConnect", func() bool { return len(e.rec.find("connect", "core-1")) == 1 })
 
 	// The core is deleted: its certificate is no longer active, and it is kicked.
@@ -375,8 +373,7 @@ func TestDisconnectKicks(t *testing.T) {
 }
 
 func TestBadPayloadAndPanic(t *testing.T) {
-	var e *env
-	e = start(t, func(cfg *Config) {
+	e := start(t, func(cfg *Config) {
 		cfg.Handlers.OnHello = func(context.Context, string, mqttmsg.HelloMsg) { panic("handler bug") }
 	})
 	c := e.mustConnect(t, "core-1")
@@ -430,8 +427,7 @@ func TestRunListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	e := &env{ca: newTestCA(t, "ca")}
-	server := e.ca.issue(t, "127.0.0.1", true)
+	server := newTestCA(t, "ca").issue(t, "127.0.0.1", true)
 	b, err := New(Config{
 		Listen:      ln.Addr().String(),
 		Certificate: func(context.Context) (tls.Certificate, error) { return server, nil },
@@ -451,5 +447,35 @@ func TestNewNeedsConfig(t *testing.T) {
 	_, err := New(Config{})
 	if err == nil || !strings.Contains(err.Error(), "Listen, Certificate, ClientCAs, Authorizer required") {
 		t.Fatalf("New(Config{}) = %v", err)
+	}
+}
+
+func TestNewCAWithoutRestart(t *testing.T) {
+	var mu sync.Mutex
+	var extra []*x509.Certificate
+	var e *env
+	e = start(t, func(cfg *Config) {
+		cfg.ClientCAs = func(context.Context) (*x509.CertPool, error) {
+			p := x509.NewCertPool()
+			p.AddCert(e.ca.cert)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range extra {
+				p.AddCert(c)
+			}
+			return p, nil
+		}
+	})
+	second := newTestCA(t, "created later")
+	cert := second.issue(t, "core-7", false)
+	e.auth.set(cert, true)
+	if _, err := e.connect(t, "core-7", &cert); err == nil {
+		t.Fatal("connected with a certificate from an unknown CA")
+	}
+	mu.Lock()
+	extra = append(extra, second.cert)
+	mu.Unlock()
+	if _, err := e.connect(t, "core-7", &cert); err != nil {
+		t.Fatalf("certificate from a CA created after start: %v", err)
 	}
 }
