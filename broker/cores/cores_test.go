@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ggfleet/ggfleet/broker/cores"
 	"github.com/ggfleet/ggfleet/broker/cores/coretest"
@@ -483,5 +485,54 @@ func TestReads(t *testing.T) {
 	cs, more, err := e.svc.ListCores(ctx, cores.Filter{}, 10, "c1")
 	if err != nil || more || len(cs) != 1 || cs[0].Name != "c2" || cs[0].Device != nil {
 		t.Fatalf("ListCores = %+v, %v, %v", cs, more, err)
+	}
+}
+
+func TestGetCoreDeviceView(t *testing.T) {
+	seen := cdf.At(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	reported := cdf.At(seen.Add(-time.Second))
+	reportedView := cdf.Device{
+		InstalledComponents:  []cdf.InstalledComponent{{Name: "aws.greengrass.Nucleus", Version: "2.12.0"}},
+		EffectiveDeployments: []cdf.EffectiveDeployment{{DeploymentID: "d1", DeploymentName: "T v1", CoreDeviceExecutionStatus: "SUCCEEDED"}},
+		CoreVersion:          "2.12.0", Platform: "linux", Architecture: "amd64", Status: "UNHEALTHY",
+		LastStatusUpdateTimestamp: &reported, Connectivity: "ONLINE", LastSeenAt: &seen,
+	}
+	registered := cdf.Device{
+		InstalledComponents: []cdf.InstalledComponent{}, EffectiveDeployments: []cdf.EffectiveDeployment{},
+		CoreVersion: "2.5.0", Status: "HEALTHY", Connectivity: "OFFLINE",
+	}
+	tests := []struct {
+		name string
+		view cores.DeviceViewFunc
+		want cdf.Device
+	}{
+		{"no hook: the provider's view", nil, registered},
+		{"reported: the view as is", func(context.Context, string) (cdf.Device, bool, error) {
+			return reportedView, true, nil
+		}, reportedView},
+		{"never reported: provider status, view connectivity", func(context.Context, string) (cdf.Device, bool, error) {
+			return cdf.Device{Status: "UNKNOWN", Connectivity: "ONLINE", LastSeenAt: &seen}, false, nil
+		}, func() cdf.Device { d := registered; d.Connectivity, d.LastSeenAt = "ONLINE", &seen; return d }()},
+		{"view fails: the provider's view", func(context.Context, string) (cdf.Device, bool, error) {
+			return cdf.Device{}, false, errors.New("database is locked")
+		}, registered},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t)
+			if err := e.store.EnsureCores(ctx, []string{"c1"}, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			e.prov.Cores["c1"] = provider.CoreDevice{Name: "c1", Status: "HEALTHY", CoreVersion: "2.5.0"}
+			svc := cores.New(cores.Config{Store: e.store, Tasks: e.tasks, Provider: e.prov, Provisioner: e.pr, DeviceView: tt.view})
+			c, err := svc.GetCore(ctx, "c1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*c.Device, tt.want) {
+				t.Errorf("device\n got %+v\nwant %+v", *c.Device, tt.want)
+			}
+		})
 	}
 }
