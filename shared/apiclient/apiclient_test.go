@@ -329,4 +329,3 @@ func TestRootCAs(t *testing.T) {
 		t.Fatal("an unknown CA was accepted")
 	}
 }
-
