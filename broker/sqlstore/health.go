@@ -25,11 +25,13 @@ func (d *DB) Health() *HealthStore { return &HealthStore{d: d} }
 // SELECT from cores makes an unknown core insert nothing; the DO UPDATE
 // WHERE skips a report older than the stored one; registry_synced is kept
 // only while the fields the registry holds are unchanged (column references
-// in SET are the old row's values).
+// in SET are the old row's values). Numbers are CAST because PostgreSQL
+// types the parameters of a SELECT list as text.
 const putReportSQL = `INSERT INTO core_health (core, status, nucleus_state, nucleus_version, components,
 	effective_deployments, platform, architecture, agent_version, uptime_seconds, interval_seconds, system,
 	certificate_not_after, reported_at, received_at, connection_state, last_seen_at, registry_synced)
-SELECT name, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ONLINE', ?, 0 FROM cores WHERE name = ?
+SELECT name, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS INTEGER), ?,
+	CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), 'ONLINE', CAST(? AS BIGINT), 0 FROM cores WHERE name = ?
 ON CONFLICT (core) DO UPDATE SET
 	status = excluded.status, nucleus_state = excluded.nucleus_state, nucleus_version = excluded.nucleus_version,
 	components = excluded.components, effective_deployments = excluded.effective_deployments,
@@ -92,7 +94,7 @@ func (s *HealthStore) MarkRegistrySynced(ctx context.Context, r health.Report) e
 // to seen when it is later (health.Store). errkind.NotFound for an unknown core.
 func (s *HealthStore) SetConnection(ctx context.Context, core, state string, seen time.Time) error {
 	res, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO core_health (core, connection_state, last_seen_at)
-		SELECT name, ?, ? FROM cores WHERE name = ?
+		SELECT name, ?, CAST(? AS BIGINT) FROM cores WHERE name = ?
 		ON CONFLICT (core) DO UPDATE SET connection_state = excluded.connection_state,
 		last_seen_at = CASE WHEN excluded.last_seen_at > core_health.last_seen_at THEN excluded.last_seen_at ELSE core_health.last_seen_at END`),
 		state, millis(seen), core)
