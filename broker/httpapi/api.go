@@ -32,6 +32,7 @@ type Deps struct {
 	Enrollment   EnrollmentService
 	Artifacts    ArtifactService
 	Fleet        FleetService
+	Deployments  DeploymentService
 	MaxBodyBytes int64 // default 1 MiB
 	ExtraRoutes  []Route
 	Metrics      *Metrics // nil: no instrumentation, GET /metrics answers 404
