@@ -73,7 +73,7 @@ func ParseQuery(raw json.RawMessage) (SearchRequest, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sr); err != nil {
-		return sr, errkind.Wrap(errkind.Invalid, err, "targets.assetLibraryQuery is not a valid Asset Library search request (fields: types, ntypes, ancestorPath, includeAncestor, eq, neq, lt, lte, gt, gte, startsWith, endsWith, contains, exist, nexist, sort)")
+		return sr, errkind.New(errkind.Invalid, "targets.assetLibraryQuery is not a valid Asset Library search request (%v); its fields are types, ntypes, ancestorPath, includeAncestor, eq, neq, lt, lte, gt, gte, startsWith, endsWith, contains, exist, nexist and sort", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return sr, errkind.New(errkind.Invalid, "targets.assetLibraryQuery: unexpected data after the object")
@@ -126,7 +126,7 @@ func (sr SearchRequest) queryString() (url.Values, error) {
 		for i, f := range op.filters {
 			v, err := f.encode()
 			if err != nil {
-				return nil, errkind.Wrap(errkind.Invalid, err, "targets.assetLibraryQuery.%s[%d] is not valid", op.name, i)
+				return nil, errkind.New(errkind.Invalid, "targets.assetLibraryQuery.%s[%d] is not valid: %v", op.name, i, err)
 			}
 			q.Add(op.name, v)
 		}
