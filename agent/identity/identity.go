@@ -89,11 +89,11 @@ type EnrollOptions struct {
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
 
-func (o *EnrollOptions) validate() error {
+// Validate reports every problem with the options' broker URL, core name,
+// token, CA pin and key algorithm at once, so a command line can be checked
+// before anything is created. It does not look at Dir.
+func (o EnrollOptions) Validate() error {
 	var probs []string
-	if o.Dir == nil {
-		probs = append(probs, "no state directory")
-	}
 	if o.BrokerURL == "" {
 		probs = append(probs, "--broker is required")
 	} else if _, err := normalizeURL(o.BrokerURL); err != nil {
@@ -140,8 +140,11 @@ func normalizeURL(s string) (string, error) {
 // before anything else is written, and identity.json is written last. A
 // refused token leaves no identity.json behind.
 func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
-	if err := opts.validate(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return Identity{}, err
+	}
+	if opts.Dir == nil {
+		return Identity{}, errors.New("identity: Enroll needs a state directory")
 	}
 	log := opts.Logger
 	if log == nil {

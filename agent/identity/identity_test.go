@@ -2,174 +2,28 @@ package identity
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ggfleet/ggfleet/agent/identity/identitytest"
 	"github.com/ggfleet/ggfleet/agent/statedir"
 	"github.com/ggfleet/ggfleet/shared/apiclient"
 	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  string
-}
+type fakeBroker struct{ *identitytest.Broker }
 
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: certs.EncodeCertificate(der)}
-}
-
-func (ca *testCA) sha() string {
-	sum := sha256.Sum256(ca.cert.Raw)
-	return hex.EncodeToString(sum[:])
-}
-
-func (ca *testCA) issue(t *testing.T, pub any, cn string, eku x509.ExtKeyUsage, hosts ...string) []byte {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * time.Hour).Truncate(time.Second),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-// fakeBroker is an httptest fake of POST /enroll that signs CSRs with a
-// throwaway CA and spends each token once.
-type fakeBroker struct {
-	t        *testing.T
-	ca       *testCA
-	mode     string
-	mu       sync.Mutex
-	calls    int
-	tokens   map[string]string // token → core
-	wrongKey bool              // certify another key than the CSR's
-	srv      *httptest.Server
-}
-
-func newFakeBroker(t *testing.T, useTLS bool) *fakeBroker {
-	t.Helper()
-	fb := &fakeBroker{t: t, ca: newTestCA(t, "device CA"), mode: ModeLocal, tokens: map[string]string{}}
-	fb.srv = httptest.NewUnstartedServer(http.HandlerFunc(fb.serve))
-	if useTLS {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		leaf := fb.ca.issue(t, key.Public(), "broker", x509.ExtKeyUsageServerAuth, "127.0.0.1")
-		fb.srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leaf, fb.ca.cert.Raw}, PrivateKey: key}}}
-		fb.srv.StartTLS()
-	} else {
-		fb.srv.Start()
-	}
-	t.Cleanup(fb.srv.Close)
-	return fb
-}
-
-func (fb *fakeBroker) token(core string) string {
-	fb.mu.Lock()
-	defer fb.mu.Unlock()
-	tok := "gge_" + core + "_" + big.NewInt(int64(len(fb.tokens))).String()
-	fb.tokens[tok] = core
-	return tok
-}
-
-func (fb *fakeBroker) callCount() int {
-	fb.mu.Lock()
-	defer fb.mu.Unlock()
-	return fb.calls
-}
-
-func (fb *fakeBroker) serve(w http.ResponseWriter, r *http.Request) {
-	fail := func(status int, msg string) {
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(map[string]string{"message": msg})
-	}
-	if r.Method != http.MethodPost || r.URL.Path != "/enroll" {
-		fail(404, "no such route")
-		return
-	}
-	fb.mu.Lock()
-	defer fb.mu.Unlock()
-	fb.calls++
-	var req apiclient.EnrollRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		fail(400, "bad body")
-		return
-	}
-	core, ok := fb.tokens[req.Token]
-	if !ok || core != req.CoreName {
-		fail(401, "enrollment token is not valid: make a new one with POST /cores/"+req.CoreName+"/enrollmentTokens")
-		return
-	}
-	csr, err := certs.ParseCSR(req.CsrPem)
-	if err != nil {
-		fail(400, err.Error())
-		return
-	}
-	if csr.Subject.CommonName != req.CoreName {
-		fb.t.Errorf("CSR CN %q, want %q", csr.Subject.CommonName, req.CoreName)
-	}
-	delete(fb.tokens, req.Token)
-	pub := csr.PublicKey
-	if fb.wrongKey {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		pub = k.Public()
-	}
-	der := fb.ca.issue(fb.t, pub, req.CoreName, x509.ExtKeyUsageClientAuth)
-	json.NewEncoder(w).Encode(apiclient.EnrollResponse{
-		ThingName:              req.CoreName,
-		CertificatePem:         certs.EncodeCertificate(der),
-		CaCertificatePem:       fb.ca.pem,
-		ServerCaCertificatePem: fb.ca.pem,
-		InstallerConfig:        "system:\n  thingName: " + req.CoreName + "\n",
-		MQTTEndpoint:           "127.0.0.1:8883",
-		BrokerURL:              fb.srv.URL,
-		Mode:                   fb.mode,
-	})
+func newFakeBroker(t *testing.T, useTLS bool) fakeBroker {
+	return fakeBroker{identitytest.NewBroker(t, useTLS)}
 }
 
 func openDir(t *testing.T) *statedir.Dir {
@@ -181,8 +35,8 @@ func openDir(t *testing.T) *statedir.Dir {
 	return d
 }
 
-func (fb *fakeBroker) opts(d *statedir.Dir, core string) EnrollOptions {
-	return EnrollOptions{BrokerURL: fb.srv.URL, Core: core, Token: fb.token(core), Dir: d}
+func (fb fakeBroker) opts(d *statedir.Dir, core string) EnrollOptions {
+	return EnrollOptions{BrokerURL: fb.URL(), Core: core, Token: fb.Token(core), Dir: d}
 }
 
 func hasIdentity(t *testing.T, d *statedir.Dir) bool {
@@ -205,7 +59,7 @@ func TestEnrollHappyPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	if id.AlreadyEnrolled || id.ThingName != "core-1" || id.Mode != ModeLocal || id.MQTTEndpoint != "127.0.0.1:8883" ||
-		id.BrokerURL != fb.srv.URL || id.CASHA256 != fb.ca.sha() || !id.EnrolledAt.Equal(fixed) {
+		id.BrokerURL != fb.URL() || id.CASHA256 != fb.CA.SHA256() || !id.EnrolledAt.Equal(fixed) {
 		t.Fatalf("identity %+v", id)
 	}
 	for name, mode := range map[string]os.FileMode{
@@ -266,7 +120,7 @@ func TestEnrollRerunIsANoOp(t *testing.T) {
 	if !id.AlreadyEnrolled || id.ThingName != "core-1" {
 		t.Fatalf("second Enroll = %+v", id)
 	}
-	if n := fb.callCount(); n != 1 {
+	if n := fb.Calls(); n != 1 {
 		t.Fatalf("the broker was called %d times, want 1", n)
 	}
 	after, _ := d.ReadFile(statedir.IdentityFile)
@@ -288,10 +142,10 @@ func TestEnrollOtherCoreOrBroker(t *testing.T) {
 	opts := fb.opts(d, "core-1")
 	opts.BrokerURL = "http://other.example:8080"
 	_, err = Enroll(t.Context(), opts)
-	if err == nil || !strings.Contains(err.Error(), "from the broker "+fb.srv.URL) {
+	if err == nil || !strings.Contains(err.Error(), "from the broker "+fb.URL()) {
 		t.Fatalf("other broker: err = %v", err)
 	}
-	if n := fb.callCount(); n != 1 {
+	if n := fb.Calls(); n != 1 {
 		t.Fatalf("the broker was called %d times, want 1", n)
 	}
 }
@@ -318,7 +172,7 @@ func TestEnrollRefused(t *testing.T) {
 		}},
 		{"token of another core", func(d *statedir.Dir) EnrollOptions {
 			o := fb.opts(d, "core-1")
-			o.Token = fb.token("core-9")
+			o.Token = fb.Token("core-9")
 			return o
 		}},
 	}
@@ -342,26 +196,26 @@ func TestEnrollRefused(t *testing.T) {
 
 func TestEnrollPinnedTLS(t *testing.T) {
 	fb := newFakeBroker(t, true)
-	other := newTestCA(t, "other")
+	other := identitytest.NewCA(t, "other")
 
 	d := openDir(t)
 	opts := fb.opts(d, "core-1")
-	opts.CASHA256 = other.sha()
+	opts.CASHA256 = other.SHA256()
 	_, err := Enroll(t.Context(), opts)
-	if err == nil || !strings.Contains(err.Error(), "not signed by the pinned CA "+other.sha()) {
+	if err == nil || !strings.Contains(err.Error(), "not signed by the pinned CA "+other.SHA256()) {
 		t.Fatalf("wrong pin: err = %v", err)
 	}
-	if hasIdentity(t, d) || fb.callCount() != 0 {
-		t.Fatalf("wrong pin: identity written or broker called (%d)", fb.callCount())
+	if hasIdentity(t, d) || fb.Calls() != 0 {
+		t.Fatalf("wrong pin: identity written or broker called (%d)", fb.Calls())
 	}
 
-	opts.CASHA256 = fb.ca.sha()
+	opts.CASHA256 = fb.CA.SHA256()
 	id, err := Enroll(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("right pin: %v", err)
 	}
-	if id.CASHA256 != fb.ca.sha() {
-		t.Fatalf("caSha256 %s, want %s", id.CASHA256, fb.ca.sha())
+	if id.CASHA256 != fb.CA.SHA256() {
+		t.Fatalf("caSha256 %s, want %s", id.CASHA256, fb.CA.SHA256())
 	}
 }
 
@@ -422,7 +276,7 @@ func TestEnrollCorruptIdentityIsRedone(t *testing.T) {
 
 func TestEnrollRejectsWrongCertificate(t *testing.T) {
 	fb := newFakeBroker(t, false)
-	fb.wrongKey = true
+	fb.WrongKey = true
 	d := openDir(t)
 	_, err := Enroll(t.Context(), fb.opts(d, "core-1"))
 	if err == nil || !strings.Contains(err.Error(), "not for this device's key") {
@@ -498,13 +352,11 @@ func TestTLSConfigHandshake(t *testing.T) {
 	if cfg.ServerName != "127.0.0.1" {
 		t.Fatalf("ServerName %q", cfg.ServerName)
 	}
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	srvCert := fb.ca.issue(t, srvKey.Public(), "broker", x509.ExtKeyUsageServerAuth, "127.0.0.1")
 	clientCAs := x509.NewCertPool()
-	clientCAs.AddCert(fb.ca.cert)
+	clientCAs.AddCert(fb.CA.Cert)
 	c1, c2 := net.Pipe()
 	server := tls.Server(c2, &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert}, PrivateKey: srvKey}},
+		Certificates: []tls.Certificate{fb.CA.ServerCertificate(t, "127.0.0.1")},
 		ClientAuth:   tls.RequireAndVerifyClientCert, ClientCAs: clientCAs,
 	})
 	client := tls.Client(c1, cfg)
