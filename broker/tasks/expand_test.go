@@ -82,7 +82,9 @@ func (p *awaitProc) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Ite
 	return nil
 }
 
-func (p *awaitProc) AfterBatch(ctx context.Context, t tasks.Task, items []*tasks.Item) error { return nil }
+func (p *awaitProc) AfterBatch(ctx context.Context, t tasks.Task, items []*tasks.Item) error {
+	return nil
+}
 
 func newExpandSetup(t *testing.T, p *awaitProc) (*expandStore, *tasks.Runner, string) {
 	t.Helper()
