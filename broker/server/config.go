@@ -33,6 +33,12 @@ type Config struct {
 	Workers         int
 	ShutdownTimeout time.Duration
 
+	DeploymentTimeout time.Duration
+	AssetLibraryURL   string
+	Webhooks          []string
+	WebhookSecretFile string
+	MetricsListen     string
+
 	Logger *slog.Logger
 	// Banner receives the human start-up message (URL, token file, next steps).
 	Banner io.Writer
@@ -78,6 +84,27 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes %d: must be at least 1024", c.MaxBodyBytes))
+	}
+	if c.DeploymentTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--deployment-timeout %s: must be at least 1s", c.DeploymentTimeout))
+	}
+	if c.AssetLibraryURL != "" {
+		if u, err := url.Parse(c.AssetLibraryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--asset-library-url %q: want http(s)://host[:port][/path]", c.AssetLibraryURL))
+		}
+	}
+	for _, w := range c.Webhooks {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--webhook %q: want an http(s) URL", w))
+		}
+	}
+	if len(c.Webhooks) > 0 && c.WebhookSecretFile == "" {
+		errs = append(errs, errors.New("--webhook needs --webhook-secret-file: deliveries are signed with its secret"))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-listen %q: want host:port", c.MetricsListen))
+		}
 	}
 	if c.Workers < 1 || c.Workers > 64 {
 		errs = append(errs, fmt.Errorf("--workers %d: must be from 1 to 64", c.Workers))

@@ -8,6 +8,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,15 +17,23 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"github.com/ggfleet/ggfleet/broker/assetlibrary"
 	"github.com/ggfleet/ggfleet/broker/auth"
 	"github.com/ggfleet/ggfleet/broker/ca"
 	"github.com/ggfleet/ggfleet/broker/cores"
+	"github.com/ggfleet/ggfleet/broker/deploy"
 	"github.com/ggfleet/ggfleet/broker/devices"
 	"github.com/ggfleet/ggfleet/broker/enroll"
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/events"
+	"github.com/ggfleet/ggfleet/broker/fleet"
+	"github.com/ggfleet/ggfleet/broker/health"
 	"github.com/ggfleet/ggfleet/broker/httpapi"
 	"github.com/ggfleet/ggfleet/broker/jobs"
+	"github.com/ggfleet/ggfleet/broker/mqttbus"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
@@ -32,6 +41,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/internal/version"
 	"github.com/ggfleet/ggfleet/shared/ggconfig"
+	"github.com/ggfleet/ggfleet/shared/mqttmsg"
 )
 
 // Run runs the broker until ctx ends.
@@ -81,16 +91,103 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	tmplSvc := templates.New(templates.Config{Store: db, Logger: log})
 
+	// Events: every producer writes through one durable sink.
+	webhooks, err := cfg.webhooks()
+	if err != nil {
+		return err
+	}
+	eventSvc := events.New(events.Config{Store: db, Webhooks: webhooks, Logger: log})
+	defer eventSvc.Close()
+
+	// The embedded MQTT broker. Its handlers call services built below; the
+	// bus only starts serving (and calling them) once Run starts it.
+	var (
+		healthSvc *health.Service
+		deploySvc *deploy.Service
+	)
+	logErr := func(what, thing string, err error) {
+		if err == nil {
+			return
+		}
+		if errkind.Is(err, errkind.NotFound) {
+			log.Debug(what+": not a known core", "thing", thing)
+			return
+		}
+		log.Warn(what+" failed", "thing", thing, "err", err)
+	}
+	mqttHosts := tlsHosts(cfg.mqttEndpoint(), cfg.MQTTListen, cfg.TLSHosts)
+	bus, err := mqttbus.New(mqttbus.Config{
+		Listen:      cfg.MQTTListen,
+		Certificate: func(ctx context.Context) (tls.Certificate, error) { return authority.ServerCertificate(ctx, mqttHosts) },
+		ClientCAs:   authority.Pool,
+		Authorizer:  prov,
+		Logger:      log,
+		Handlers: mqttbus.Handlers{
+			OnConnect: func(ctx context.Context, thing string) {
+				logErr("re-publish desired deployment", thing, deploySvc.OnConnect(ctx, thing))
+			},
+			OnDisconnect: func(ctx context.Context, thing string) {
+				logErr("record disconnect", thing, healthSvc.HandleDisconnect(ctx, thing))
+			},
+			OnConnection: func(ctx context.Context, thing string, m mqttmsg.ConnectionMsg) {
+				logErr("record connection state", thing, healthSvc.HandleConnection(ctx, thing, m))
+			},
+			OnHealth: func(ctx context.Context, thing string, m mqttmsg.HealthMsg) {
+				logErr("record health report", thing, healthSvc.HandleHealth(ctx, thing, m))
+			},
+			OnDeploymentStatus: func(ctx context.Context, thing string, m mqttmsg.DeploymentStatusMsg) {
+				healthSvc.Touch(ctx, thing)
+				logErr("record deployment status", thing, deploySvc.HandleStatus(ctx, thing, m))
+			},
+			OnHello: func(ctx context.Context, thing string, m mqttmsg.HelloMsg) {
+				healthSvc.Touch(ctx, thing)
+				log.Info("agent connected", "thing", thing, "agentVersion", m.AgentVersion)
+			},
+			OnMessage: func(ctx context.Context, thing, suffix string, payload []byte) {
+				healthSvc.Touch(ctx, thing)
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	// Every event goes to the durable event service; a deleted core is also
+	// disconnected at once (its certificate is gone, so it cannot return).
+	sink := func(ctx context.Context, detailType string, detail any) {
+		eventSvc.Publish(ctx, detailType, detail)
+		if detailType == events.CoreDeleted {
+			if name, ok := deletedCore(detail); ok {
+				bus.Disconnect(name)
+			}
+		}
+	}
+
+	healthSvc = health.New(health.Config{Store: db.Health(), Registry: prov, Logger: log})
+	fleetSvc := fleet.New(fleet.Config{Store: db.Fleet(), Logger: log})
+
 	installerConfig := func(alias string, in cores.ConfigInput) (string, error) {
 		return ggconfig.Generate(alias, cfg.ggParams(in.CoreName, in.CoreVersion, in.ProvisioningTemplate, in.Parameters))
 	}
-	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Logger: log})
+	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log})
 	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc,
-		ConfigGen: installerConfig, Devices: devSvc, Logger: log})
+		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log})
+
+	var al deploy.AssetLibrary // a nil interface unless configured
+	if cfg.AssetLibraryURL != "" {
+		c, err := assetlibrary.New(assetlibrary.Config{BaseURL: cfg.AssetLibraryURL, Region: cfg.AWSRegion, Logger: log})
+		if err != nil {
+			return err
+		}
+		al = c
+	}
+	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
+		Publisher: bus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, Logger: log})
 
 	runner := &tasks.Runner{Store: db, Logger: log, Processors: map[tasks.Kind]tasks.Processor{
-		tasks.KindCore:   coreSvc,
-		tasks.KindDevice: devSvc,
+		tasks.KindCore:       coreSvc,
+		tasks.KindDevice:     devSvc,
+		tasks.KindDeployment: deploySvc,
 	}}
 	queue, err := jobs.New(jobs.Config{DB: db.SQL(), Runner: runner, Logger: log, Workers: cfg.Workers})
 	if err != nil {
@@ -118,10 +215,12 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		MQTTEndpoint: cfg.mqttEndpoint(), BrokerURL: cfg.publicURL(), Logger: log})
 
+	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: bus.Connections, Logger: log})
 	api := httpapi.New(httpapi.Deps{
 		Logger: log, Auth: authSvc, Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
+		Deployments: deploySvc, Fleet: fleetSvc, Metrics: metrics,
 		MaxBodyBytes: cfg.MaxBodyBytes, BaseURL: cfg.publicURL(),
 	})
 
@@ -142,11 +241,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	case cfg.TLSAuto:
-		hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.TLSHosts...)
-		if h, _, err := net.SplitHostPort(cfg.Listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
-			hosts = append(hosts, h)
-		}
-		cert, err := authority.ServerCertificate(ctx, hosts)
+		cert, err := authority.ServerCertificate(ctx, tlsHosts("", cfg.Listen, cfg.TLSHosts))
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("issue the --tls-auto certificate: %w", err)
@@ -157,34 +252,125 @@ func Run(ctx context.Context, cfg Config) error {
 	if srv.TLSConfig != nil {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
+	var metricsSrv *http.Server
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		metricsLn, err = net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on --metrics-listen %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
 
+	// Start everything under one context; each goroutine is stopped by
+	// cancelling it and waited for before the database closes.
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var wg sync.WaitGroup
+	fail := make(chan error, 4)
+	goRun := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(runCtx); err != nil && runCtx.Err() == nil {
+				fail <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	goRun("MQTT broker", bus.Run)
+	goRun("events", eventSvc.Run)
+	goRun("deployment deadlines", deploySvc.Run)
 	if err := queue.Start(runCtx); err != nil {
+		cancel()
+		wg.Wait()
 		ln.Close()
 		return fmt.Errorf("start job queue: %w", err)
 	}
-	serveErr := make(chan error, 1)
+	// Retained MQTT state is not trusted across restarts: re-publish every
+	// core's desired deployment from the database.
+	go func() {
+		if err := deploySvc.RepublishAll(runCtx); err != nil && runCtx.Err() == nil {
+			log.Warn("re-publish desired deployments", "err", err)
+		}
+	}()
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if metricsSrv != nil {
+		go func() { serveErr <- metricsSrv.Serve(metricsLn) }()
+	}
 
-	log.Info("ggfleet started", "version", version.Version, "api", cfg.publicURL(), "provider", prov.Mode(), "defaultCA", defaultCA.ID)
+	log.Info("ggfleet started", "version", version.Version, "api", cfg.publicURL(), "mqtt", cfg.MQTTListen, "provider", prov.Mode(), "defaultCA", defaultCA.ID)
 	printBanner(cfg.Banner, cfg, tokenPath, tokenCreated, defaultCA, pin)
 
+	var runErr error
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server failed", "err", err)
+			runErr = fmt.Errorf("HTTP server: %w", err)
 		}
+	case runErr = <-fail:
 	}
 	log.Info("shutting down")
 	sdCtx, sdCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer sdCancel()
 	_ = srv.Shutdown(sdCtx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sdCtx)
+	}
 	if err := queue.Stop(sdCtx); err != nil {
 		log.Warn("job queue did not stop cleanly", "err", err)
 	}
-	return nil
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+// deletedCore returns the core name of a successful Core Deleted Event.
+func deletedCore(detail any) (string, bool) {
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return "", false
+	}
+	var d struct {
+		CoreName string `json:"coreName"`
+		Status   string `json:"status"`
+	}
+	if json.Unmarshal(b, &d) != nil || d.CoreName == "" || d.Status != "success" {
+		return "", false
+	}
+	return d.CoreName, true
+}
+
+// tlsHosts lists the names a server certificate must carry: loopback, the
+// advertised and listen hosts, and any --tls-host.
+func tlsHosts(advertise, listen string, extra []string) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	for _, hp := range []string{advertise, listen} {
+		if h, _, err := net.SplitHostPort(hp); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+			hosts = append(hosts, h)
+		}
+	}
+	return append(hosts, extra...)
+}
+
+// webhooks reads the webhook secret and pairs it with every --webhook URL.
+func (c *Config) webhooks() ([]events.Webhook, error) {
+	if len(c.Webhooks) == 0 {
+		return nil, nil
+	}
+	secret, err := events.LoadSecret(c.WebhookSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-secret-file: %w", err)
+	}
+	out := make([]events.Webhook, len(c.Webhooks))
+	for i, u := range c.Webhooks {
+		out[i] = events.Webhook{URL: u, Secret: secret}
+	}
+	return out, nil
 }
 
 // ggParams builds the installer-config inputs from the broker's settings.
