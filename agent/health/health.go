@@ -50,7 +50,9 @@ type Config struct {
 	// Interval is how often a report is published without changes (default 30s).
 	Interval time.Duration
 	// PollInterval is how often the runtime is asked for changes (default
-	// 10s, at most Interval). Each poll runs greengrass-cli on a real core.
+	// 10s, at most Interval). On a real core each poll runs
+	// `greengrass-cli component list`, which starts a JVM: agent/daemon should
+	// choose a longer poll (a minute) for the greengrass runtime.
 	PollInterval time.Duration
 	// Publish sends a report (QoS 1).
 	Publish func(ctx context.Context, m mqttmsg.HealthMsg) error

@@ -206,8 +206,9 @@ func (g *Greengrass) Components(ctx context.Context) ([]mqttmsg.ComponentState, 
 }
 
 // Nucleus asks systemd whether the nucleus service is active and reads the
-// nucleus version from the component list, or from the nucleus's effective
-// configuration when the CLI cannot reach a stopped nucleus.
+// nucleus version from the nucleus's effective configuration
+// (<Root>/config/effectiveConfig.yaml), or from the component list when that
+// file cannot be read.
 func (g *Greengrass) Nucleus(ctx context.Context) (mqttmsg.NucleusState, error) {
 	out, err := g.run(ctx, g.cfg.Systemctl, "is-active", g.cfg.ServiceName)
 	var exitErr *exec.ExitError
@@ -215,8 +216,10 @@ func (g *Greengrass) Nucleus(ctx context.Context) (mqttmsg.NucleusState, error) 
 		return mqttmsg.NucleusState{}, fmt.Errorf("ask systemd about %s: %w", g.cfg.ServiceName, err)
 	}
 	// is-active prints the state and exits non-zero for anything but active.
-	ns := mqttmsg.NucleusState{State: unitState(strings.TrimSpace(out))}
-	if ns.State == StateRunning {
+	// The effective configuration is a cheap file read; greengrass-cli starts
+	// a JVM, so it is only asked when the file cannot be read.
+	ns := mqttmsg.NucleusState{State: unitState(strings.TrimSpace(out)), Version: g.configVersion()}
+	if ns.Version == "" && ns.State == StateRunning {
 		if comps, err := g.Components(ctx); err == nil {
 			for _, c := range comps {
 				if c.Name == NucleusComponent {
@@ -224,9 +227,6 @@ func (g *Greengrass) Nucleus(ctx context.Context) (mqttmsg.NucleusState, error) 
 				}
 			}
 		}
-	}
-	if ns.Version == "" {
-		ns.Version = g.configVersion()
 	}
 	return ns, nil
 }
