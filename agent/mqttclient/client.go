@@ -86,14 +86,15 @@ type Config struct {
 
 // Stats are the session's counters, for `ggagent status` and tests.
 type Stats struct {
-	Connected      bool
-	Connects       uint64 // successful connects, including the first
-	Disconnects    uint64 // sessions that ended (lost or closed)
-	OutboxLen      int    // reports waiting for delivery
-	OutboxBytes    int64  // their size on disk
-	Delivered      uint64 // outbox reports acknowledged by the broker
-	Dropped        uint64 // outbox reports dropped to respect the bound
-	HandlerDropped uint64 // incoming messages dropped because a handler fell behind
+	Connected       bool
+	Connects        uint64 // successful connects, including the first
+	ConnectFailures uint64 // connection attempts that failed
+	Disconnects     uint64 // sessions that ended (lost or closed)
+	OutboxLen       int    // reports waiting for delivery
+	OutboxBytes     int64  // their size on disk
+	Delivered       uint64 // outbox reports acknowledged by the broker
+	Dropped         uint64 // outbox reports dropped to respect the bound
+	HandlerDropped  uint64 // incoming messages dropped because a handler fell behind
 }
 
 // subscription is one registered topic suffix and its serial handler queue.
@@ -125,7 +126,7 @@ type Client struct {
 	sess    *session
 	changed chan struct{} // closed and replaced whenever sess changes
 
-	connects, disconnects, delivered, handlerDropped atomic.Uint64
+	connects, connectFailures, disconnects, delivered, handlerDropped atomic.Uint64
 }
 
 // New checks cfg, fills defaults and opens the outbox (resuming what a
@@ -259,14 +260,15 @@ func (c *Client) Connected() bool {
 func (c *Client) Stats() Stats {
 	n, size, dropped := c.box.counts()
 	return Stats{
-		Connected:      c.Connected(),
-		Connects:       c.connects.Load(),
-		Disconnects:    c.disconnects.Load(),
-		OutboxLen:      n,
-		OutboxBytes:    size,
-		Delivered:      c.delivered.Load(),
-		Dropped:        dropped,
-		HandlerDropped: c.handlerDropped.Load(),
+		Connected:       c.Connected(),
+		Connects:        c.connects.Load(),
+		ConnectFailures: c.connectFailures.Load(),
+		Disconnects:     c.disconnects.Load(),
+		OutboxLen:       n,
+		OutboxBytes:     size,
+		Delivered:       c.delivered.Load(),
+		Dropped:         dropped,
+		HandlerDropped:  c.handlerDropped.Load(),
 	}
 }
 
@@ -309,6 +311,7 @@ func (c *Client) connectLoop(ctx context.Context, subs []*subscription) {
 			if ctx.Err() != nil {
 				return
 			}
+			c.connectFailures.Add(1)
 			d := c.cfg.Backoff.Delay(attempt, nil)
 			attempt++
 			c.log.Warn("cannot connect to the MQTT broker; will retry",
