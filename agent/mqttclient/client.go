@@ -110,6 +110,22 @@ type session struct {
 	cl   mqtt.Client
 	lost chan struct{}
 	err  error // why it was lost; written before lost is closed
+
+	mu   sync.Mutex
+	conn net.Conn // the network connection under cl, once dialled
+}
+
+// abort drops the session without a DISCONNECT packet, so the broker
+// publishes the will: a session that failed half-way through its setup may
+// already have published ONLINE, and a clean disconnect would leave that
+// retained.
+func (s *session) abort() {
+	s.mu.Lock()
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
+	s.mu.Unlock()
+	s.cl.Disconnect(0)
 }
 
 // Client is the agent's MQTT session. Create it with New, register handlers
@@ -183,7 +199,9 @@ func New(cfg Config) (*Client, error) {
 // wildcards allowed in suffix). Register before Run: subscriptions are made
 // again on every connect. A handler receives one message at a time, in the
 // order they arrived; a handler that falls far behind loses the oldest of
-// its waiting messages. Handlers should honour ctx, which ends with Run.
+// its waiting messages. Retained messages (the desired deployment) arrive
+// again after every reconnect, so handlers must be idempotent. Handlers
+// should honour ctx, which ends with Run.
 func (c *Client) Subscribe(suffix string, handler func(ctx context.Context, payload []byte)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -371,7 +389,13 @@ func (c *Client) connect(ctx context.Context, subs []*subscription) (*session, e
 		SetWriteTimeout(c.cfg.ConnectTimeout).
 		SetWill(mqttmsg.Topic(c.cfg.Thing, mqttmsg.Connection), string(will), 1, true).
 		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-			return c.dial(ctx, u.Host)
+			conn, err := c.dial(ctx, u.Host)
+			if err == nil {
+				s.mu.Lock()
+				s.conn = conn
+				s.mu.Unlock()
+			}
+			return conn, err
 		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			once.Do(func() {
@@ -381,19 +405,19 @@ func (c *Client) connect(ctx context.Context, subs []*subscription) (*session, e
 		})
 	s.cl = mqtt.NewClient(opts)
 
-	if tok := s.cl.Connect(); waitToken(ctx, tok, nil, 0) != nil || tok.Error() != nil {
+	tok := s.cl.Connect()
+	if err := waitToken(ctx, tok, nil, 0); err != nil {
 		// The dial follows ctx and CONNACK is bounded by ConnectTimeout:
 		// wait for paho to finish so no half-made session is left behind.
 		<-tok.Done()
-		err := tok.Error()
-		if err == nil {
-			err = ctx.Err()
+		if tok.Error() != nil {
+			err = tok.Error()
 		}
-		s.cl.Disconnect(0)
+		s.abort()
 		return nil, fmt.Errorf("connect to %s as %q: %w", c.cfg.Endpoint, c.cfg.ClientID, err)
 	}
 	fail := func(err error) (*session, error) {
-		s.cl.Disconnect(0)
+		s.abort()
 		return nil, err
 	}
 	for _, sub := range subs {
@@ -409,7 +433,7 @@ func (c *Client) connect(ctx context.Context, subs []*subscription) (*session, e
 	if err != nil {
 		return fail(err)
 	}
-	tok := s.cl.Publish(mqttmsg.Topic(c.cfg.Thing, mqttmsg.Connection), 1, true, online)
+	tok = s.cl.Publish(mqttmsg.Topic(c.cfg.Thing, mqttmsg.Connection), 1, true, online)
 	if err := waitToken(ctx, tok, s.lost, c.cfg.ConnectTimeout); err != nil {
 		return fail(fmt.Errorf("publish ONLINE state: %w", err))
 	}
@@ -512,11 +536,16 @@ func (c *Client) sendBatch(ctx context.Context, s *session, batch []outboxEntry)
 	for _, e := range batch {
 		m, err := c.box.read(e)
 		if errors.Is(err, fs.ErrNotExist) {
-			continue // dropped to respect the bound since peek
+			// Dropped to respect the bound since peek (then this is a
+			// no-op), or deleted by hand: forget it either way.
+			if err := c.box.remove(e); err != nil {
+				return err
+			}
+			continue
 		}
 		if err != nil {
 			c.log.Error("dropping an unreadable report from the MQTT outbox", "err", err)
-			if err := c.box.remove(e); err != nil {
+			if err := c.box.discard(e); err != nil {
 				return err
 			}
 			continue

@@ -207,6 +207,18 @@ func (o *outbox) remove(e outboxEntry) error {
 	return o.removeLocked(e)
 }
 
+// discard removes a message that can never be delivered and counts it as
+// dropped.
+func (o *outbox) discard(e outboxEntry) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.removeLocked(e); err != nil {
+		return err
+	}
+	o.dropped++
+	return nil
+}
+
 func (o *outbox) removeLocked(e outboxEntry) error {
 	i, found := slices.BinarySearchFunc(o.entries, e.seq, func(x outboxEntry, seq uint64) int {
 		return cmp.Compare(x.seq, seq)
