@@ -9,9 +9,11 @@ import (
 	"syscall"
 
 	"github.com/ggfleet/ggfleet/agent/cli"
+	"github.com/ggfleet/ggfleet/agent/daemon"
 )
 
 func main() {
+	cli.RunAgent = daemon.Run
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
