@@ -33,6 +33,7 @@ type Deps struct {
 	Artifacts    ArtifactService
 	Fleet        FleetService
 	Deployments  DeploymentService
+	Events       EventStream
 	MaxBodyBytes int64 // default 1 MiB
 	ExtraRoutes  []Route
 	Metrics      *Metrics // nil: no instrumentation, GET /metrics answers 404
