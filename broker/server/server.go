@@ -220,7 +220,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger: log, Auth: authSvc, Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
-		Deployments: deploySvc, Fleet: fleetSvc, Metrics: metrics,
+		Deployments: deploySvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
 		MaxBodyBytes: cfg.MaxBodyBytes, BaseURL: cfg.publicURL(),
 	})
 
