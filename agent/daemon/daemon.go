@@ -164,6 +164,7 @@ type status struct {
 	Connected     bool      `json:"connected"`
 	Connects      uint64    `json:"connects"`
 	OutboxLength  int       `json:"outboxLength"`
+	Delivered     uint64    `json:"delivered"` // reports the broker acknowledged since start
 	LastReport    time.Time `json:"lastReport,omitempty"`
 	HealthStatus  string    `json:"healthStatus,omitempty"`
 	Unhealthy     []string  `json:"unhealthyReasons,omitempty"`
@@ -181,7 +182,7 @@ func writeStatus(ctx context.Context, dir *statedir.Dir, c *mqttclient.Client, r
 		st := c.Stats()
 		snap := r.Last()
 		s := status{Version: 1, UpdatedAt: time.Now().UTC(), Connected: st.Connected, Connects: st.Connects,
-			OutboxLength: st.OutboxLen, LastReport: snap.Msg.Timestamp, HealthStatus: snap.Msg.Status,
+			OutboxLength: st.OutboxLen, Delivered: st.Delivered, LastReport: snap.Msg.Timestamp, HealthStatus: snap.Msg.Status,
 			Unhealthy: snap.Reasons, AgentVersion: version.Version, HostUptimeSec: snap.HostUptimeSeconds}
 		if a != nil {
 			cur := a.Current()
