@@ -39,7 +39,7 @@ func routeKey(pattern string) string {
 // requires a token.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	doc := loadOpenAPI(t)
-	if doc.Security == nil || len(doc.Security) == 0 {
+	if len(doc.Security) == 0 {
 		t.Fatal("the document has no global security requirement (bearer)")
 	}
 	ops := map[string]*openapi3.Operation{}
