@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -53,7 +54,11 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 	var rt nucleus.Runtime
 	switch cfg.Runtime {
 	case cli.RuntimeSimulated:
-		sim, err := nucleus.NewSimulated(dir.Path(), nucleus.SimOptions{})
+		opts, err := simOptionsFromEnv(os.Getenv)
+		if err != nil {
+			return err
+		}
+		sim, err := nucleus.NewSimulated(dir.Path(), opts)
 		if err != nil {
 			return err
 		}
@@ -147,6 +152,25 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 		return errors.Join(all...)
 	}
 	return ctx.Err()
+}
+
+// EnvSimulatedStepDelay makes each component step of the simulated runtime
+// take this long (a Go duration such as 5s), so tests, demos and benchmarks
+// can see a deployment in progress. It is a debugging knob, not a stable
+// interface, and is read only with --runtime simulated.
+const EnvSimulatedStepDelay = "GGAGENT_SIMULATED_STEP_DELAY"
+
+// simOptionsFromEnv reads the simulated runtime's debugging knobs.
+func simOptionsFromEnv(getenv func(string) string) (nucleus.SimOptions, error) {
+	var opts nucleus.SimOptions
+	if v := getenv(EnvSimulatedStepDelay); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return opts, fmt.Errorf("environment variable %s=%q: use a non-negative duration such as 5s", EnvSimulatedStepDelay, v)
+		}
+		opts.StepDelay = d
+	}
+	return opts, nil
 }
 
 // pollInterval keeps runtime polling cheap: greengrass-cli starts a JVM.

@@ -23,6 +23,11 @@ const (
 	// SimFailFile lists component keys (one a line, # comments) whose
 	// deployment fails, so a test or a demo can make a running agent fail.
 	SimFailFile = "simulated-fail"
+	// SimApplyLogFile gets one line, "<RFC 3339 time> <deploymentId>", each
+	// time Apply is called, so a test or a demo can count how often a
+	// deployment was really applied (and prove a restart re-applied nothing).
+	// It is a debugging aid, not a stable interface.
+	SimApplyLogFile = "simulated-applies.log"
 )
 
 // SimulatedVersion is the nucleus version the simulated runtime reports.
@@ -78,6 +83,9 @@ func (s *Simulated) Name() string { return "simulated" }
 func (s *Simulated) Apply(ctx context.Context, d mqttmsg.DeploymentMsg) (Outcome, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.logApply(d.DeploymentID); err != nil {
+		return Outcome{}, err
+	}
 	cur, err := s.load()
 	if err != nil {
 		return Outcome{}, err
@@ -143,6 +151,22 @@ func (s *Simulated) Components(ctx context.Context) ([]mqttmsg.ComponentState, e
 // Nucleus reports a running nucleus of version SimulatedVersion.
 func (s *Simulated) Nucleus(ctx context.Context) (mqttmsg.NucleusState, error) {
 	return mqttmsg.NucleusState{State: StateRunning, Version: SimulatedVersion}, nil
+}
+
+// logApply appends one line for this Apply call to SimApplyLogFile.
+func (s *Simulated) logApply(deploymentID string) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, SimApplyLogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("simulated runtime: record the apply: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), deploymentID)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("simulated runtime: record the apply: %w", err)
+	}
+	return nil
 }
 
 // step waits StepDelay, or returns early when ctx ends.
