@@ -7,13 +7,16 @@ LDFLAGS   := -s -w -X github.com/ggfleet/ggfleet/internal/version.Version=$(VERS
 FUZZTIME  ?= 10s
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build run test test-unit e2e fuzz check fmt vet staticcheck clean
+.PHONY: help build build-agent run test test-unit e2e fuzz check fmt vet staticcheck clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build the ggfleet binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ggfleet ./broker/cmd/ggfleet
+
+build-agent: ## build the ggagent binary into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ggagent ./agent/cmd/ggagent
 
 run: build ## run the broker with its embedded defaults (data in ./ggfleet-data)
 	$(BIN)/ggfleet serve
