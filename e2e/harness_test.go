@@ -30,11 +30,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "ggfleet"), "github.com/ggfleet/ggfleet/broker/cmd/ggfleet")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build ggfleet:", err)
-		os.Exit(1)
+	for name, pkg := range map[string]string{
+		"ggfleet": "github.com/ggfleet/ggfleet/broker/cmd/ggfleet",
+		"ggagent": "github.com/ggfleet/ggfleet/agent/cmd/ggagent",
+	} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build "+name+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
