@@ -10,16 +10,17 @@ import (
 // proxy is a TCP relay standing between the agent and the broker's MQTT
 // port, so a test can cut the network and restore it.
 type proxy struct {
-	addr   string
-	target string
-	ln     net.Listener
+	addr string
+	ln   net.Listener
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	target string
+	down   bool // the network is cut
+	conns  map[net.Conn]struct{}
 }
 
-// startProxy relays 127.0.0.1:<free port> to target until the test ends.
+// startProxy relays 127.0.0.1:<free port> to target until the test ends
+// (target may be set later with setTarget, before the first connection).
 func startProxy(t testing.TB, target string) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,20 +53,21 @@ func (p *proxy) accept() {
 // link down).
 func (p *proxy) relay(c net.Conn) {
 	p.mu.Lock()
-	if p.cut {
+	if p.down {
 		p.mu.Unlock()
 		c.Close()
 		return
 	}
 	p.conns[c] = struct{}{}
+	target := p.target
 	p.mu.Unlock()
-	up, err := net.Dial("tcp", p.target)
+	up, err := net.Dial("tcp", target)
 	if err != nil {
 		p.drop(c)
 		return
 	}
 	p.mu.Lock()
-	if p.cut {
+	if p.down {
 		p.mu.Unlock()
 		up.Close()
 		p.drop(c)
@@ -89,18 +91,25 @@ func (p *proxy) drop(c net.Conn) {
 	p.mu.Unlock()
 }
 
-// Cut breaks every relayed connection and refuses new ones until Restore.
-func (p *proxy) Cut() {
+// setTarget sets the address new connections are relayed to.
+func (p *proxy) setTarget(target string) {
 	p.mu.Lock()
-	p.cut = true
+	p.target = target
+	p.mu.Unlock()
+}
+
+// cut breaks every relayed connection and refuses new ones until restore.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	p.down = true
 	p.mu.Unlock()
 	p.closeAll()
 }
 
-// Restore lets connections through again.
-func (p *proxy) Restore() {
+// restore lets connections through again.
+func (p *proxy) restore() {
 	p.mu.Lock()
-	p.cut = false
+	p.down = false
 	p.mu.Unlock()
 }
 
