@@ -36,6 +36,10 @@ Usage:
                             obtain this device's identity from the broker
   ggagent status [flags]    show the identity, certificate expiry and agent status
   ggagent run [flags]       run the agent in the foreground (what the service runs)
+  ggagent install --broker URL --core NAME --token TOKEN --nucleus-zip F [flags]
+                            enroll, install the Greengrass nucleus and the ggagent service
+  ggagent uninstall [--purge]
+                            undo ggagent install (keeps the identity unless --purge)
   ggagent version           print the version
 
 Run 'ggagent <command> --help' for a command's flags. Every flag can also be
@@ -52,7 +56,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "enroll":
 		return enroll(ctx, args[1:], stdout, stderr)
 	case "status":
-		return status(args[1:], stdout, stderr)
+		return statusWithService(ctx, args[1:], stdout, stderr)
+	case "install":
+		return install(ctx, args[1:], stdout, stderr)
+	case "uninstall":
+		return uninstall(ctx, args[1:], stdout, stderr)
 	case "run":
 		return run(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
