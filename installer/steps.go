@@ -483,6 +483,7 @@ func nucleusStep() Step {
 				if err := os.RemoveAll(e.host(e.Options.GreengrassRoot)); err != nil {
 					return err
 				}
+				_ = os.Remove(filepath.Dir(e.host(e.Options.GreengrassRoot))) // /greengrass, if now empty
 				e.rec.Added.GreengrassRoot = false
 			}
 			return nil
