@@ -60,7 +60,9 @@ type fakeService struct {
 }
 
 func (f *fakeService) Platform() string { return f.platform }
-func (f *fakeService) unit() string     { return filepath.Join(f.root, "etc/systemd/system/ggagent.service") }
+func (f *fakeService) unit() string {
+	return filepath.Join(f.root, "etc/systemd/system/ggagent.service")
+}
 func (f *fakeService) Install() error {
 	f.calls = append(f.calls, "install")
 	if f.cfg.Option["SystemdScript"] != packaging.AgentUnit {
