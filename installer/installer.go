@@ -240,6 +240,9 @@ func (e *Env) init() error {
 	if e.PollInterval == 0 {
 		e.PollInterval = time.Second
 	}
+	if abs, err := filepath.Abs(e.Options.StateDir); err == nil {
+		e.Options.StateDir = abs // the service's --state-dir must not depend on the working directory
+	}
 	if e.Options.Executable == "" {
 		exe, err := os.Executable()
 		if err != nil {
