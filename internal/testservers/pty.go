@@ -125,7 +125,7 @@ func (p *PtyShell) supervise() {
 		}
 		var cmd *exec.Cmd
 		if p.login {
-			cmd = exec.Command("sh", append([]string{"-c", gettyScript}, p.argv...)...)
+			cmd = exec.Command("sh", append([]string{"-c", gettyScript, "getty"}, p.argv...)...)
 		} else {
 			cmd = exec.Command(p.argv[0], p.argv[1:]...)
 		}
