@@ -186,7 +186,7 @@ func TestFakeValidation(t *testing.T) {
 	client := rawIoT(fake)
 	for _, tc := range []struct {
 		name, thing, code string
-		status         int
+		status            int
 	}{
 		{"space", "has space", "InvalidRequestException", 400},
 		{"too long", strings.Repeat("a", 129), "InvalidRequestException", 400},
