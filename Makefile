@@ -5,6 +5,8 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/ggfleet/ggfleet/internal/version.Version=$(VERSION) -X github.com/ggfleet/ggfleet/internal/version.Commit=$(COMMIT)
 FUZZTIME  ?= 10s
+BENCH_DURATION ?= 10m
+BENCH_OUT ?= testout/agentbench.md
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
 .PHONY: help build build-agent run test test-unit e2e fuzz check fmt vet staticcheck clean
@@ -33,6 +35,9 @@ e2e: ## run the behaviour tests against the built binaries
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	./.ci/fuzz.sh $(FUZZTIME)
+
+bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT; see BENCHMARKS.md
+	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
 
 check: fmt vet staticcheck ## gofmt, go vet and staticcheck
 
