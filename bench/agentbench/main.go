@@ -90,7 +90,7 @@ type results struct {
 	samples  int
 	rssMax   int64 // bytes
 	rssFinal int64
-	rssFirst int64 // right after the first report
+	rssFirst int64   // right after the first report
 	rssByMin []int64 // at the end of each minute
 	// cpuIdle is CPU seconds per wall second between the first report and
 	// the end; cpuAll is the same from exec to the end.
