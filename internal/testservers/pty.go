@@ -98,8 +98,12 @@ func (p *PtyShell) KillShell() {
 }
 
 // gettyScript is run by /bin/sh on the device tty; $0.. are the shell argv.
-const gettyScript = `printf '\nggfleet test console\nlogin: '
-IFS= read -r u || exit 0
+// Like agetty, an empty user name just asks again.
+const gettyScript = `u=
+while [ -z "$u" ]; do
+	printf '\nggfleet test console\nlogin: '
+	IFS= read -r u || exit 0
+done
 printf 'Password: '
 stty -echo
 IFS= read -r pw

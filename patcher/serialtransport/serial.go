@@ -138,10 +138,24 @@ func (t *Transport) openPort() error {
 	return nil
 }
 
-// Close logs out (best effort) and closes the port.
+// Close logs out (best effort: it waits up to 3s for the login prompt, so
+// the next user of the console finds it in a known state) and closes the
+// port.
 func (t *Transport) Close() error {
 	if t.loggedIn {
-		_ = t.send("exit")
+		t.loggedIn = false
+		if t.send("exit") == nil {
+			t.buf = t.buf[:0]
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			for ctx.Err() == nil {
+				k, err := t.settle(ctx, 3*time.Second)
+				t.log.Debug("serial: close", "prompt", int(k), "err", err, "tail", t.tail())
+				if err != nil || k == atLogin {
+					break
+				}
+			}
+			cancel()
+		}
 	}
 	return t.port.Close()
 }
@@ -319,6 +333,9 @@ func (t *Transport) ensure(ctx context.Context) error {
 // (safe to log in and retry), patcher.ErrConnLost when it went away while
 // the command ran, errDeadline when timeout passed.
 func (t *Transport) exec(ctx context.Context, cmdline string, w io.Writer, timeout time.Duration) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return -1, err
+	}
 	t.seq++
 	tag := fmt.Sprintf("%s_%d__", t.nonce, t.seq)
 	// Split quoting: the echoed command line never contains a joined marker.

@@ -90,7 +90,7 @@ func TestReloginAfterShellExits(t *testing.T) {
 	}
 }
 
-func TestUploadResumes(t *testing.T) {
+func TestUploadSurvivesShellDeath(t *testing.T) {
 	con := testservers.StartPtyShell(t, "dash", true)
 	tr := mustOpen(t, con.Path)
 	defer tr.Close()
@@ -101,25 +101,54 @@ func TestUploadResumes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "blob")
 	chunks := 0
 	tr.afterChunk = func(int) {
-		chunks++
-		if chunks == 5 {
+		if chunks++; chunks == 5 {
 			con.KillShell()
 		}
 	}
-	err := tr.Upload(ctx, patcher.File{Path: path, Data: bytes.NewReader(data)})
-	if !errors.Is(err, patcher.ErrConnLost) {
-		t.Fatalf("upload with the shell killed: got %v, want ErrConnLost", err)
+	// Each chunk is acknowledged, so after logging in again the upload goes
+	// on from the last acknowledged chunk.
+	if err := tr.Upload(ctx, patcher.File{Path: path, Data: bytes.NewReader(data)}); err != nil {
+		t.Fatalf("upload across a shell restart: %v", err)
+	}
+	checkFile(t, path, data)
+}
+
+func TestUploadResumesAfterInterruption(t *testing.T) {
+	con := testservers.StartPtyShell(t, "busybox", true)
+	tr := mustOpen(t, con.Path)
+	defer tr.Close()
+	data := make([]byte, 20<<10)
+	_, _ = rand.Read(data)
+	path := filepath.Join(t.TempDir(), "blob")
+
+	ctx1, cancel1 := context.WithTimeout(context.Background(), 60*time.Second)
+	chunks := 0
+	tr.afterChunk = func(int) {
+		if chunks++; chunks == 5 {
+			cancel1()
+		}
+	}
+	err := tr.Upload(ctx1, patcher.File{Path: path, Data: bytes.NewReader(data)})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted upload: got %v, want context.Canceled", err)
 	}
 	tr.afterChunk = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	if err := tr.Upload(ctx, patcher.File{Path: path, Data: bytes.NewReader(data)}); err != nil {
 		t.Fatalf("second upload: %v", err)
 	}
 	if tr.firstChunk == 0 {
 		t.Errorf("second upload started from scratch, want resume")
 	}
+	checkFile(t, path, data)
+}
+
+func checkFile(t *testing.T, path string, data []byte) {
+	t.Helper()
 	got, err := os.ReadFile(path)
 	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("file differs after resumed upload (%d bytes, %v)", len(got), err)
+		t.Fatalf("file differs after upload (%d bytes, %v)", len(got), err)
 	}
 	left, _ := filepath.Glob(path + ".ggp-*")
 	if len(left) > 0 {
