@@ -42,6 +42,9 @@ func TestSuitePasswordUserWithSudo(t *testing.T) {
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	opts := transporttest.Options{Drop: srv.DropConnections}
 	if _, err := os.Stat("/usr/bin/sudo"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("sudo not found but CI is set: .ci/run must `apt-get install -y sudo`")
+		}
 		opts.NoBecomeReason = "sudo is not installed on the test machine (apt-get install -y sudo)"
 	}
 	transporttest.Run(t, func(t *testing.T) patcher.Transport {
