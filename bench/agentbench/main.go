@@ -54,6 +54,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Minute, "how long to run the agent for the RSS and CPU figures")
 	starts := flag.Int("starts", 5, "how many cold starts to time (exec to first stored health report)")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
+	agentEnv := flag.String("agent-env", "", "comma-separated KEY=VALUE pairs added to the environment of ggagent run, for experiments (e.g. GOGC=50)")
 	flag.Parse()
 	if runtime.GOOS != "linux" {
 		fmt.Fprintln(os.Stderr, "agentbench: runs on Linux only (it reads /proc)")
@@ -61,7 +62,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := run(ctx, *duration, *starts)
+	var env []string
+	if *agentEnv != "" {
+		env = strings.Split(*agentEnv, ",")
+	}
+	res, err := run(ctx, *duration, *starts, env)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agentbench:", err)
 		os.Exit(1)
@@ -84,14 +89,15 @@ func main() {
 type results struct {
 	started  time.Time
 	machine  []string
+	agentEnv []string
 	sizes    []size
 	starts   []time.Duration
 	duration time.Duration
 	samples  int
-	rssMax   int64 // bytes
-	rssFinal int64
-	rssFirst int64   // right after the first report
-	rssByMin []int64 // at the end of each minute
+	rssMax   memory // the sample with the highest VmRSS
+	rssFinal memory
+	rssFirst memory   // right after the first report
+	rssByMin []memory // at the end of each minute
 	// cpuIdle is CPU seconds per wall second between the first report and
 	// the end; cpuAll is the same from exec to the end.
 	cpuIdle, cpuAll float64
@@ -107,8 +113,8 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s agentbench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-func run(ctx context.Context, duration time.Duration, starts int) (*results, error) {
-	res := &results{started: time.Now(), duration: duration, machine: machine()}
+func run(ctx context.Context, duration time.Duration, starts int, agentEnv []string) (*results, error) {
+	res := &results{started: time.Now(), duration: duration, machine: machine(), agentEnv: agentEnv}
 	tmp, err := os.MkdirTemp("", "agentbench-")
 	if err != nil {
 		return nil, err
@@ -163,7 +169,7 @@ func run(ctx context.Context, duration time.Duration, starts int) (*results, err
 		if agent != nil {
 			agent.stop()
 		}
-		agent, err = startAgent(agentBin, stateDir, filepath.Join(tmp, fmt.Sprintf("agent-%d.log", i)))
+		agent, err = startAgent(agentBin, stateDir, filepath.Join(tmp, fmt.Sprintf("agent-%d.log", i)), agentEnv)
 		if err != nil {
 			return nil, err
 		}
@@ -183,7 +189,9 @@ func run(ctx context.Context, duration time.Duration, starts int) (*results, err
 	if err != nil {
 		return nil, err
 	}
-	res.rssFirst, _ = rss(pid)
+	if res.rssFirst, err = readMemory(pid); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -196,16 +204,19 @@ func run(ctx context.Context, duration time.Duration, starts int) (*results, err
 			return nil, fmt.Errorf("ggagent exited during the run; log: %s", agent.logPath)
 		case <-tick.C:
 		}
-		r, err := rss(pid)
+		m, err := readMemory(pid)
 		if err != nil {
 			return nil, err
 		}
 		res.samples++
-		res.rssMax = max(res.rssMax, r)
-		res.rssFinal = r
+		if m.rss > res.rssMax.rss {
+			res.rssMax = m
+		}
+		res.rssFinal = m
 		if time.Now().After(nextLog) {
-			res.rssByMin = append(res.rssByMin, r)
-			logf("%v of %v: VmRSS %.2f MiB (max %.2f MiB)", time.Since(t0).Round(time.Second), duration, mib(r), mib(res.rssMax))
+			res.rssByMin = append(res.rssByMin, m)
+			logf("%v of %v: VmRSS %.2f MiB (anon %.2f, file %.2f; max %.2f MiB)", time.Since(t0).Round(time.Second), duration,
+				mib(m.rss), mib(m.anon), mib(m.file), mib(res.rssMax.rss))
 			nextLog = nextLog.Add(time.Minute)
 		}
 	}
@@ -260,24 +271,38 @@ func machine() []string {
 	return m
 }
 
-// rss is VmRSS of a process, in bytes.
-func rss(pid int) (int64, error) {
+// memory is a process's resident memory, in bytes, from /proc/PID/status:
+// VmRSS is the total, RssAnon the process's own (heap, stacks), RssFile
+// the pages of mapped files (the binary's code and data, shared and
+// reclaimable).
+type memory struct{ rss, anon, file int64 }
+
+func readMemory(pid int) (memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return memory{}, err
 	}
+	var m memory
+	fields := map[string]*int64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file}
+	found := 0
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			f := strings.Fields(v)
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil || len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("unexpected VmRSS line %q", sc.Text())
-			}
-			return kb * 1024, nil
+		f := strings.Fields(sc.Text())
+		dst, ok := fields[f[0]]
+		if !ok {
+			continue
 		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil || len(f) != 3 || f[2] != "kB" {
+			return memory{}, fmt.Errorf("unexpected /proc status line %q", sc.Text())
+		}
+		*dst = kb * 1024
+		found++
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	if found != len(fields) {
+		return memory{}, errors.New("no VmRSS, RssAnon or RssFile in /proc status")
+	}
+	return m, nil
 }
 
 // cpuTicks is utime+stime of a process, in clock ticks.
@@ -512,12 +537,13 @@ type agentProc struct {
 	logPath string
 }
 
-func startAgent(bin, stateDir, logPath string) (*agentProc, error) {
+func startAgent(bin, stateDir, logPath string, env []string) (*agentProc, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "run", "--state-dir", stateDir, "--runtime", "simulated", "--health-interval", "1s", "--log-format", "json")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	a := &agentProc{cmd: cmd, done: make(chan struct{}), logPath: logPath}
 	a.started = time.Now()
@@ -555,6 +581,9 @@ func (r *results) markdown() string {
 	w("Measured %s by `go run ./bench/agentbench -duration %s` (%s in all).\n\n",
 		r.started.UTC().Format("2006-01-02 15:04 UTC"), r.duration, time.Since(r.started).Round(time.Second))
 	w("Machine: %s.\n\n", strings.Join(r.machine, "; "))
+	if len(r.agentEnv) > 0 {
+		w("Experiment: ggagent run with the extra environment `%s`.\n\n", strings.Join(r.agentEnv, " "))
+	}
 	w("| figure | value | target |\n|---|---|---|\n")
 	for _, s := range r.sizes {
 		target := ""
@@ -566,17 +595,20 @@ func (r *results) markdown() string {
 	st := slices.Sorted(slices.Values(r.starts))
 	w("| exec → first health report stored by the broker (%d cold starts) | median %v (min %v, max %v) | |\n",
 		len(st), st[len(st)/2].Round(time.Millisecond), st[0].Round(time.Millisecond), st[len(st)-1].Round(time.Millisecond))
-	w("| VmRSS right after the first report | %.2f MiB (%.2f MB) | |\n", mib(r.rssFirst), float64(r.rssFirst)/1e6)
-	w("| VmRSS max over %s (%d samples, 1 s apart) | %.2f MiB (%.2f MB) | ≤ 12 MB: %s |\n", r.duration, r.samples, mib(r.rssMax), float64(r.rssMax)/1e6, met(r.rssMax <= targetRSS))
-	w("| VmRSS at the end | %.2f MiB (%.2f MB) | ≤ 12 MB: %s |\n", mib(r.rssFinal), float64(r.rssFinal)/1e6, met(r.rssFinal <= targetRSS))
+	memRow := func(what string, m memory, target string) {
+		w("| %s | %.2f MiB (%.2f MB) = RssAnon %.2f MiB + RssFile %.2f MiB | %s |\n", what, mib(m.rss), float64(m.rss)/1e6, mib(m.anon), mib(m.file), target)
+	}
+	memRow("VmRSS right after the first report", r.rssFirst, "")
+	memRow(fmt.Sprintf("VmRSS max over %s (%d samples, 1 s apart)", r.duration, r.samples), r.rssMax, "≤ 12 MB: "+met(r.rssMax.rss <= targetRSS))
+	memRow("VmRSS at the end", r.rssFinal, "≤ 12 MB: "+met(r.rssFinal.rss <= targetRSS))
 	w("| CPU while idle (utime+stime / wall, first report → end) | %.3f%% of one core | |\n", r.cpuIdle*100)
 	w("| CPU from exec to the end | %.3f%% of one core | |\n", r.cpuAll*100)
 	if len(r.rssByMin) > 0 {
 		var mins []string
 		for i, b := range r.rssByMin {
-			mins = append(mins, fmt.Sprintf("%d min: %.2f", i+1, mib(b)))
+			mins = append(mins, fmt.Sprintf("%d min: %.2f (anon %.2f)", i+1, mib(b.rss), mib(b.anon)))
 		}
-		w("\nVmRSS (MiB) minute by minute: %s.\n", strings.Join(mins, ", "))
+		w("\nVmRSS in MiB minute by minute: %s.\n", strings.Join(mins, ", "))
 	}
 	w("\nThe core was HEALTHY and ONLINE at the end: %v.\n", r.connected)
 	return sb.String()
