@@ -145,7 +145,7 @@ func TestAgentNetworkCut(t *testing.T) {
 		t.Fatalf("enrolled mqttEndpoint = %q, want the proxy %s", id.MQTTEndpoint, p.addr)
 	}
 	start := time.Now()
-	a := startAgent(t, dir, stepDelayEnv+"=3s")
+	a := startAgent(t, dir, stepDelayEnv+"=5s") // 15s of steps: the cut starts well before the end
 	b.waitOnline(name, start.Add(-time.Second))
 
 	b.must(201, "POST", "/templates", map[string]any{"name": "CutT", "components": []map[string]any{
