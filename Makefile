@@ -9,7 +9,7 @@ BENCH_DURATION ?= 10m
 BENCH_OUT ?= testout/agentbench.md
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build build-agent run test test-unit e2e fuzz check fmt vet staticcheck clean
+.PHONY: help build build-agent run test test-unit e2e fuzz check fmt tidy vet staticcheck clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -39,10 +39,13 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT; see BENCHMARKS.md
 	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
 
-check: fmt vet staticcheck ## gofmt, go vet and staticcheck
+check: fmt tidy vet staticcheck ## gofmt, go mod tidy, go vet and staticcheck
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+tidy:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 vet:
 	$(GO) vet ./...
