@@ -7,9 +7,14 @@ LDFLAGS   := -s -w -X github.com/ggfleet/ggfleet/internal/version.Version=$(VERS
 FUZZTIME  ?= 10s
 BENCH_DURATION ?= 10m
 BENCH_OUT ?= testout/agentbench.md
+DIST      ?= dist
+NFPM      ?= .bin/nfpm
+NFPM_VERSION := v2.45.2
+# Package version: VERSION without its leading v; a bare commit becomes 0.0.0+git<commit>.
+PKG_VERSION := $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+git/')
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build build-agent run test test-unit e2e fuzz check fmt tidy vet staticcheck clean
+.PHONY: help build build-agent cross package run test test-unit e2e fuzz check fmt tidy vet staticcheck clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -19,6 +24,28 @@ build: ## build the ggfleet binary into bin/
 
 build-agent: ## build the ggagent binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ggagent ./agent/cmd/ggagent
+
+cross: ## static builds into DIST (default dist/): ggagent linux/amd64, arm64, armv7; ggfleet linux/amd64, arm64; SHA256SUMS
+	@mkdir -p $(DIST)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/ggagent_linux_amd64 ./agent/cmd/ggagent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/ggagent_linux_arm64 ./agent/cmd/ggagent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/ggagent_linux_armv7 ./agent/cmd/ggagent
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/ggfleet_linux_amd64 ./broker/cmd/ggfleet
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/ggfleet_linux_arm64 ./broker/cmd/ggfleet
+	cd $(DIST) && sha256sum ggagent_linux_* ggfleet_linux_* > SHA256SUMS
+
+$(NFPM):
+	GOBIN=$(CURDIR)/.bin $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+package: cross $(NFPM) ## .deb and .rpm of ggagent and ggfleet for every `make cross` architecture, into DIST
+	$(GO) run ./packaging/cmd/renderunits $(DIST)/units
+	@set -e; for spec in ggagent:amd64:amd64 ggagent:arm64:arm64 ggagent:armv7:arm7 ggfleet:amd64:amd64 ggfleet:arm64:arm64; do \
+		prog=$${spec%%:*}; rest=$${spec#*:}; arch=$${rest%%:*}; nfpmarch=$${rest#*:}; \
+		for pkgr in deb rpm; do \
+			ARCH=$$nfpmarch GOARM=7 VERSION='$(PKG_VERSION)' BIN=$(DIST)/$${prog}_linux_$$arch UNITS=$(DIST)/units \
+				$(NFPM) package --config packaging/nfpm/$$prog.yaml --packager $$pkgr --target $(DIST)/; \
+		done; \
+	done
 
 run: build ## run the broker with its embedded defaults (data in ./ggfleet-data)
 	$(BIN)/ggfleet serve
@@ -39,7 +66,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT; see BENCHMARKS.md
 	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
 
-check: fmt tidy vet staticcheck ## gofmt, go mod tidy, go vet and staticcheck
+check: fmt tidy vet staticcheck cross ## gofmt, go mod tidy, go vet, staticcheck and the cross builds
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -54,4 +81,4 @@ staticcheck:
 	$(STATICCHECK) ./...
 
 clean: ## remove build outputs
-	rm -rf $(BIN) dist testout
+	rm -rf $(BIN) $(DIST) dist testout
