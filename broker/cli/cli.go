@@ -23,6 +23,7 @@ const usage = `ggfleet — provision and manage fleets of AWS IoT Greengrass V2 
 Usage:
   ggfleet serve [flags]     run the broker (embedded defaults: no cloud account needed)
   ggfleet version           print the version
+  ggfleet <command> ...     operator commands, below
 
 Run 'ggfleet serve --help' for the broker's flags. Every flag can also be set
 with an environment variable: --mqtt-listen ↔ GGFLEET_MQTT_LISTEN.
@@ -31,7 +32,7 @@ with an environment variable: --mqtt-listen ↔ GGFLEET_MQTT_LISTEN.
 // Run runs the command line args and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage+clientUsage)
 		return 2
 	}
 	switch args[0] {
@@ -41,10 +42,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, version.String("ggfleet"))
 		return 0
 	case "help", "--help", "-h":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+clientUsage)
 		return 0
+	case "templates", "provisioning-templates", "cas", "cores", "devices", "deploy", "tasks", "fleet", "events":
+		return runClient(ctx, args, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "ggfleet: unknown command %q\n\n%s", args[0], usage)
+	fmt.Fprintf(stderr, "ggfleet: unknown command %q\n\n%s", args[0], usage+clientUsage)
 	return 2
 }
 
