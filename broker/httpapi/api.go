@@ -38,6 +38,7 @@ type Deps struct {
 	ExtraRoutes  []Route
 	Metrics      *Metrics // nil: no instrumentation, GET /metrics answers 404
 	BaseURL      string   // how clients reach this API, for location headers and messages
+	Downloads    Downloads
 }
 
 // API is the HTTP API.
@@ -88,6 +89,7 @@ func (a *API) Handler() http.Handler {
 
 // table is the one route table of the broker.
 func (a *API) table() []Route {
+	dl := newDownloadServer(a)
 	return []Route{
 		{Pattern: "GET /healthz", Handler: a.healthz, Open: true, Raw: true},
 		{Pattern: "GET /readyz", Handler: a.readyz, Open: true, Raw: true},
@@ -156,5 +158,9 @@ func (a *API) table() []Route {
 		// The API's own description, and Prometheus metrics.
 		{Pattern: "GET /openapi.yaml", Handler: a.openAPI, Open: true, Raw: true},
 		{Pattern: "GET /metrics", Handler: a.metrics, Raw: true},
+
+		// What a fresh device needs: the installer and the ggagent builds (open).
+		{Pattern: "GET /install.sh", Handler: dl.installScript, Open: true, Raw: true},
+		{Pattern: "GET /downloads/ggagent/{os}/{arch}", Handler: dl.agent, Open: true, Raw: true},
 	}
 }
