@@ -195,6 +195,7 @@ func runSubcommand(ctx context.Context, sub subcommand, args []string, stdout, s
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", name, err, name)
 		return exitUsage
 	}
 	if err := applyEnv(fs, "GGFLEET"); err != nil {
