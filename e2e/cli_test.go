@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var updateCLIGolden = flag.Bool("update-cli", false, "rewrite e2e/testdata/cli golden files")
+
+// cliResult is one finished run of the ggfleet binary.
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// cli runs `ggfleet args...` against b with the token in GGFLEET_TOKEN.
+func (b *broker) cli(args ...string) cliResult {
+	b.t.Helper()
+	return runCLI(b.t, []string{"GGFLEET_BROKER_URL=" + b.url, "GGFLEET_TOKEN=" + b.token}, args...)
+}
+
+// runCLI runs the ggfleet binary with extra environment variables (and no
+// GGFLEET_* variables from the test's own environment).
+func runCLI(t testing.TB, env []string, args ...string) cliResult {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "ggfleet"), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GGFLEET_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Dir = t.TempDir() // no ./ggfleet-data/admin.token by accident
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	res := cliResult{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		res.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run ggfleet %v: %v", args, err)
+	}
+	return res
+}
+
+// wantCode fails the test when r did not exit with code.
+func (r cliResult) wantCode(t testing.TB, code int) cliResult {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+var (
+	tableTime = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ`)
+	taskLine  = regexp.MustCompile(`(?m)^(Task:\s+)\S+$`)
+)
+
+// cliGolden compares a table with e2e/testdata/cli/name, timestamps and
+// task ids masked (same width, so the columns stay aligned).
+func cliGolden(t *testing.T, name, got string) {
+	t.Helper()
+	got = tableTime.ReplaceAllString(got, "YYYY-MM-DD hh:mm:ssZ")
+	got = taskLine.ReplaceAllString(got, "${1}ID")
+	path := filepath.Join("testdata", "cli", name)
+	if *updateCLIGolden {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s (go test ./e2e -run TestCLI -update-cli writes it): %v", path, err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- got ---\n%s--- want ---\n%s", name, got, want)
+	}
+}
+
+func TestCLI(t *testing.T) {
+	b := startBroker(t)
+	dir := t.TempDir()
+	tmplFile := filepath.Join(dir, "base.yaml")
+	if err := os.WriteFile(tmplFile, []byte("name: base\ncomponents:\n  - key: aws.greengrass.Nucleus\n    version: 2.12.0\n  - key: com.example.Hello\n    version: 1.0.0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("templates", func(t *testing.T) {
+		b.cli("templates", "create", "-f", tmplFile).wantCode(t, 0)
+		b.cli("templates", "update", "base", "-f", tmplFile).wantCode(t, 0)
+		cliGolden(t, "templates_list.txt", b.cli("templates", "list").wantCode(t, 0).stdout)
+		cliGolden(t, "templates_show.txt", b.cli("templates", "show", "base", "--version", "1").wantCode(t, 0).stdout)
+		var l struct {
+			Templates []struct {
+				Name    string `json:"name"`
+				Version int    `json:"version"`
+			} `json:"templates"`
+		}
+		decodeCLI(t, b.cli("templates", "versions", "base", "-o", "json").wantCode(t, 0).stdout, &l)
+		if len(l.Templates) != 2 || l.Templates[1].Version != 2 {
+			t.Errorf("versions: %+v", l.Templates)
+		}
+		r := b.cli("templates", "create", "-f", tmplFile).wantCode(t, 1)
+		if !strings.Contains(r.stderr, "409") || !strings.Contains(r.stderr, "already exists") {
+			t.Errorf("duplicate template: stderr %q", r.stderr)
+		}
+	})
+
+	t.Run("cores create waits", func(t *testing.T) {
+		r := b.cli("cores", "create", "--template", "ggfleet-core", "core-1", "core-2").wantCode(t, 0)
+		if !strings.Contains(r.stdout, "Success 2, Failure 0, InProgress 0") {
+			t.Errorf("no final counts in:\n%s", r.stdout)
+		}
+		final := r.stdout[strings.Index(r.stdout, "Task:"):]
+		cliGolden(t, "cores_create.txt", final)
+	})
+
+	t.Run("failing core", func(t *testing.T) {
+		r := b.cli("cores", "create", "--template", "no-such-template", "bad-1").wantCode(t, 1)
+		if !strings.Contains(r.stdout, "Failures:\n  bad-1: ") || !strings.Contains(r.stdout, "no-such-template") {
+			t.Errorf("the failure message is not printed:\n%s", r.stdout)
+		}
+		if !strings.Contains(r.stderr, "ended Failure with 1 of 1 failed") {
+			t.Errorf("stderr: %q", r.stderr)
+		}
+	})
+
+	t.Run("no-wait, tasks show -o json", func(t *testing.T) {
+		r := b.cli("cores", "create", "--template", "ggfleet-core", "core-3", "--no-wait").wantCode(t, 0)
+		id := strings.TrimSpace(r.stdout)
+		if id == "" || strings.Contains(id, "\n") {
+			t.Fatalf("--no-wait printed %q, want the task id", r.stdout)
+		}
+		b.cli("tasks", "watch", id).wantCode(t, 0)
+		var task struct {
+			ID         string `json:"id"`
+			TaskStatus string `json:"taskStatus"`
+			Cores      []struct {
+				Name       string `json:"name"`
+				TaskStatus string `json:"taskStatus"`
+			} `json:"cores"`
+		}
+		decodeCLI(t, b.cli("tasks", "show", id, "-o", "json").wantCode(t, 0).stdout, &task)
+		if task.ID != id || task.TaskStatus != "Success" || len(task.Cores) != 1 || task.Cores[0].Name != "core-3" {
+			t.Errorf("task: %+v", task)
+		}
+		b.cli("tasks", "show", "no-such-task").wantCode(t, 1)
+	})
+
+	t.Run("cores list and show", func(t *testing.T) {
+		cliGolden(t, "cores_list.txt", b.cli("cores", "list").wantCode(t, 0).stdout)
+		var l struct {
+			Cores []struct {
+				Name string `json:"name"`
+			} `json:"cores"`
+		}
+		decodeCLI(t, b.cli("cores", "list", "-o", "json").wantCode(t, 0).stdout, &l)
+		if len(l.Cores) != 4 {
+			t.Errorf("cores -o json: %+v", l.Cores)
+		}
+		r := b.cli("cores", "show", "core-1").wantCode(t, 0)
+		if !strings.Contains(r.stdout, "Connectivity:") || !strings.Contains(r.stdout, "OFFLINE") {
+			t.Errorf("cores show:\n%s", r.stdout)
+		}
+		b.cli("cores", "show", "nope").wantCode(t, 1)
+	})
+
+	t.Run("fleet summary", func(t *testing.T) {
+		cliGolden(t, "fleet_summary.txt", b.cli("fleet", "summary").wantCode(t, 0).stdout)
+	})
+
+	t.Run("token from the data dir", func(t *testing.T) {
+		runCLI(t, nil, "templates", "list", "--broker-url", b.url, "--data-dir", b.dataDir).wantCode(t, 0)
+		r := runCLI(t, nil, "templates", "list", "--broker-url", b.url, "--token", "wrong").wantCode(t, 3)
+		if !strings.Contains(r.stderr, "401") {
+			t.Errorf("bad token: stderr %q", r.stderr)
+		}
+	})
+
+	t.Run("cores delete", func(t *testing.T) {
+		b.cli("cores", "delete", "core-3", "--deprovision").wantCode(t, 0)
+		b.cli("cores", "show", "core-3").wantCode(t, 1)
+	})
+}
+
+func TestCLINoBroker(t *testing.T) {
+	url := "http://" + freeAddr(t)
+	r := runCLI(t, []string{"GGFLEET_TOKEN=x"}, "cores", "list", "--broker-url", url).wantCode(t, 3)
+	if !strings.Contains(r.stderr, "cannot reach the broker at "+url) {
+		t.Errorf("stderr: %q", r.stderr)
+	}
+	runCLI(t, nil, "cores", "frobnicate").wantCode(t, 2)
+}
+
+func decodeCLI(t testing.TB, out string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, out)
+	}
+}
