@@ -38,6 +38,8 @@ type Config struct {
 	Webhooks          []string
 	WebhookSecretFile string
 	MetricsListen     string
+	// DownloadsDir holds the ggagent builds served at /downloads (make cross's dist/).
+	DownloadsDir string
 
 	Logger *slog.Logger
 	// Banner receives the human start-up message (URL, token file, next steps).

@@ -7,7 +7,10 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,6 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
 		Deployments: deploySvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
 		MaxBodyBytes: cfg.MaxBodyBytes, BaseURL: cfg.publicURL(),
+		Downloads: downloads(cfg, defaultCA),
 	})
 
 	// HTTP listener (HTTPS with --tls-cert/--tls-key or --tls-auto).
@@ -231,7 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	var pin string
+	var pin, spkiPin string
 	switch {
 	case cfg.TLSCert != "":
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -248,6 +252,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		pin = defaultCA.ID
+		if spkiPin, err = installPin(cfg.DataDir, cert, defaultCA); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	if srv.TLSConfig != nil {
 		ln = tls.NewListener(ln, srv.TLSConfig)
@@ -303,7 +311,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	log.Info("ggfleet started", "version", version.Version, "api", cfg.publicURL(), "mqtt", cfg.MQTTListen, "provider", prov.Mode(), "defaultCA", defaultCA.ID)
-	printBanner(cfg.Banner, cfg, tokenPath, tokenCreated, defaultCA, pin)
+	printBanner(cfg.Banner, cfg, tokenPath, tokenCreated, defaultCA, pin, spkiPin)
 
 	var runErr error
 	select {
@@ -400,7 +408,7 @@ func apiHost(u string) string {
 }
 
 // printBanner tells the operator what is running and what to do next.
-func printBanner(w io.Writer, cfg Config, tokenPath string, tokenCreated bool, def ca.CA, pin string) {
+func printBanner(w io.Writer, cfg Config, tokenPath string, tokenCreated bool, def ca.CA, pin, spkiPin string) {
 	if w == nil {
 		return
 	}
@@ -417,7 +425,49 @@ func printBanner(w io.Writer, cfg Config, tokenPath string, tokenCreated bool, d
 	if pin != "" {
 		fmt.Fprintf(w, "  TLS:          certificate from the default CA; devices pin it with --ca-sha256 %s\n", pin)
 	}
+	if spkiPin != "" {
+		fmt.Fprintf(w, "  Install:      on a device, with an enrollment token (POST /cores/NAME/enrollmentTokens):\n")
+		fmt.Fprintf(w, "    curl -fsSL --pinnedpubkey 'sha256//%s' --cacert %s %s/install.sh | sudo sh -s -- --core NAME --token TOKEN\n",
+			spkiPin, filepath.Join(cfg.DataDir, "ca.pem"), url)
+		if cfg.DownloadsDir == "" {
+			fmt.Fprintf(w, "    (start with --downloads-dir to serve the ggagent builds install.sh downloads)\n")
+		}
+	}
 	fmt.Fprintf(w, "\nNext: provision a core\n")
 	fmt.Fprintf(w, "  curl -s -H \"Authorization: Bearer $(cat %s)\" -H 'Content-Type: application/json' \\\n", tokenPath)
 	fmt.Fprintf(w, "    -X POST %s/coreTasks -d '{\"type\":\"Create\",\"coreVersion\":\"2.12.0\",\"cores\":[{\"name\":\"core-1\",\"provisioningTemplate\":\"ggfleet-core\",\"provisioningParameters\":{\"ThingName\":\"core-1\"},\"configFileGenerator\":\"MANUAL_INSTALL\"}]}'\n", url)
+}
+
+// downloads configures what the API serves a fresh device: the builds in
+// --downloads-dir and, with --tls-auto, the default CA for install.sh to
+// trust and pin (with other TLS setups devices use their system roots).
+func downloads(cfg Config, def ca.CA) httpapi.Downloads {
+	d := httpapi.Downloads{Dir: cfg.DownloadsDir}
+	if cfg.TLSAuto {
+		d.CASHA256, d.CAPEM = def.ID, def.CertificatePem
+	}
+	return d
+}
+
+// installPin writes the default CA to <data-dir>/ca.pem (0644), for
+// `curl --cacert`, and returns the base64 SHA-256 of the served leaf
+// certificate's SubjectPublicKeyInfo, for `curl --pinnedpubkey sha256//…`,
+// so that even the first download of install.sh is pinned.
+func installPin(dataDir string, cert tls.Certificate, def ca.CA) (string, error) {
+	if len(cert.Certificate) == 0 {
+		return "", errors.New("the --tls-auto certificate is empty")
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return "", fmt.Errorf("parse the --tls-auto certificate: %w", err)
+	}
+	path := filepath.Join(dataDir, "ca.pem")
+	if err := os.WriteFile(path, []byte(def.CertificatePem), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:]), nil
 }
