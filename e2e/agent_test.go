@@ -115,9 +115,6 @@ func (a *agentProc) start(env ...string) {
 // kill sends SIGKILL and waits for the process to be reaped.
 func (a *agentProc) kill() { a.signal(syscall.SIGKILL) }
 
-// stop sends SIGTERM (a clean shutdown) and waits.
-func (a *agentProc) stop() { a.signal(syscall.SIGTERM) }
-
 func (a *agentProc) signal(sig syscall.Signal) {
 	if a.cmd == nil {
 		return

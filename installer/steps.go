@@ -112,7 +112,7 @@ var javaVersionRE = regexp.MustCompile(`version "(\d+)(?:\.(\d+))?`)
 func checkJava(ctx context.Context, e *Env) error {
 	out, err := e.Commander.Run(ctx, "java", "-version")
 	if errors.Is(err, exec.ErrNotFound) {
-		return errors.New(javaMissing + " (no java in PATH)")
+		return fmt.Errorf("%s (no java in PATH)", javaMissing)
 	}
 	if err != nil {
 		return fmt.Errorf("%s (java -version failed: %v)", javaMissing, err)

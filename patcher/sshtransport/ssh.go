@@ -172,7 +172,8 @@ func appendKnownHost(path, addr string, key ssh.PublicKey) error {
 		return fmt.Errorf("record host key: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err == nil {
+	_, err = tmp.Write(data)
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
