@@ -6,7 +6,6 @@ package cores
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -193,42 +192,18 @@ func (s *Service) Submit(ctx context.Context, t cdf.NewCoreTask) (string, error)
 		return "", fmt.Errorf("record cores: %w", err)
 	}
 	req := taskRequest{CoreVersion: t.CoreVersion}
-	if t.Type == cdf.TaskDelete {
-		req.Options = t.Options
-	}
-	reqJSON, err := json.Marshal(req)
-	if err != nil {
-		return "", fmt.Errorf("encode task: %w", err)
-	}
-	items := make([]tasks.Item, len(t.Cores))
-	for i, c := range t.Cores {
-		in, err := json.Marshal(c)
-		if err != nil {
-			return "", fmt.Errorf("encode core %q: %w", c.Name, err)
-		}
-		items[i] = tasks.Item{Name: c.Name, Status: cdf.StatusWaiting, CreatedAt: now, Input: in}
-	}
 	size := CreateBatchSize
 	if t.Type == cdf.TaskDelete {
+		req.Options = t.Options
 		size = DeleteBatchSize
 	}
-	task := tasks.Task{
-		ID:           tasks.NewID(),
-		Kind:         tasks.KindCore,
-		Type:         t.Type,
-		Status:       cdf.StatusWaiting,
-		CreatedAt:    now,
-		Request:      reqJSON,
-		BatchesTotal: tasks.Batches(items, size),
+	id, err := tasks.Submit(ctx, s.cfg.Tasks, tasks.Task{Kind: tasks.KindCore, Type: t.Type}, req, t.Cores,
+		func(c cdf.NewCore) string { return c.Name }, size, now)
+	if err != nil {
+		return "", err
 	}
-	for i := range items {
-		items[i].TaskID = task.ID
-	}
-	if err := s.cfg.Tasks.CreateTask(ctx, task, items); err != nil {
-		return "", fmt.Errorf("create core task: %w", err)
-	}
-	s.log.Info("core task submitted", "task", task.ID, "type", t.Type, "cores", len(items))
-	return task.ID, nil
+	s.log.Info("core task submitted", "task", id, "type", t.Type, "cores", len(t.Cores))
+	return id, nil
 }
 
 func (s *Service) emit(ctx context.Context, detailType string, detail any) {

@@ -2,7 +2,6 @@ package cores
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,28 +15,13 @@ import (
 // ProcessItem works one core of a core task (tasks.Processor).
 func (s *Service) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Item, save func(context.Context) error) error {
 	var in cdf.NewCore
-	if err := json.Unmarshal(it.Input, &in); err != nil {
-		it.Status, it.StatusMessage = cdf.StatusFailure, "the stored core request cannot be read: "+err.Error()
+	var req taskRequest
+	if !thingflow.DecodeItem(t, it, "core", &in, &req) {
 		return nil
 	}
-	var req taskRequest
-	if len(t.Request) > 0 {
-		if err := json.Unmarshal(t.Request, &req); err != nil {
-			it.Status, it.StatusMessage = cdf.StatusFailure, "the stored task cannot be read: "+err.Error()
-			return nil
-		}
-	}
-	prog, err := thingflow.LoadProgress(it.Progress)
+	prog, saver, err := thingflow.ItemProgress(it, save)
 	if err != nil {
 		return err
-	}
-	saver := func(ctx context.Context, p thingflow.Progress) error {
-		b, err := json.Marshal(p)
-		if err != nil {
-			return fmt.Errorf("encode progress: %w", err)
-		}
-		it.Progress = b
-		return save(ctx)
 	}
 	switch t.Type {
 	case cdf.TaskCreate:

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/tasks"
@@ -14,19 +13,12 @@ import (
 
 // GetTask returns a core task with its cores in request order (spec §2.2).
 func (s *Service) GetTask(ctx context.Context, id string) (cdf.CoreTask, error) {
-	t, err := s.cfg.Tasks.GetTask(ctx, id)
-	if err != nil || t.Kind != tasks.KindCore {
-		if err == nil || errkind.Is(err, errkind.NotFound) {
-			return cdf.CoreTask{}, errkind.New(errkind.NotFound, "core task %q not found", id)
-		}
-		return cdf.CoreTask{}, fmt.Errorf("load core task %s: %w", id, err)
-	}
-	items, err := s.cfg.Tasks.ListItems(ctx, id)
+	t, items, err := tasks.Load(ctx, s.cfg.Tasks, tasks.KindCore, id)
 	if err != nil {
-		return cdf.CoreTask{}, fmt.Errorf("load cores of task %s: %w", id, err)
+		return cdf.CoreTask{}, err
 	}
 	out := toCoreTask(t)
-	out.Cores = TaskItems(items)
+	out.Cores = tasks.WireItems(items)
 	return out, nil
 }
 
@@ -44,17 +36,11 @@ func (s *Service) GetCoreTask(ctx context.Context, core, id string) (cdf.CoreTas
 
 // ListTasks lists core tasks in id order after the cursor; listed tasks have "cores": [].
 func (s *Service) ListTasks(ctx context.Context, count int, after string) ([]cdf.CoreTask, bool, error) {
-	list, more, err := s.cfg.Tasks.ListTasks(ctx, tasks.KindCore, count, after)
-	if err != nil {
-		return nil, false, fmt.Errorf("list core tasks: %w", err)
-	}
-	out := make([]cdf.CoreTask, 0, len(list))
-	for _, t := range list {
+	return tasks.List(ctx, s.cfg.Tasks, tasks.KindCore, count, after, func(t tasks.Task) cdf.CoreTask {
 		ct := toCoreTask(t)
 		ct.Cores = []cdf.TaskItem{}
-		out = append(out, ct)
-	}
-	return out, more, nil
+		return ct
+	})
 }
 
 func toCoreTask(t tasks.Task) cdf.CoreTask {
@@ -66,7 +52,7 @@ func toCoreTask(t tasks.Task) cdf.CoreTask {
 		TaskStatus:    t.Status,
 		StatusMessage: t.StatusMessage,
 		CreatedAt:     cdf.At(t.CreatedAt),
-		UpdatedAt:     timeOrNull(t.UpdatedAt),
+		UpdatedAt:     cdf.At(t.UpdatedAt),
 		Type:          t.Type,
 	}
 	if t.Type == cdf.TaskDelete {
@@ -76,35 +62,6 @@ func toCoreTask(t tasks.Task) cdf.CoreTask {
 		}
 	}
 	return out
-}
-
-// TaskItems converts task items to their wire form in request order;
-// updatedAt is null while an item is Waiting.
-func TaskItems(items []tasks.Item) []cdf.TaskItem {
-	sorted := slices.Clone(items)
-	slices.SortFunc(sorted, func(a, b tasks.Item) int { return a.Seq - b.Seq })
-	out := make([]cdf.TaskItem, 0, len(sorted))
-	for _, it := range sorted {
-		ti := cdf.TaskItem{
-			Name:          it.Name,
-			TaskStatus:    it.Status,
-			StatusMessage: it.StatusMessage,
-			CreatedAt:     cdf.At(it.CreatedAt),
-			UpdatedAt:     timeOrNull(it.UpdatedAt),
-		}
-		if it.Status == cdf.StatusWaiting || it.Status == "" {
-			ti.TaskStatus, ti.UpdatedAt = cdf.StatusWaiting, cdf.Time{}
-		}
-		out = append(out, ti)
-	}
-	return out
-}
-
-func timeOrNull(t time.Time) cdf.Time {
-	if t.IsZero() {
-		return cdf.Time{}
-	}
-	return cdf.At(t)
 }
 
 // GetCore returns a core with its artifacts and the live device block (spec
@@ -198,6 +155,6 @@ func toCore(r Record) cdf.Core {
 			},
 		},
 		CreatedAt: cdf.At(r.CreatedAt),
-		UpdatedAt: timeOrNull(r.UpdatedAt),
+		UpdatedAt: cdf.At(r.UpdatedAt),
 	}
 }

@@ -6,7 +6,6 @@ package devices
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -152,36 +151,13 @@ func (s *Service) Submit(ctx context.Context, core string, t cdf.NewDeviceTask) 
 	if t.Type == cdf.TaskDelete {
 		req.Options = t.Options
 	}
-	reqJSON, err := json.Marshal(req)
+	id, err := tasks.Submit(ctx, s.cfg.Tasks, tasks.Task{Kind: tasks.KindDevice, Type: t.Type, CoreName: core}, req, t.Devices,
+		func(d cdf.NewDevice) string { return d.Name }, BatchSize, now)
 	if err != nil {
-		return "", fmt.Errorf("encode task: %w", err)
+		return "", err
 	}
-	items := make([]tasks.Item, len(t.Devices))
-	for i, d := range t.Devices {
-		in, err := json.Marshal(d)
-		if err != nil {
-			return "", fmt.Errorf("encode device %q: %w", d.Name, err)
-		}
-		items[i] = tasks.Item{Name: d.Name, Status: cdf.StatusWaiting, CreatedAt: now, Input: in}
-	}
-	task := tasks.Task{
-		ID:           tasks.NewID(),
-		Kind:         tasks.KindDevice,
-		Type:         t.Type,
-		CoreName:     core,
-		Status:       cdf.StatusWaiting,
-		CreatedAt:    now,
-		Request:      reqJSON,
-		BatchesTotal: tasks.Batches(items, BatchSize),
-	}
-	for i := range items {
-		items[i].TaskID = task.ID
-	}
-	if err := s.cfg.Tasks.CreateTask(ctx, task, items); err != nil {
-		return "", fmt.Errorf("create device task: %w", err)
-	}
-	s.log.Info("device task submitted", "task", task.ID, "type", t.Type, "core", core, "devices", len(items))
-	return task.ID, nil
+	s.log.Info("device task submitted", "task", id, "type", t.Type, "core", core, "devices", len(t.Devices))
+	return id, nil
 }
 
 func (s *Service) emit(ctx context.Context, detailType string, detail any) {
@@ -193,28 +169,13 @@ func (s *Service) emit(ctx context.Context, detailType string, detail any) {
 // ProcessItem works one client device of a device task (tasks.Processor).
 func (s *Service) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Item, save func(context.Context) error) error {
 	var in cdf.NewDevice
-	if err := json.Unmarshal(it.Input, &in); err != nil {
-		it.Status, it.StatusMessage = cdf.StatusFailure, "the stored device request cannot be read: "+err.Error()
+	var req taskRequest
+	if !thingflow.DecodeItem(t, it, "device", &in, &req) {
 		return nil
 	}
-	var req taskRequest
-	if len(t.Request) > 0 {
-		if err := json.Unmarshal(t.Request, &req); err != nil {
-			it.Status, it.StatusMessage = cdf.StatusFailure, "the stored task cannot be read: "+err.Error()
-			return nil
-		}
-	}
-	prog, err := thingflow.LoadProgress(it.Progress)
+	prog, saver, err := thingflow.ItemProgress(it, save)
 	if err != nil {
 		return err
-	}
-	saver := func(ctx context.Context, p thingflow.Progress) error {
-		b, err := json.Marshal(p)
-		if err != nil {
-			return fmt.Errorf("encode progress: %w", err)
-		}
-		it.Progress = b
-		return save(ctx)
 	}
 	switch t.Type {
 	case cdf.TaskCreate:

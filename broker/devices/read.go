@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
-	"github.com/ggfleet/ggfleet/broker/cores"
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -15,19 +13,12 @@ import (
 // GetTask returns a device task with its devices in request order; each
 // device carries coreName (spec §2.4 with ggfleet's correction).
 func (s *Service) GetTask(ctx context.Context, id string) (cdf.DeviceTask, error) {
-	t, err := s.cfg.Tasks.GetTask(ctx, id)
-	if err != nil || t.Kind != tasks.KindDevice {
-		if err == nil || errkind.Is(err, errkind.NotFound) {
-			return cdf.DeviceTask{}, errkind.New(errkind.NotFound, "device task %q not found", id)
-		}
-		return cdf.DeviceTask{}, fmt.Errorf("load device task %s: %w", id, err)
-	}
-	items, err := s.cfg.Tasks.ListItems(ctx, id)
+	t, items, err := tasks.Load(ctx, s.cfg.Tasks, tasks.KindDevice, id)
 	if err != nil {
-		return cdf.DeviceTask{}, fmt.Errorf("load devices of task %s: %w", id, err)
+		return cdf.DeviceTask{}, err
 	}
 	out := toDeviceTask(t)
-	out.Devices = cores.TaskItems(items)
+	out.Devices = tasks.WireItems(items)
 	for i := range out.Devices {
 		out.Devices[i].CoreName = t.CoreName
 	}
@@ -37,17 +28,11 @@ func (s *Service) GetTask(ctx context.Context, id string) (cdf.DeviceTask, error
 // ListTasks lists device tasks in id order after the cursor (ggfleet
 // addition); listed tasks have "devices": [].
 func (s *Service) ListTasks(ctx context.Context, count int, after string) ([]cdf.DeviceTask, bool, error) {
-	list, more, err := s.cfg.Tasks.ListTasks(ctx, tasks.KindDevice, count, after)
-	if err != nil {
-		return nil, false, fmt.Errorf("list device tasks: %w", err)
-	}
-	out := make([]cdf.DeviceTask, 0, len(list))
-	for _, t := range list {
+	return tasks.List(ctx, s.cfg.Tasks, tasks.KindDevice, count, after, func(t tasks.Task) cdf.DeviceTask {
 		dt := toDeviceTask(t)
 		dt.Devices = []cdf.TaskItem{}
-		out = append(out, dt)
-	}
-	return out, more, nil
+		return dt
+	})
 }
 
 func toDeviceTask(t tasks.Task) cdf.DeviceTask {
@@ -59,7 +44,7 @@ func toDeviceTask(t tasks.Task) cdf.DeviceTask {
 		TaskStatus:    t.Status,
 		StatusMessage: t.StatusMessage,
 		CreatedAt:     cdf.At(t.CreatedAt),
-		UpdatedAt:     timeOrNull(t.UpdatedAt),
+		UpdatedAt:     cdf.At(t.UpdatedAt),
 		Type:          t.Type,
 	}
 	if t.Type == cdf.TaskDelete {
@@ -69,13 +54,6 @@ func toDeviceTask(t tasks.Task) cdf.DeviceTask {
 		}
 	}
 	return out
-}
-
-func timeOrNull(t time.Time) cdf.Time {
-	if t.IsZero() {
-		return cdf.Time{}
-	}
-	return cdf.At(t)
 }
 
 // GetDevice returns a client device or errkind.NotFound.
@@ -109,7 +87,7 @@ func (s *Service) ListDevices(ctx context.Context, core string, count int, after
 }
 
 func toDevice(r Record) cdf.ClientDevice {
-	return cdf.ClientDevice{Name: r.Name, CoreName: r.CoreName, CreatedAt: cdf.At(r.CreatedAt), UpdatedAt: timeOrNull(r.UpdatedAt)}
+	return cdf.ClientDevice{Name: r.Name, CoreName: r.CoreName, CreatedAt: cdf.At(r.CreatedAt), UpdatedAt: cdf.At(r.UpdatedAt)}
 }
 
 // DeleteDevice is DELETE /devices/{name} (spec §8): errkind.NotFound when

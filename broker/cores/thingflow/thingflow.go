@@ -20,6 +20,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
+	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 	"github.com/ggfleet/ggfleet/shared/certs"
 )
@@ -88,6 +89,42 @@ func LoadProgress(raw json.RawMessage) (Progress, error) {
 
 // Saver persists the progress (and the item) before a side effect.
 type Saver func(ctx context.Context, p Progress) error
+
+// DecodeItem reads a task item's input into in and its task's request (when
+// it has one) into req. When either cannot be read it fails the item, naming
+// what the input is (for example "core"), and returns false.
+func DecodeItem(t tasks.Task, it *tasks.Item, what string, in, req any) bool {
+	if err := json.Unmarshal(it.Input, in); err != nil {
+		it.Status, it.StatusMessage = cdf.StatusFailure, "the stored "+what+" request cannot be read: "+err.Error()
+		return false
+	}
+	if len(t.Request) > 0 {
+		if err := json.Unmarshal(t.Request, req); err != nil {
+			it.Status, it.StatusMessage = cdf.StatusFailure, "the stored task cannot be read: "+err.Error()
+			return false
+		}
+	}
+	return true
+}
+
+// ItemProgress loads a task item's progress and returns the Saver that
+// stores progress as the item's Progress and then saves the item with save
+// (the tasks.Processor's save).
+func ItemProgress(it *tasks.Item, save func(context.Context) error) (Progress, Saver, error) {
+	prog, err := LoadProgress(it.Progress)
+	if err != nil {
+		return Progress{}, nil, err
+	}
+	saver := func(ctx context.Context, p Progress) error {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode progress: %w", err)
+		}
+		it.Progress = b
+		return save(ctx)
+	}
+	return prog, saver, nil
+}
 
 // Flow runs the sequence for one thing.
 type Flow struct {
