@@ -11,7 +11,7 @@ import (
 
 func TestAPITokens(t *testing.T) {
 	ctx := context.Background()
-	db := newEnrollTestDB(t)
+	db := newTestDB(t)
 	t0 := time.UnixMilli(1_700_000_000_000).UTC()
 	admin := auth.Record{ID: "id1", Name: "admin", Hash: "hash1", CreatedAt: t0}
 	if err := db.InsertAPIToken(ctx, admin); err != nil {

@@ -17,20 +17,6 @@ import (
 	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
-func openCATestDB(t *testing.T, path string) *DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func caSecretsKey(t *testing.T) []byte {
 	t.Helper()
 	k := make([]byte, ca.SecretsKeySize)
@@ -53,7 +39,7 @@ func caRecord(id string, def bool) ca.Record {
 
 func TestCAStore(t *testing.T) {
 	ctx := context.Background()
-	db := openCATestDB(t, filepath.Join(t.TempDir(), "t.db"))
+	db := newTestDB(t)
 
 	if _, err := db.DefaultCA(ctx); !errkind.Is(err, errkind.NotFound) {
 		t.Fatalf("DefaultCA on an empty store = %v, want NotFound", err)
@@ -131,7 +117,7 @@ func sameRecord(a, b ca.Record) bool {
 func TestCAAuthorityOnSQLite(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "t.db")
-	db := openCATestDB(t, path)
+	db := openTestDB(t, path)
 	key := caSecretsKey(t)
 	auth := ca.New(ca.Config{Store: db, SecretsKey: key})
 	def, created, err := auth.Init(ctx)
@@ -164,7 +150,7 @@ func TestCAAuthorityOnSQLite(t *testing.T) {
 	}
 
 	// A second process: same file, same secrets key.
-	db2 := openCATestDB(t, path)
+	db2 := openTestDB(t, path)
 	again, created, err := ca.New(ca.Config{Store: db2, SecretsKey: key}).Init(ctx)
 	if err != nil || created || again.ID != def.ID {
 		t.Fatalf("second process Init = %+v, %v, %v", again, created, err)
@@ -187,12 +173,12 @@ func TestCAAuthorityOnSQLite(t *testing.T) {
 func TestCAInitRace(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "t.db")
-	openCATestDB(t, path)
+	openTestDB(t, path)
 	key := caSecretsKey(t)
 	const n = 4
 	dbs := make([]*DB, n)
 	for i := range dbs {
-		dbs[i] = openCATestDB(t, path)
+		dbs[i] = openTestDB(t, path)
 	}
 	var (
 		mu      sync.Mutex

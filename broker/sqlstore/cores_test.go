@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,23 +9,9 @@ import (
 	"github.com/ggfleet/ggfleet/broker/errkind"
 )
 
-func newCoreTestDB(t *testing.T) *DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func TestCoreStore(t *testing.T) {
 	ctx := context.Background()
-	s := newCoreTestDB(t).Cores()
+	s := newTestDB(t).Cores()
 	now := time.UnixMilli(1700000000123).UTC()
 	if err := s.EnsureCores(ctx, []string{"b", "a", "c", "d"}, now); err != nil {
 		t.Fatal(err)
@@ -124,7 +109,7 @@ func TestCoreStore(t *testing.T) {
 
 func TestDeviceStore(t *testing.T) {
 	ctx := context.Background()
-	db := newCoreTestDB(t)
+	db := newTestDB(t)
 	s := db.Devices()
 	now := time.UnixMilli(1700000000123).UTC()
 	if err := db.Cores().EnsureCores(ctx, []string{"core"}, now); err != nil {

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,24 +9,9 @@ import (
 	"github.com/ggfleet/ggfleet/broker/errkind"
 )
 
-// newEnrollTestDB opens a migrated SQLite database in a temporary directory.
-func newEnrollTestDB(t *testing.T) *DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func TestEnrollmentTokenLifecycle(t *testing.T) {
 	ctx := context.Background()
-	db := newEnrollTestDB(t)
+	db := newTestDB(t)
 	t0 := time.UnixMilli(1_700_000_000_000).UTC()
 	lease := 5 * time.Minute
 	rec := enroll.TokenRecord{Hash: "h1", CoreName: "core-1", ExpiresAt: t0.Add(time.Hour), CreatedAt: t0}

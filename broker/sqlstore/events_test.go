@@ -3,31 +3,15 @@ package sqlstore
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/events"
 )
 
-// newEventsTestDB opens a migrated SQLite database in a temporary directory.
-func newEventsTestDB(t *testing.T) *DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func TestEventsAppendListPrune(t *testing.T) {
 	ctx := context.Background()
-	db := newEventsTestDB(t)
+	db := newTestDB(t)
 	at := time.UnixMilli(1_700_000_000_123).UTC()
 
 	if seq, err := db.LatestEventSeq(ctx); err != nil || seq != 0 {
@@ -79,7 +63,7 @@ func TestEventsAppendListPrune(t *testing.T) {
 
 func TestWebhookCursor(t *testing.T) {
 	ctx := context.Background()
-	db := newEventsTestDB(t)
+	db := newTestDB(t)
 	const url = "https://example.com/hook?token=x"
 	if _, ok, err := db.WebhookCursor(ctx, url); err != nil || ok {
 		t.Fatalf("WebhookCursor of a new URL: ok=%v err=%v, want none", ok, err)

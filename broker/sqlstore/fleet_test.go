@@ -13,7 +13,7 @@ import (
 
 func TestFleetStats(t *testing.T) {
 	ctx := context.Background()
-	db := newCoreTestDB(t)
+	db := newTestDB(t)
 	now := time.UnixMilli(1700000000123).UTC()
 	tpl := cdf.Template{Name: "T", Components: []cdf.Component{{Key: "a", Version: "1"}}, CreatedAt: cdf.At(now)}
 	if err := db.CreateTemplate(ctx, tpl); err != nil {

@@ -13,7 +13,7 @@ import (
 
 func TestHealthStore(t *testing.T) {
 	ctx := context.Background()
-	db := newCoreTestDB(t)
+	db := newTestDB(t)
 	s := db.Health()
 	t0 := time.UnixMilli(1700000000123).UTC()
 	if err := db.Cores().EnsureCores(ctx, []string{"c1", "c2"}, t0); err != nil {

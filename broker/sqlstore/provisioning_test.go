@@ -2,30 +2,15 @@ package sqlstore
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 )
 
-func newProvisioningTestStore(t *testing.T) *DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func TestProvisioningTemplateStore(t *testing.T) {
 	ctx := context.Background()
-	s := newProvisioningTestStore(t)
+	s := newTestDB(t)
 	t0 := time.UnixMilli(1700000000123).UTC()
 	t1 := t0.Add(time.Minute)
 	doc := []byte("{\n  \"Resources\": {}\n}\n")

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,15 +15,7 @@ var _ local.Store = (*RegistryStore)(nil)
 
 func newRegistryTestStore(t *testing.T) (*DB, *RegistryStore) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "t.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := newTestDB(t)
 	return db, db.Registry()
 }
 

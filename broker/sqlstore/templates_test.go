@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,23 +10,9 @@ import (
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
-func newTemplateTestDB(t *testing.T) *DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func TestTemplateStoreVersions(t *testing.T) {
 	ctx := context.Background()
-	db := newTemplateTestDB(t)
+	db := newTestDB(t)
 	created := cdf.At(time.UnixMilli(1_642_143_491_157))
 	v1 := cdf.Template{
 		Name: "cams", Version: 1, CreatedAt: created,
