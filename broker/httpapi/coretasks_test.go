@@ -3,8 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -19,15 +17,6 @@ import (
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
-
-type coreTestAuth struct{}
-
-func (coreTestAuth) Authenticate(_ context.Context, token string) error {
-	if token != "core-token" {
-		return errors.New("bad token")
-	}
-	return nil
-}
 
 // coreFixture serves the API with the real core and device services over
 // in-memory fakes of the provider, provisioner and stores.
@@ -46,33 +35,14 @@ func newCoreFixture(t *testing.T) *coreFixture {
 	dsvc := devices.New(devices.Config{Store: coretest.NewDeviceStore(cs), Tasks: f.tasks, Provider: f.prov, Provisioner: pr})
 	csvc := cores.New(cores.Config{Store: cs, Tasks: f.tasks, Provider: f.prov, Provisioner: pr, Devices: dsvc})
 	f.runner = &tasks.Runner{Store: f.tasks, Processors: map[tasks.Kind]tasks.Processor{tasks.KindCore: csvc, tasks.KindDevice: dsvc}}
-	f.srv = httptest.NewServer(New(Deps{Auth: coreTestAuth{}, Cores: csvc, Devices: dsvc}).Handler())
+	f.srv = httptest.NewServer(New(Deps{Auth: tokenAuth("core-token"), Cores: csvc, Devices: dsvc}).Handler())
 	t.Cleanup(f.srv.Close)
 	return f
 }
 
 func (f *coreFixture) do(t *testing.T, method, path, body string) (int, http.Header, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, f.srv.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer core-token")
-	req.Header.Set("Accept", cdf.MediaType)
-	if body != "" {
-		req.Header.Set("Content-Type", cdf.MediaType)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return doAPI(t, f.srv.URL, "core-token", method, path, body, cdf.MediaType)
 }
 
 func (f *coreFixture) run(t *testing.T, id string) {

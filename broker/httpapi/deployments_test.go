@@ -4,10 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +13,6 @@ import (
 	"github.com/ggfleet/ggfleet/broker/deploy"
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -33,14 +30,7 @@ type deployFixture struct {
 func newDeployFixture(t *testing.T) *deployFixture {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := newTestDB(t)
 	f := &deployFixture{}
 	db.SetEnqueuer(func(ctx context.Context, tx *sql.Tx, refs []tasks.BatchRef) error {
 		f.mu.Lock()
@@ -67,7 +57,7 @@ func newDeployFixture(t *testing.T) *deployFixture {
 	}
 	svc := deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmpl, Provider: prov})
 	f.runner = &tasks.Runner{Store: db, Processors: map[tasks.Kind]tasks.Processor{tasks.KindDeployment: svc}}
-	f.srv = httptest.NewServer(New(Deps{Auth: coreTestAuth{}, Deployments: svc}).Handler())
+	f.srv = httptest.NewServer(New(Deps{Auth: tokenAuth("core-token"), Deployments: svc}).Handler())
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -91,26 +81,8 @@ func (f *deployFixture) drain(t *testing.T) {
 
 func (f *deployFixture) do(t *testing.T, method, path, body string) (int, http.Header, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, f.srv.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer core-token")
-	req.Header.Set("Accept", cdf.MediaType)
-	if body != "" {
-		req.Header.Set("Content-Type", cdf.MediaType)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, strings.TrimSpace(string(b))
+	code, h, b := doAPI(t, f.srv.URL, "core-token", method, path, body, cdf.MediaType)
+	return code, h, strings.TrimSpace(b)
 }
 
 func TestDeploymentTaskErrors(t *testing.T) {
@@ -264,7 +236,7 @@ func TestDeploymentTaskEndpoints(t *testing.T) {
 }
 
 func TestDeploymentsUnavailable(t *testing.T) {
-	srv := httptest.NewServer(New(Deps{Auth: coreTestAuth{}}).Handler())
+	srv := httptest.NewServer(New(Deps{Auth: tokenAuth("core-token")}).Handler())
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest("GET", srv.URL+"/deploymentTasks", nil)
 	req.Header.Set("Authorization", "Bearer core-token")

@@ -1,79 +1,33 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/provisioning"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
-
-type provTplTestAuth struct{}
-
-func (provTplTestAuth) Authenticate(_ context.Context, token string) error {
-	if token != "prov-token" {
-		return errors.New("bad token")
-	}
-	return nil
-}
 
 // provTplServer serves the API with the real provisioning service over SQLite.
 func provTplServer(t *testing.T, maxBody int64) *httptest.Server {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := newTestDB(t)
 	clock := time.Date(2022, 1, 14, 6, 58, 11, 157_000_000, time.UTC)
 	svc := provisioning.New(provisioning.Config{Store: db, Now: func() time.Time {
 		clock = clock.Add(time.Second)
 		return clock
 	}})
-	srv := httptest.NewServer(New(Deps{Auth: provTplTestAuth{}, Provisioning: svc, MaxBodyBytes: maxBody}).Handler())
+	srv := httptest.NewServer(New(Deps{Auth: tokenAuth("prov-token"), Provisioning: svc, MaxBodyBytes: maxBody}).Handler())
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 func provTplDo(t *testing.T, srv *httptest.Server, method, path, body, accept string) (int, http.Header, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, srv.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer prov-token")
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/vnd.aws-cdf-v1.0+json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, string(b)
+	return doAPI(t, srv.URL, "prov-token", method, path, body, accept)
 }
 
 const provTplDoc = `{

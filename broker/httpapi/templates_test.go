@@ -1,75 +1,33 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/broker/templates"
+	"github.com/ggfleet/ggfleet/shared/cdf"
 )
-
-type tplTestAuth struct{}
-
-func (tplTestAuth) Authenticate(_ context.Context, token string) error {
-	if token != "tpl-token" {
-		return errors.New("bad token")
-	}
-	return nil
-}
 
 // tplServer serves the API with the real template service over SQLite.
 func tplServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := newTestDB(t)
 	now := time.Date(2022, 1, 14, 6, 58, 11, 157_000_000, time.UTC)
 	svc := templates.New(templates.Config{Store: db, Now: func() time.Time { return now }})
-	srv := httptest.NewServer(New(Deps{Auth: tplTestAuth{}, Templates: svc}).Handler())
+	srv := httptest.NewServer(New(Deps{Auth: tokenAuth("tpl-token"), Templates: svc}).Handler())
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 func tplDo(t *testing.T, srv *httptest.Server, method, path, body string) (int, http.Header, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, srv.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer tpl-token")
-	req.Header.Set("Accept", "application/vnd.aws-cdf-v1.0+json")
-	if body != "" {
-		req.Header.Set("Content-Type", "application/vnd.aws-cdf-v1.0+json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, strings.TrimSpace(string(b))
+	code, h, b := doAPI(t, srv.URL, "tpl-token", method, path, body, cdf.MediaType)
+	return code, h, strings.TrimSpace(b)
 }
 
 const tplCreateBody = `{"name":"edge_cameras","components":[{"key":"com.example.PythonRuntime","version":"1.0.0","configurationUpdate":{"merge":"{\"pythonVersion\":\"3.7\"}","reset":["/tags"]},"runWith":{"posixUser":"ggc_user:ggc_group"}},{"key":"aws.greengrass.Cli","version":"2.4.0"}],
