@@ -14,7 +14,7 @@ NFPM_VERSION := v2.45.2
 PKG_VERSION := $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+git/')
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build build-agent cross package run test test-unit e2e fuzz check fmt tidy vet staticcheck clean
+.PHONY: help build build-agent cross package run test test-unit e2e e2e-device fuzz check fmt tidy vet staticcheck clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-unit: ## run the unit tests only (no e2e)
 
 e2e: ## run the behaviour tests against the built binaries
 	$(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+e2e-device: package ## the fresh-device test (root): boot Debian under systemd-nspawn, install ggagent from the .deb and from install.sh
+	$(GO) test -tags devicetest -count=1 -timeout 20m -v -run TestFreshDevice ./e2e/device/
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	./.ci/fuzz.sh $(FUZZTIME)
