@@ -11,7 +11,9 @@ DIST      ?= dist
 NFPM      ?= .bin/nfpm
 NFPM_VERSION := v2.45.2
 # Package version: VERSION without its leading v; a bare commit becomes 0.0.0+git<commit>.
-PKG_VERSION := $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+git/')
+# Package version: a tag (v1.2.3[-n-gHASH]) as is, anything else (a bare
+# commit, possibly starting with a digit) as 0.0.0+git<commit>.
+PKG_VERSION := $(shell echo '$(VERSION)' | sed -E 's/^v([0-9]+\.[0-9]+)/\1/; s/-/+/g; /^[0-9]+\.[0-9]+/!s/^/0.0.0+git/')
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
 .PHONY: help build build-agent cross package run test test-unit e2e e2e-device fuzz check fmt tidy vet staticcheck clean

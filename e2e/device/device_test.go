@@ -53,6 +53,27 @@ func TestFreshDevice(t *testing.T) {
 		t.Logf("ggagent install:\n%s", out)
 		checkRunning(t, c, b, "dev-deb", start, "/usr/bin/ggagent")
 
+		// Upgrade: a newer package over the running install keeps the state
+		// dir and the identity, and the service comes back by itself.
+		identityBefore := c.exec(time.Minute, "cat", "/var/lib/ggagent/identity.json")
+		upgrade := bumpedDeb(t, deb, "99.0.0")
+		if err := os.WriteFile(filepath.Join(c.dir, "root/ggagent-upgrade.deb"), upgrade, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		upgraded := time.Now()
+		out = c.exec(2*time.Minute, "dpkg", "-i", "/root/ggagent-upgrade.deb")
+		t.Logf("dpkg -i (upgrade):\n%s", out)
+		if strings.Contains(out, "downgrading") {
+			t.Fatal("dpkg took the newer package for a downgrade: the built package's version does not sort as older than 99.0.0")
+		}
+		if v := c.sh(time.Minute, "dpkg-query -W -f '${Version}' ggagent"); strings.TrimSpace(v) != "99.0.0" {
+			t.Fatalf("installed version after the upgrade = %q", v)
+		}
+		if after := c.exec(time.Minute, "cat", "/var/lib/ggagent/identity.json"); after != identityBefore {
+			t.Fatalf("the upgrade changed identity.json:\nbefore %s\nafter  %s", identityBefore, after)
+		}
+		checkRunning(t, c, b, "dev-deb", upgraded, "/usr/bin/ggagent")
+
 		out = c.sh(2*time.Minute, "ggagent uninstall && dpkg --purge ggagent")
 		t.Logf("ggagent uninstall; dpkg --purge ggagent:\n%s", out)
 		for _, want := range []string{"Kept the state directory", "ggagent: purged; deleted /var/lib/ggagent"} {
@@ -168,6 +189,40 @@ func checkRemoved(t *testing.T, c *container, gone ...string) {
 			t.Errorf("%s is still there", p)
 		}
 	}
+}
+
+// bumpedDeb repacks a .deb with another version, to test the upgrade path
+// with the real maintainer scripts and contents.
+func bumpedDeb(t *testing.T, deb, version string) []byte {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pkg")
+	if out, err := exec.Command("dpkg-deb", "-R", deb, dir).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -R: %v\n%s", err, out)
+	}
+	control := filepath.Join(dir, "DEBIAN", "control")
+	data, err := os.ReadFile(control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "Version:") {
+			l = "Version: " + version
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(control, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "upgrade.deb")
+	if msg, err := exec.Command("dpkg-deb", "--root-owner-group", "-b", dir, out).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -b: %v\n%s", err, msg)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // newest returns the most recently built file matching pattern (dist/
