@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,18 +91,28 @@ func TestFreshDevice(t *testing.T) {
 		curl       string   // how the device fetches install.sh
 	}{
 		{"install.sh", "dev-sh", nil, "curl -fsSL"},
-		// The script served over https carries the broker's CA and its
-		// pin: the download and ggagent install trust only that CA. (-k:
-		// the first fetch is the operator's leap of faith.)
-		{"install.sh-tls-auto", "dev-tls", []string{"--tls-auto"}, "curl -fsSLk"},
+		// Over https the device runs the exact command the broker's banner
+		// prints: the very first download is pinned (--pinnedpubkey, the
+		// broker's CA as --cacert), and the script it serves carries the CA
+		// pin on to ggagent install.
+		{"install.sh-tls-auto", "dev-tls", []string{"--tls-auto"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := startBroker(t, dist, tc.extra...)
 			b.readyCore(tc.core)
 			token := b.enrollmentToken(tc.core)
 			c := newContainer(t, tarPath)
+			curl := tc.curl
+			if curl == "" {
+				curl = b.bannerCurl(c)
+				// The pin is what protects the first download: a wrong one fails.
+				wrong := regexp.MustCompile(`sha256//[A-Za-z0-9+/=]+`).ReplaceAllString(curl, "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+				if _, err := c.execErr(time.Minute, "sh", "-c", wrong+" "+b.url+"/install.sh > /dev/null"); err == nil {
+					t.Fatal("install.sh downloaded with a wrong --pinnedpubkey")
+				}
+			}
 			start := time.Now()
-			out := c.sh(3*time.Minute, fmt.Sprintf("%s %s/install.sh | sh -s -- --core %s --token %s --runtime simulated", tc.curl, b.url, tc.core, token))
+			out := c.sh(3*time.Minute, fmt.Sprintf("%s %s/install.sh | sh -s -- --core %s --token %s --runtime simulated", curl, b.url, tc.core, token))
 			t.Logf("install.sh:\n%s", out)
 			if tc.extra != nil && !strings.Contains(c.sh(10*time.Second, "cat /var/lib/ggagent/*.json"), `"caSha256"`) {
 				t.Error("the identity records no CA pin after a --tls-auto install")
@@ -266,10 +277,42 @@ func distDir(t *testing.T) string {
 // container (sharing the host network) reaches too.
 type broker struct {
 	t       *testing.T
+	dataDir string
 	url     string
 	token   string
 	logPath string
 	client  *http.Client
+}
+
+// bannerCurl returns the curl part of the pinned install command the
+// broker's --tls-auto banner prints, with the CA file it names copied onto
+// the device.
+func (b *broker) bannerCurl(c *container) string {
+	b.t.Helper()
+	re := regexp.MustCompile(`curl -fsSL --pinnedpubkey '(sha256//[A-Za-z0-9+/=]+)' --cacert (\S+) `)
+	var m []string
+	deadline := time.Now().Add(30 * time.Second)
+	for m == nil {
+		data, _ := os.ReadFile(b.logPath)
+		m = re.FindStringSubmatch(string(data))
+		if m == nil && time.Now().After(deadline) {
+			b.t.Fatalf("the --tls-auto banner has no pinned curl command:\n%s", tail(string(data), 3000))
+		}
+		if m == nil {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	pem, err := os.ReadFile(m[2])
+	if err != nil {
+		b.t.Fatalf("the banner's --cacert file: %v", err)
+	}
+	// The operator copies the CA file to the device; /tmp inside the booted
+	// container is a fresh tmpfs, so it goes to /root.
+	const onDevice = "/root/ggfleet-ca.pem"
+	if err := os.WriteFile(filepath.Join(c.dir, onDevice), pem, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	return fmt.Sprintf("curl -fsSL --pinnedpubkey '%s' --cacert %s", m[1], onDevice)
 }
 
 func freeAddr(t *testing.T) string {
@@ -287,7 +330,7 @@ func startBroker(t *testing.T, dist string, extra ...string) *broker {
 	t.Helper()
 	data := t.TempDir()
 	listen := freeAddr(t)
-	b := &broker{t: t, url: "http://" + listen, logPath: filepath.Join(data, "broker.log"),
+	b := &broker{t: t, dataDir: data, url: "http://" + listen, logPath: filepath.Join(data, "broker.log"),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 			InsecureSkipVerify: true, // the test's admin client; the device verifies the broker
 		}}}}
