@@ -129,6 +129,9 @@ func TestDefaultsFiles(t *testing.T) {
 func TestSystemdAnalyzeVerify(t *testing.T) {
 	tool, err := exec.LookPath("systemd-analyze")
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("systemd-analyze not installed: .ci/run must install systemd")
+		}
 		t.Skip("systemd-analyze not installed (apt-get install systemd): cannot verify the units")
 	}
 	dir := t.TempDir()
