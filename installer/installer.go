@@ -477,13 +477,31 @@ func Uninstall(ctx context.Context, e *Env, purge bool) error {
 			return fmt.Errorf("purge the state directory: %w", err)
 		}
 		fmt.Fprintf(e.Out, "Removed the state directory %s (the device identity is gone: enroll again with a new token).\n", dir.Path())
+		keptProgram(e)
 		return nil
 	}
 	if err := dir.Remove(RecordFile); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.Out, "Kept the state directory %s with the device identity (key and certificate): a new install reuses it without a token. Remove it with --purge.\n", dir.Path())
+	keptProgram(e)
 	return nil
+}
+
+// keptProgram says that uninstall leaves the ggagent program itself: the
+// package manager owns a packaged one, and a copy install.sh placed is the
+// operator's to delete.
+func keptProgram(e *Env) {
+	exe := e.Options.Executable
+	if exe == "" {
+		if p, err := os.Executable(); err == nil {
+			exe = p
+		}
+	}
+	if exe == "" {
+		return
+	}
+	fmt.Fprintf(e.Out, "Kept the ggagent program %s: a package removes it (dpkg -r ggagent, rpm -e ggagent); a copy install.sh placed goes with rm %s.\n", exe, exe)
 }
 
 // markAdded records at once that the install created something, so an

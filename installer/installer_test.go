@@ -480,8 +480,10 @@ func TestUninstallKeepsIdentity(t *testing.T) {
 	if _, err := identity.Load(dir); err != nil {
 		t.Errorf("the identity was not kept: %v", err)
 	}
-	if !strings.Contains(f.out.String(), "Kept the state directory") {
-		t.Errorf("uninstall did not say what it kept:\n%s", f.out.String())
+	for _, want := range []string{"Kept the state directory", "Kept the ggagent program /usr/bin/ggagent"} {
+		if !strings.Contains(f.out.String(), want) {
+			t.Errorf("uninstall did not say %q:\n%s", want, f.out.String())
+		}
 	}
 	// A new install reuses the identity without a token.
 	o.Token = "gge_spent"

@@ -124,6 +124,9 @@ func TestFreshDevice(t *testing.T) {
 			if !strings.Contains(out, "Removed the state directory /var/lib/ggagent") {
 				t.Errorf("uninstall --purge output does not say it removed the state directory")
 			}
+			if !strings.Contains(out, "Kept the ggagent program /usr/local/bin/ggagent") {
+				t.Errorf("uninstall --purge output does not say it kept the program install.sh placed")
+			}
 			checkRemoved(t, c, "/var/lib/ggagent") // the binary install.sh put in /usr/local/bin stays
 		})
 	}
