@@ -348,27 +348,7 @@ func mapErr(err error, format string, args ...any) error {
 	}
 }
 
-// Names (DESIGN.md: Names) and AWS IoT's policy-name pattern. The broker's
-// name rule is stricter than AWS's (no ':'), so names are checked here.
-var (
-	nameRE       = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
-	policyNameRE = regexp.MustCompile(`^[\w+=,.@-]{1,128}$`)
-	certIDRE     = regexp.MustCompile(`^[a-f0-9]{64}$`)
-)
-
-func checkName(what, name string) error {
-	if !nameRE.MatchString(name) {
-		return errkind.New(errkind.Invalid, "%s %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9, _ and - (no ':' and no non-ASCII characters)", what, name)
-	}
-	return nil
-}
-
-func checkPolicyName(name string) error {
-	if !policyNameRE.MatchString(name) {
-		return errkind.New(errkind.Invalid, "policy name %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9 and _ + = , . @ -", name)
-	}
-	return nil
-}
+var certIDRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
 
 func checkCertID(id string) error {
 	if !certIDRE.MatchString(id) {

@@ -19,7 +19,7 @@ const batchSize = 100
 // GetCoreDevice returns the core's Greengrass registration, or
 // errkind.NotFound when the nucleus has never connected.
 func (p *Provider) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
-	if err := checkName("core name", name); err != nil {
+	if err := provider.CheckName("core name", name); err != nil {
 		return provider.CoreDevice{}, err
 	}
 	out, err := p.gg.GetCoreDevice(ctx, &greengrassv2.GetCoreDeviceInput{CoreDeviceThingName: &name})
@@ -40,7 +40,7 @@ func (p *Provider) GetCoreDevice(ctx context.Context, name string) (provider.Cor
 // DeleteCoreDevice removes the Greengrass registration (not the thing);
 // missing is not an error.
 func (p *Provider) DeleteCoreDevice(ctx context.Context, name string) error {
-	if err := checkName("core name", name); err != nil {
+	if err := provider.CheckName("core name", name); err != nil {
 		return err
 	}
 	_, err := p.gg.DeleteCoreDevice(ctx, &greengrassv2.DeleteCoreDeviceInput{CoreDeviceThingName: &name})
@@ -72,13 +72,13 @@ func (p *Provider) batchClientDevices(ctx context.Context, core string, devices 
 	if !associate {
 		verb = "disassociate"
 	}
-	if err := checkName("core name", core); err != nil {
+	if err := provider.CheckName("core name", core); err != nil {
 		return nil, err
 	}
 	failed := map[string]string{}
 	var valid []string
 	for _, d := range devices {
-		if err := checkName("device name", d); err != nil {
+		if err := provider.CheckName("device name", d); err != nil {
 			failed[d] = errkind.Message(err)
 			continue
 		}
@@ -139,7 +139,7 @@ func (p *Provider) batchClientDevices(ctx context.Context, core string, devices 
 // ListClientDevices lists the devices associated with a core, sorted by
 // name; a core Greengrass does not know has none.
 func (p *Provider) ListClientDevices(ctx context.Context, core string) ([]provider.Association, error) {
-	if err := checkName("core name", core); err != nil {
+	if err := provider.CheckName("core name", core); err != nil {
 		return nil, err
 	}
 	var list []provider.Association

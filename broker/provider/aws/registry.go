@@ -71,7 +71,7 @@ func certIDOf(principal string) string {
 // was created: CreatedAt is known for things this process created and zero
 // otherwise.
 func (p *Provider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
-	if err := checkName("thing name", name); err != nil {
+	if err := provider.CheckName("thing name", name); err != nil {
 		return provider.Thing{}, err
 	}
 	out, err := p.iot.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: &name})
@@ -168,11 +168,11 @@ func (p *Provider) attachedPolicies(ctx context.Context, principal string) ([]st
 // CreateThing succeeds for an existing thing with the same configuration,
 // so the provider asks DescribeThing first.
 func (p *Provider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
-	if err := checkName("thing name", name); err != nil {
+	if err := provider.CheckName("thing name", name); err != nil {
 		return err
 	}
 	if thingType != "" {
-		if err := checkName("thing type", thingType); err != nil {
+		if err := provider.CheckName("thing type", thingType); err != nil {
 			return err
 		}
 	}
@@ -206,7 +206,7 @@ func (p *Provider) CreateThing(ctx context.Context, name, thingType string, attr
 // AWS requires), removes the thing from its groups and deletes it. A missing
 // thing is not an error; every step tolerates a re-run after a crash.
 func (p *Provider) DeleteThing(ctx context.Context, name string) error {
-	if err := checkName("thing name", name); err != nil {
+	if err := provider.CheckName("thing name", name); err != nil {
 		return err
 	}
 	principals, err := p.thingPrincipals(ctx, name)
@@ -317,25 +317,15 @@ func retryWhile(ctx context.Context, fn func() error, retryable func(error) bool
 	}
 }
 
-// Certificate statuses.
-const (
-	StatusActive   = "ACTIVE"
-	StatusInactive = "INACTIVE"
-	StatusRevoked  = "REVOKED"
-)
-
 // RegisterCertificate registers a certificate with AWS IoT and returns its
 // id. With caPEM it calls RegisterCertificate (the CA must be registered in
 // the account, as AWS requires); without, RegisterCertificateWithoutCA. An
 // empty status means ACTIVE. A certificate already registered keeps its
 // status and its id is returned.
 func (p *Provider) RegisterCertificate(ctx context.Context, certPEM, caPEM, status string) (string, error) {
-	switch status {
-	case "":
-		status = StatusActive
-	case StatusActive, StatusInactive, StatusRevoked:
-	default:
-		return "", errkind.New(errkind.Invalid, "certificate status %q is not valid: use ACTIVE, INACTIVE or REVOKED", status)
+	status, err := provider.CertificateStatus(status)
+	if err != nil {
+		return "", err
 	}
 	cert, err := certs.ParseCertificate(certPEM)
 	if err != nil {
@@ -374,7 +364,7 @@ func (p *Provider) RegisterCertificate(ctx context.Context, certPEM, caPEM, stat
 
 // AttachThingPrincipal attaches a certificate to a thing (idempotent).
 func (p *Provider) AttachThingPrincipal(ctx context.Context, thing, certID string) error {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return err
 	}
 	arn, err := p.certARN(ctx, certID)
@@ -409,7 +399,7 @@ func (p *Provider) DescribeCertificate(ctx context.Context, certID string) (prov
 
 // GetPolicy returns a policy (its default version) or errkind.NotFound.
 func (p *Provider) GetPolicy(ctx context.Context, name string) (provider.Policy, error) {
-	if err := checkPolicyName(name); err != nil {
+	if err := provider.CheckPolicyName(name); err != nil {
 		return provider.Policy{}, err
 	}
 	out, err := p.iot.GetPolicy(ctx, &iot.GetPolicyInput{PolicyName: &name})
@@ -423,7 +413,7 @@ func (p *Provider) GetPolicy(ctx context.Context, name string) (provider.Policy,
 // version (deleting the oldest non-default version when AWS's limit of five
 // is reached). An unchanged document creates no version.
 func (p *Provider) PutPolicy(ctx context.Context, name, document string) (bool, error) {
-	if err := checkPolicyName(name); err != nil {
+	if err := provider.CheckPolicyName(name); err != nil {
 		return false, err
 	}
 	var obj map[string]any
@@ -498,7 +488,7 @@ func sameJSON(a, b string) bool {
 
 // AttachPolicy attaches an existing policy to a certificate (idempotent).
 func (p *Provider) AttachPolicy(ctx context.Context, policy, certID string) error {
-	if err := checkPolicyName(policy); err != nil {
+	if err := provider.CheckPolicyName(policy); err != nil {
 		return err
 	}
 	arn, err := p.certARN(ctx, certID)
@@ -513,7 +503,7 @@ func (p *Provider) AttachPolicy(ctx context.Context, policy, certID string) erro
 
 // CreateThingGroup creates a group; an existing group is not an error.
 func (p *Provider) CreateThingGroup(ctx context.Context, name, description string) error {
-	if err := checkName("thing group name", name); err != nil {
+	if err := provider.CheckName("thing group name", name); err != nil {
 		return err
 	}
 	in := &iot.CreateThingGroupInput{ThingGroupName: &name}
@@ -533,10 +523,10 @@ func (p *Provider) CreateThingGroup(ctx context.Context, name, description strin
 
 // AddThingToGroup adds a thing to a group (idempotent).
 func (p *Provider) AddThingToGroup(ctx context.Context, thing, group string) error {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return err
 	}
-	if err := checkName("thing group name", group); err != nil {
+	if err := provider.CheckName("thing group name", group); err != nil {
 		return err
 	}
 	if _, err := p.iot.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingName: &thing, ThingGroupName: &group}); err != nil {
@@ -548,10 +538,10 @@ func (p *Provider) AddThingToGroup(ctx context.Context, thing, group string) err
 // RemoveThingFromGroup removes a thing from a group; a missing thing or
 // group is not an error.
 func (p *Provider) RemoveThingFromGroup(ctx context.Context, thing, group string) error {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return err
 	}
-	if err := checkName("thing group name", group); err != nil {
+	if err := provider.CheckName("thing group name", group); err != nil {
 		return err
 	}
 	_, err := p.iot.RemoveThingFromThingGroup(ctx, &iot.RemoveThingFromThingGroupInput{ThingName: &thing, ThingGroupName: &group})
@@ -563,7 +553,7 @@ func (p *Provider) RemoveThingFromGroup(ctx context.Context, thing, group string
 
 // ListThingsInGroup returns the direct members of a group, sorted.
 func (p *Provider) ListThingsInGroup(ctx context.Context, group string) ([]string, error) {
-	if err := checkName("thing group name", group); err != nil {
+	if err := provider.CheckName("thing group name", group); err != nil {
 		return nil, err
 	}
 	var all []string

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -141,29 +140,9 @@ func (p *Provider) Close() error { return p.root.Close() }
 // Mode reports "local": agents enrolled here use the embedded MQTT broker.
 func (p *Provider) Mode() string { return "local" }
 
-// Names (DESIGN.md: Names) and AWS IoT's policy-name pattern.
-var (
-	nameRE       = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
-	policyNameRE = regexp.MustCompile(`^[\w+=,.@-]{1,128}$`)
-)
-
-func checkName(what, name string) error {
-	if !nameRE.MatchString(name) {
-		return errkind.New(errkind.Invalid, "%s %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9, _ and - (no ':' and no non-ASCII characters)", what, name)
-	}
-	return nil
-}
-
-func checkPolicyName(name string) error {
-	if !policyNameRE.MatchString(name) {
-		return errkind.New(errkind.Invalid, "policy name %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9 and _ + = , . @ -", name)
-	}
-	return nil
-}
-
 // DescribeThing returns the thing with its groups, principals and policies.
 func (p *Provider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
-	if err := checkName("thing name", name); err != nil {
+	if err := provider.CheckName("thing name", name); err != nil {
 		return provider.Thing{}, err
 	}
 	t, err := p.store.GetThing(ctx, name)
@@ -181,11 +160,11 @@ func (p *Provider) DescribeThing(ctx context.Context, name string) (provider.Thi
 
 // CreateThing creates a thing; errkind.Conflict if it exists.
 func (p *Provider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
-	if err := checkName("thing name", name); err != nil {
+	if err := provider.CheckName("thing name", name); err != nil {
 		return err
 	}
 	if thingType != "" {
-		if err := checkName("thing type", thingType); err != nil {
+		if err := provider.CheckName("thing type", thingType); err != nil {
 			return err
 		}
 	}
@@ -203,7 +182,7 @@ func (p *Provider) CreateThing(ctx context.Context, name, thingType string, attr
 // DeleteThing deletes the thing, its memberships and principals, the
 // certificates no other thing uses and its client-device associations.
 func (p *Provider) DeleteThing(ctx context.Context, name string) error {
-	if err := checkName("thing name", name); err != nil {
+	if err := provider.CheckName("thing name", name); err != nil {
 		return err
 	}
 	if err := p.store.DeleteThing(ctx, name); err != nil {
@@ -212,24 +191,14 @@ func (p *Provider) DeleteThing(ctx context.Context, name string) error {
 	return nil
 }
 
-// Certificate statuses.
-const (
-	StatusActive   = "ACTIVE"
-	StatusInactive = "INACTIVE"
-	StatusRevoked  = "REVOKED"
-)
-
 // RegisterCertificate registers a certificate and returns its id (hex SHA-256
 // of the DER). caPEM, when given, names the issuing CA by its id. An empty
 // status means ACTIVE. Registering the same certificate again returns the
 // same id and keeps the stored status.
 func (p *Provider) RegisterCertificate(ctx context.Context, certPEM, caPEM, status string) (string, error) {
-	switch status {
-	case "":
-		status = StatusActive
-	case StatusActive, StatusInactive, StatusRevoked:
-	default:
-		return "", errkind.New(errkind.Invalid, "certificate status %q is not valid: use ACTIVE, INACTIVE or REVOKED", status)
+	status, err := provider.CertificateStatus(status)
+	if err != nil {
+		return "", err
 	}
 	cert, err := certs.ParseCertificate(certPEM)
 	if err != nil {
@@ -253,7 +222,7 @@ func (p *Provider) RegisterCertificate(ctx context.Context, certPEM, caPEM, stat
 
 // AttachThingPrincipal attaches a certificate to a thing (idempotent).
 func (p *Provider) AttachThingPrincipal(ctx context.Context, thing, certID string) error {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return err
 	}
 	if err := p.store.AttachThingPrincipal(ctx, thing, certID); err != nil {
@@ -281,7 +250,7 @@ func (p *Provider) CertificateActive(ctx context.Context, certID string) (bool, 
 	if err != nil {
 		return false, fmt.Errorf("check certificate %s: %w", certID, err)
 	}
-	return c.Status == StatusActive, nil
+	return c.Status == provider.CertificateActive, nil
 }
 
 // DeleteCertificate deletes a certificate no thing uses (as AWS IoT, it must
@@ -304,7 +273,7 @@ func (p *Provider) DeletePolicy(ctx context.Context, name string) error {
 
 // GetPolicy returns a policy or errkind.NotFound.
 func (p *Provider) GetPolicy(ctx context.Context, name string) (provider.Policy, error) {
-	if err := checkPolicyName(name); err != nil {
+	if err := provider.CheckPolicyName(name); err != nil {
 		return provider.Policy{}, err
 	}
 	pol, err := p.store.GetPolicy(ctx, name)
@@ -316,7 +285,7 @@ func (p *Provider) GetPolicy(ctx context.Context, name string) (provider.Policy,
 
 // PutPolicy creates or replaces a policy; the document must be a JSON object.
 func (p *Provider) PutPolicy(ctx context.Context, name, document string) (bool, error) {
-	if err := checkPolicyName(name); err != nil {
+	if err := provider.CheckPolicyName(name); err != nil {
 		return false, err
 	}
 	var obj map[string]any
@@ -332,7 +301,7 @@ func (p *Provider) PutPolicy(ctx context.Context, name, document string) (bool, 
 
 // AttachPolicy attaches an existing policy to a certificate (idempotent).
 func (p *Provider) AttachPolicy(ctx context.Context, policy, certID string) error {
-	if err := checkPolicyName(policy); err != nil {
+	if err := provider.CheckPolicyName(policy); err != nil {
 		return err
 	}
 	if err := p.store.AttachPolicy(ctx, policy, certID); err != nil {
@@ -343,7 +312,7 @@ func (p *Provider) AttachPolicy(ctx context.Context, policy, certID string) erro
 
 // CreateThingGroup creates a group; an existing group is not an error.
 func (p *Provider) CreateThingGroup(ctx context.Context, name, description string) error {
-	if err := checkName("thing group name", name); err != nil {
+	if err := provider.CheckName("thing group name", name); err != nil {
 		return err
 	}
 	if err := p.store.CreateThingGroup(ctx, name, description, p.now()); err != nil {
@@ -354,10 +323,10 @@ func (p *Provider) CreateThingGroup(ctx context.Context, name, description strin
 
 // AddThingToGroup adds a thing to a group (idempotent).
 func (p *Provider) AddThingToGroup(ctx context.Context, thing, group string) error {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return err
 	}
-	if err := checkName("thing group name", group); err != nil {
+	if err := provider.CheckName("thing group name", group); err != nil {
 		return err
 	}
 	if err := p.store.AddThingToGroup(ctx, thing, group); err != nil {
@@ -368,10 +337,10 @@ func (p *Provider) AddThingToGroup(ctx context.Context, thing, group string) err
 
 // RemoveThingFromGroup removes a thing from a group (idempotent).
 func (p *Provider) RemoveThingFromGroup(ctx context.Context, thing, group string) error {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return err
 	}
-	if err := checkName("thing group name", group); err != nil {
+	if err := provider.CheckName("thing group name", group); err != nil {
 		return err
 	}
 	if err := p.store.RemoveThingFromGroup(ctx, thing, group); err != nil {
@@ -382,7 +351,7 @@ func (p *Provider) RemoveThingFromGroup(ctx context.Context, thing, group string
 
 // ListThingsInGroup returns the direct members of a group, sorted.
 func (p *Provider) ListThingsInGroup(ctx context.Context, group string) ([]string, error) {
-	if err := checkName("thing group name", group); err != nil {
+	if err := provider.CheckName("thing group name", group); err != nil {
 		return nil, err
 	}
 	names, err := p.store.ListThingsInGroup(ctx, group)
@@ -396,7 +365,7 @@ func (p *Provider) ListThingsInGroup(ctx context.Context, group string) ([]strin
 // ListThingGroupsForThing returns the groups a thing is a direct member of,
 // sorted (the MQTT side uses it to find a core's deployments).
 func (p *Provider) ListThingGroupsForThing(ctx context.Context, thing string) ([]string, error) {
-	if err := checkName("thing name", thing); err != nil {
+	if err := provider.CheckName("thing name", thing); err != nil {
 		return nil, err
 	}
 	names, err := p.store.ListThingGroupsForThing(ctx, thing)
@@ -411,7 +380,7 @@ func (p *Provider) ListThingGroupsForThing(ctx context.Context, thing string) ([
 // or connected; GetCoreDevice succeeds from then on, with Status "" until the
 // first health report. Idempotent.
 func (p *Provider) MarkCoreRegistered(ctx context.Context, name string) error {
-	if err := checkName("core name", name); err != nil {
+	if err := provider.CheckName("core name", name); err != nil {
 		return err
 	}
 	if err := p.store.MarkCoreRegistered(ctx, name, p.now()); err != nil {
@@ -423,7 +392,7 @@ func (p *Provider) MarkCoreRegistered(ctx context.Context, name string) error {
 // UpdateCoreStatus stores a core's reported health (registering it if
 // needed). A zero LastStatus means now.
 func (p *Provider) UpdateCoreStatus(ctx context.Context, c provider.CoreDevice) error {
-	if err := checkName("core name", c.Name); err != nil {
+	if err := provider.CheckName("core name", c.Name); err != nil {
 		return err
 	}
 	if c.LastStatus.IsZero() {
@@ -437,7 +406,7 @@ func (p *Provider) UpdateCoreStatus(ctx context.Context, c provider.CoreDevice) 
 
 // GetCoreDevice returns the core's registration or errkind.NotFound.
 func (p *Provider) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
-	if err := checkName("core name", name); err != nil {
+	if err := provider.CheckName("core name", name); err != nil {
 		return provider.CoreDevice{}, err
 	}
 	c, err := p.store.GetCoreDevice(ctx, name)
@@ -449,7 +418,7 @@ func (p *Provider) GetCoreDevice(ctx context.Context, name string) (provider.Cor
 
 // DeleteCoreDevice removes the registration and the core's associations.
 func (p *Provider) DeleteCoreDevice(ctx context.Context, name string) error {
-	if err := checkName("core name", name); err != nil {
+	if err := provider.CheckName("core name", name); err != nil {
 		return err
 	}
 	if err := p.store.DeleteCoreDevice(ctx, name); err != nil {
@@ -460,7 +429,7 @@ func (p *Provider) DeleteCoreDevice(ctx context.Context, name string) error {
 
 // registeredCore returns errkind.Invalid unless the core is registered.
 func (p *Provider) registeredCore(ctx context.Context, core string) error {
-	if err := checkName("core name", core); err != nil {
+	if err := provider.CheckName("core name", core); err != nil {
 		return err
 	}
 	_, err := p.store.GetCoreDevice(ctx, core)
@@ -482,7 +451,7 @@ func (p *Provider) AssociateClientDevices(ctx context.Context, core string, devi
 	failed := map[string]string{}
 	now := p.now()
 	for _, d := range devices {
-		if err := checkName("device name", d); err != nil {
+		if err := provider.CheckName("device name", d); err != nil {
 			failed[d] = errkind.Message(err)
 			continue
 		}
@@ -508,7 +477,7 @@ func (p *Provider) DisassociateClientDevices(ctx context.Context, core string, d
 	}
 	failed := map[string]string{}
 	for _, d := range devices {
-		if err := checkName("device name", d); err != nil {
+		if err := provider.CheckName("device name", d); err != nil {
 			failed[d] = errkind.Message(err)
 			continue
 		}
@@ -522,7 +491,7 @@ func (p *Provider) DisassociateClientDevices(ctx context.Context, core string, d
 // ListClientDevices lists the devices associated with a core, sorted by name.
 // A core with no associations (or none registered) gives an empty list.
 func (p *Provider) ListClientDevices(ctx context.Context, core string) ([]provider.Association, error) {
-	if err := checkName("core name", core); err != nil {
+	if err := provider.CheckName("core name", core); err != nil {
 		return nil, err
 	}
 	list, err := p.store.ListClientDevices(ctx, core)
