@@ -276,7 +276,7 @@ func TestFailBatchEndsTheTask(t *testing.T) {
 
 func TestNewID(t *testing.T) {
 	seen := map[string]bool{}
-	for range 1000 {
+	for range 5000 {
 		id := tasks.NewID()
 		if len(id) != 9 {
 			t.Fatalf("id %q is not 9 characters", id)
@@ -285,6 +285,9 @@ func TestNewID(t *testing.T) {
 			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-') {
 				t.Fatalf("id %q has %q", id, c)
 			}
+		}
+		if id[0] == '-' || id[0] == '_' {
+			t.Fatalf("id %q starts with %q; it would read as a flag on a command line", id, id[0])
 		}
 		if seen[id] {
 			t.Fatalf("duplicate id %q", id)

@@ -88,13 +88,17 @@ type Store interface {
 }
 
 // NewID returns a 9-character task id from CDF's alphabet [0-9a-zA-Z_-].
+// The first character is always a letter or digit so an id never reads as a
+// flag when an operator pastes it on a command line ("ggfleet tasks watch -4P…").
 func NewID() string {
 	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
 	var b [9]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("crypto/rand failed: " + err.Error()) // never happens on supported platforms
 	}
-	for i := range b {
+	const alnum = len(alphabet) - 2 // without '_' and '-'
+	b[0] = alphabet[int(b[0])%alnum]
+	for i := 1; i < len(b); i++ {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return string(b[:])
