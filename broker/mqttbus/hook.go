@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"runtime/debug"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -140,7 +139,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	b := h.bus
 	b.log.Info("MQTT client connected", "thing", cl.ID, "remote", cl.Net.Remote)
 	if fn := b.cfg.Handlers.OnConnect; fn != nil {
-		b.call(cl.ID, "connect", func(ctx context.Context) { fn(ctx, cl.ID) })
+		b.disp.Call(b.baseContext(), cl.ID, "connect", func(ctx context.Context) { fn(ctx, cl.ID) })
 	}
 }
 
@@ -157,7 +156,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 		b.log.Info("MQTT client disconnected", "thing", cl.ID, "remote", cl.Net.Remote)
 	}
 	if fn := b.cfg.Handlers.OnDisconnect; fn != nil {
-		b.call(cl.ID, "disconnect", func(ctx context.Context) { fn(ctx, cl.ID) })
+		b.disp.Call(b.baseContext(), cl.ID, "disconnect", func(ctx context.Context) { fn(ctx, cl.ID) })
 	}
 }
 
@@ -172,7 +171,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !mqttmsg.Owns(cl.ID, pk.TopicName) { // already refused by OnACLCheck; never trust a path around it
 		return pk, packets.ErrRejectPacket
 	}
-	if !h.bus.dispatch(cl.ID, pk.TopicName, pk.Payload) {
+	if !h.bus.disp.Dispatch(h.bus.baseContext(), cl.ID, pk.TopicName, pk.Payload) {
 		return pk, packets.CodeSuccessIgnore
 	}
 	return pk, nil
@@ -184,39 +183,7 @@ func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Net.Inline || !h.bus.isCurrent(cl.ID, cl) {
 		return
 	}
-	h.bus.dispatch(cl.ID, pk.TopicName, pk.Payload)
-}
-
-// dispatch decodes a message from thing and calls its handler; false means
-// the message was dropped.
-func (b *Bus) dispatch(thing, topic string, payload []byte) bool {
-	_, suffix, ok := mqttmsg.ParseTopic(topic)
-	if !ok {
-		b.log.Warn("MQTT message dropped", "thing", thing, "topic", topic, "reason", "not a ggfleet topic")
-		return false
-	}
-	if len(payload) == 0 {
-		return true // clears a retained message; nothing to hand on
-	}
-	h := b.cfg.Handlers
-	switch suffix {
-	case mqttmsg.Connection:
-		return deliver(b, thing, suffix, payload, h.OnConnection)
-	case mqttmsg.Health:
-		return deliver(b, thing, suffix, payload, h.OnHealth)
-	case mqttmsg.DeploymentStatus:
-		return deliver(b, thing, suffix, payload, h.OnDeploymentStatus)
-	case mqttmsg.Hello:
-		return deliver(b, thing, suffix, payload, h.OnHello)
-	case mqttmsg.Deployments:
-		b.log.Warn("MQTT message dropped", "thing", thing, "topic", topic, "reason", "deployments are sent by the broker, not the agent")
-		return false
-	default:
-		if h.OnMessage == nil {
-			return true
-		}
-		return b.call(thing, suffix, func(ctx context.Context) { h.OnMessage(ctx, thing, suffix, payload) })
-	}
+	h.bus.disp.Dispatch(h.bus.baseContext(), cl.ID, pk.TopicName, pk.Payload)
 }
 
 // validate checks that a last will's payload decodes as the message its
@@ -234,33 +201,4 @@ func validate(suffix string, payload []byte) error {
 		_, err = mqttmsg.Decode[mqttmsg.HelloMsg](payload)
 	}
 	return err
-}
-
-// deliver decodes payload as T and calls fn with it.
-func deliver[T mqttmsg.ConnectionMsg | mqttmsg.HealthMsg | mqttmsg.DeploymentStatusMsg | mqttmsg.HelloMsg](
-	b *Bus, thing, suffix string, payload []byte, fn func(context.Context, string, T)) bool {
-	m, err := mqttmsg.Decode[T](payload)
-	if err != nil {
-		b.log.Warn("MQTT message dropped", "thing", thing, "topic", mqttmsg.Topic(thing, suffix), "reason", err.Error())
-		return false
-	}
-	if fn == nil {
-		return true
-	}
-	return b.call(thing, suffix, func(ctx context.Context) { fn(ctx, thing, m) })
-}
-
-// call runs a handler with a timeout context; a panic is logged and
-// reported as false instead of taking the broker down.
-func (b *Bus) call(thing, what string, fn func(ctx context.Context)) (ok bool) {
-	ctx, cancel := b.handlerContext()
-	defer cancel()
-	defer func() {
-		if r := recover(); r != nil {
-			b.log.Error("MQTT handler panicked; message dropped", "thing", thing, "handler", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			ok = false
-		}
-	}()
-	fn(ctx)
-	return true
 }

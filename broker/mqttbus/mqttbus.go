@@ -101,6 +101,7 @@ var thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
 type Bus struct {
 	cfg     Config
 	log     *slog.Logger
+	disp    *Dispatcher
 	srv     *mqtt.Server
 	started atomic.Bool
 
@@ -149,6 +150,7 @@ func New(cfg Config) (*Bus, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "mqtt"),
 		base:     context.Background(),
+		disp:     NewDispatcher(cfg.Handlers, cfg.Logger.With("component", "mqtt"), cfg.HandlerTimeout),
 		sessions: map[string]*mqtt.Client{},
 	}
 	b.srv = mqtt.New(&mqtt.Options{
@@ -313,6 +315,14 @@ func (b *Bus) Connections() int {
 		}
 	}
 	return n
+}
+
+// baseContext is Run's context (Background before Run), whose values
+// handlers see.
+func (b *Bus) baseContext() context.Context {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.base
 }
 
 // handlerContext is the context a handler runs with: Run's values, not
