@@ -404,3 +404,10 @@ func (s *Service) PutArtifact(ctx context.Context, template, name string, data [
 	}
 	return a, nil
 }
+
+// SHA256Hex is the hex SHA-256 of data, as file specs and blob names
+// carry it.
+func SHA256Hex(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
+}
