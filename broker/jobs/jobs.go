@@ -4,10 +4,15 @@
 // last attempt fails its items instead of vanishing, so every task ends
 // Success or Failure.
 //
-// The embedded SQLite mode (riversqlite) is implemented. PostgreSQL
-// (riverpgxv5) can be added beside it: only New's driver choice, the
-// transaction type of EnqueueTx and RecoverAbandoned (which is for the
-// single-process SQLite mode only) depend on the engine.
+// Two engines: the embedded SQLite mode (riversqlite, one process) and
+// PostgreSQL (riverdatabasesql over the same database/sql pool as the
+// stores, so EnqueueTx takes the stores' *sql.Tx on both), where N replicas
+// share the queue and split the batches. On PostgreSQL every queue holds a
+// liveness lock (a session advisory lock named by its river client id)
+// while it runs; the leader's rescuer (RunRescuer) hands the running jobs of
+// a replica whose lock is free — it died — to the others at once, instead
+// of river's one-hour stuck-job rescue. Steps are idempotent per thing name,
+// so a batch that runs again redoes nothing already done.
 package jobs
 
 import (
@@ -16,9 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 
@@ -36,9 +46,12 @@ const (
 
 // Config holds the queue's dependencies and limits.
 type Config struct {
-	// DB is the broker's SQLite pool (sqlstore.DB.SQL()); river keeps its
-	// tables there so jobs commit with the tasks they work on.
-	DB     *sql.DB
+	// DB is the broker's pool (sqlstore.DB.SQL()); river keeps its tables
+	// there so jobs commit with the tasks they work on.
+	DB *sql.DB
+	// Postgres says DB is a PostgreSQL pool (the pgx stdlib driver) that
+	// replicas may share; false means the single-process SQLite mode.
+	Postgres bool
 	Runner *tasks.Runner
 	Logger *slog.Logger
 	// MaxAttempts is how often a batch is tried before its unfinished
@@ -51,8 +64,8 @@ type Config struct {
 	// RetryPolicy decides when a failed attempt is retried; nil means
 	// river's exponential backoff (tests use a fast one).
 	RetryPolicy river.ClientRetryPolicy
-	// PollInterval is how often idle workers look for new jobs (SQLite has
-	// no notifications); default 1s.
+	// PollInterval is how often idle workers look for new jobs (neither
+	// driver used here has notifications); default 1s.
 	PollInterval time.Duration
 }
 
@@ -67,11 +80,16 @@ func (BatchArgs) Kind() string { return "task_batch" }
 
 // Queue is the durable job queue of task batches.
 type Queue struct {
-	db     *sql.DB
-	driver *riversqlite.Driver
-	client *river.Client[*sql.Tx]
-	runner *tasks.Runner
-	log    *slog.Logger
+	db       *sql.DB
+	postgres bool
+	id       string // river client id; names the liveness lock on PostgreSQL
+	driver   riverdriver.Driver[*sql.Tx]
+	client   *river.Client[*sql.Tx]
+	runner   *tasks.Runner
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	liveness *sql.Conn // holds the liveness lock while the queue runs (PostgreSQL)
 }
 
 // New builds the queue. Call Migrate before the first EnqueueTx and Start
@@ -98,13 +116,19 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
-	q := &Queue{db: cfg.DB, driver: riversqlite.New(cfg.DB), runner: cfg.Runner, log: cfg.Logger}
+	q := &Queue{db: cfg.DB, postgres: cfg.Postgres, id: newClientID(), runner: cfg.Runner, log: cfg.Logger}
+	if cfg.Postgres {
+		q.driver = riverdatabasesql.New(cfg.DB)
+	} else {
+		q.driver = riversqlite.New(cfg.DB)
+	}
 
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &batchWorker{q: q}); err != nil {
 		return nil, fmt.Errorf("jobs: register batch worker: %w", err)
 	}
 	client, err := river.NewClient(q.driver, &river.Config{
+		ID:                q.id,
 		Logger:            cfg.Logger,
 		MaxAttempts:       cfg.MaxAttempts,
 		JobTimeout:        cfg.JobTimeout,
@@ -149,8 +173,33 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx *sql.Tx, refs []tasks.BatchRef
 	return nil
 }
 
-// Start recovers jobs abandoned by a killed predecessor and starts working.
+// newClientID names this process's river client: host, pid and a random
+// suffix, unique across replicas and restarts.
+func newClientID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "ggfleet"
+	}
+	return fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(host, " ", "_"), os.Getpid(), tasks.NewID()[:8])
+}
+
+// ID returns the river client id (river_job.attempted_by names it).
+func (q *Queue) ID() string { return q.id }
+
+// Start begins working. On SQLite it first recovers the jobs a killed
+// predecessor left running; on PostgreSQL it first takes its liveness
+// lock, so other replicas know it is alive.
 func (q *Queue) Start(ctx context.Context) error {
+	if q.postgres {
+		if err := q.takeLiveness(ctx); err != nil {
+			return err
+		}
+		if err := q.client.Start(ctx); err != nil {
+			q.releaseLiveness()
+			return fmt.Errorf("jobs: start river client: %w", err)
+		}
+		return nil
+	}
 	n, err := q.RecoverAbandoned(ctx)
 	if err != nil {
 		return err
@@ -167,6 +216,7 @@ func (q *Queue) Start(ctx context.Context) error {
 // Stop waits for running batches to finish, or until ctx is done; then it
 // cancels what still runs (those jobs are recovered at the next Start).
 func (q *Queue) Stop(ctx context.Context) error {
+	defer q.releaseLiveness()
 	err := q.client.Stop(ctx)
 	if err == nil || ctx.Err() == nil {
 		return err

@@ -1,9 +1,16 @@
 // Package sqlstore is the persistence edge: database/sql on SQLite (embedded
-// default, modernc.org/sqlite in WAL mode) and PostgreSQL, with embedded
-// migrations. It implements the Store interface of each domain package.
+// default, modernc.org/sqlite in WAL mode) and PostgreSQL (pgx/v5 stdlib, for
+// N stateless replicas on one database), with embedded migrations. It
+// implements the Store interface of each domain package.
 //
 // Conventions every file here follows:
 //   - SQL is written with ? placeholders; DB.q rebinds them for PostgreSQL.
+//   - One set of migration files serves both engines. A statement that cannot
+//     be written portably is given twice, on lines starting "-- sqlite: " and
+//     "-- postgres: ": each engine keeps its own lines (prefix removed) and
+//     treats the other's as comments (see dialectBody).
+//   - On PostgreSQL, Migrate and WithLock run under session advisory locks,
+//     so replicas starting together migrate and initialise once.
 //   - Timestamps are BIGINT unix milliseconds (0 = never set); booleans are
 //     INTEGER 0/1; documents are TEXT holding JSON.
 //   - On SQLite the pool has one connection: never run a query on d.sql while
@@ -14,11 +21,13 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,7 +36,9 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	_ "modernc.org/sqlite" // SQLite driver "sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
+	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
 )
 
 //go:embed migrations/*.sql
@@ -76,6 +87,52 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		}
 	}
 	return &DB{sql: db, dialect: SQLite, log: log}, nil
+}
+
+// Pool limits of OpenPostgres: each replica keeps at most this many
+// connections, so N replicas fit PostgreSQL's default max_connections (100)
+// with room for the leader and liveness sessions and for operators.
+const (
+	PostgresMaxOpenConns = 20
+	PostgresMaxIdleConns = 10
+)
+
+// OpenPostgres connects to the PostgreSQL database at url
+// (postgres://user[:password]@host[:port]/db?sslmode=…; any other query
+// parameter, such as search_path, is sent to the server as a setting).
+func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(url), err)
+	}
+	db.SetMaxOpenConns(PostgresMaxOpenConns)
+	db.SetMaxIdleConns(PostgresMaxIdleConns)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, mapErr(fmt.Errorf("connect to postgres %s: %w", RedactURL(url), err), "open database")
+	}
+	return &DB{sql: db, dialect: Postgres, log: log}, nil
+}
+
+// RedactURL drops the password from a database URL, for logs and errors.
+func RedactURL(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	scheme := strings.Index(raw, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return raw
+	}
+	cred := raw[scheme+3 : at]
+	if i := strings.Index(cred, ":"); i >= 0 {
+		cred = cred[:i] + ":xxxxx"
+	}
+	return raw[:scheme+3] + cred + raw[at:]
 }
 
 // SQL returns the underlying pool (for the job queue's driver).
@@ -155,6 +212,22 @@ func mapErr(err error, what string) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return errkind.Wrap(errkind.NotFound, err, "%s: not found", what)
 	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505": // unique_violation
+			return errkind.Wrap(errkind.Conflict, err, "%s: already exists", what)
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exceptions
+			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources (disk full, too many connections)
+			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention (shutdown, cannot connect now)
+			pgErr.Code == "25006": // read-only transaction (a standby)
+			return errkind.Wrap(errkind.Unavailable, err, "%s: the database is unavailable (%s); check PostgreSQL and retry", what, pgErr.Code)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, driver.ErrBadConn) || isConnectError(err) {
+		return errkind.Wrap(errkind.Unavailable, err, "%s: cannot reach the database; check PostgreSQL and retry", what)
+	}
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "UNIQUE constraint failed"), strings.Contains(msg, "duplicate key value"),
@@ -168,9 +241,21 @@ func mapErr(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// isConnectError reports whether err is a failure to connect to PostgreSQL.
+func isConnectError(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne)
+}
+
 // Migrate applies the embedded migrations that have not been applied yet,
-// each in its own transaction, in file-name order.
+// each in its own transaction, in file-name order. On PostgreSQL it holds
+// an advisory lock meanwhile, so replicas starting together are safe.
 func (d *DB) Migrate(ctx context.Context) error {
+	return d.WithLock(ctx, "migrate", d.migrate)
+}
+
+func (d *DB) migrate(ctx context.Context) error {
 	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
@@ -193,7 +278,7 @@ func (d *DB) Migrate(ctx context.Context) error {
 			return err
 		}
 		err = d.InTx(ctx, func(tx *sql.Tx) error {
-			for _, stmt := range splitStatements(string(body)) {
+			for _, stmt := range splitStatements(dialectBody(string(body), d.dialect)) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("migration %s: %w", version, err)
 				}
@@ -207,6 +292,29 @@ func (d *DB) Migrate(ctx context.Context) error {
 		d.log.Info("applied migration", "version", version)
 	}
 	return nil
+}
+
+// Line prefixes of statements written for one engine only.
+const (
+	sqlitePrefix   = "-- sqlite:"
+	postgresPrefix = "-- postgres:"
+)
+
+// dialectBody keeps the lines of a migration meant for dialect: a line
+// starting "-- sqlite:" or "-- postgres:" loses that prefix on its engine
+// and stays a comment (dropped by splitStatements) on the other.
+func dialectBody(body string, dialect Dialect) string {
+	mine := sqlitePrefix
+	if dialect == Postgres {
+		mine = postgresPrefix
+	}
+	lines := strings.Split(body, "\n")
+	for i, l := range lines {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, mine) {
+			lines[i] = strings.TrimPrefix(t, mine)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // splitStatements drops -- comment lines, then splits a migration file on

@@ -264,7 +264,7 @@ func TestTaskEnqueueInsideTransaction(t *testing.T) {
 	t.Run("the hook sees the task in its transaction", func(t *testing.T) {
 		db.SetEnqueuer(func(ctx context.Context, tx *sql.Tx, refs []tasks.BatchRef) error {
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM task_items WHERE task_id = ?`, refs[0].TaskID).Scan(&n); err != nil {
+			if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM task_items WHERE task_id = ?`), refs[0].TaskID).Scan(&n); err != nil {
 				return err
 			}
 			if n != 3 {
