@@ -40,6 +40,8 @@ Usage:
                             enroll, install the Greengrass nucleus and the ggagent service
   ggagent uninstall [--purge]
                             undo ggagent install (keeps the identity unless --purge)
+  ggagent credentials set NAME --from-file F | list | delete NAME
+                            manage the secrets used to reach client devices
   ggagent version           print the version
 
 Run 'ggagent <command> --help' for a command's flags. Every flag can also be
@@ -63,6 +65,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return uninstall(ctx, args[1:], stdout, stderr)
 	case "run":
 		return run(ctx, args[1:], stdout, stderr)
+	case "credentials":
+		return credentials(args[1:], credentialsStdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, version.String("ggagent"))
 		return ExitOK
@@ -132,6 +136,9 @@ type RunConfig struct {
 	Runtime string
 	// HealthInterval is how often health is reported (--health-interval).
 	HealthInterval time.Duration
+	// PatchConcurrency bounds the client-device patches run at once
+	// (--patch-concurrency).
+	PatchConcurrency int
 	// LogLevel and LogFormat are the flags Logger was built from.
 	LogLevel  string
 	LogFormat string
@@ -151,6 +158,9 @@ func (c RunConfig) Validate() error {
 	if c.HealthInterval < time.Second {
 		probs = append(probs, fmt.Sprintf("--health-interval %s: use at least 1s", c.HealthInterval))
 	}
+	if c.PatchConcurrency < 0 || c.PatchConcurrency > 1024 {
+		probs = append(probs, fmt.Sprintf("--patch-concurrency %d: use 1 to 1024 (0 means the default, 16)", c.PatchConcurrency))
+	}
 	if len(probs) > 0 {
 		return errors.New(strings.Join(probs, "\n"))
 	}
@@ -167,6 +177,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) int {
 	c.fs.StringVar(&cfg.StateDir, "state-dir", statedir.DefaultPath, "state directory holding the enrolled identity")
 	c.fs.StringVar(&cfg.Runtime, "runtime", RuntimeGreengrass, "what the agent manages: greengrass (the installed nucleus) or simulated (no nucleus; for tests and demos)")
 	c.fs.DurationVar(&cfg.HealthInterval, "health-interval", 30*time.Second, "how often to report health")
+	c.fs.IntVar(&cfg.PatchConcurrency, "patch-concurrency", 16, "most client-device patches (and probes) run at once; one per device at a time")
 	c.fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.fs.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: text, json, or auto (json when stderr is not a terminal)")
 	if code, done := c.parse(args, stderr); done {

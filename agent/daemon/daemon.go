@@ -1,6 +1,6 @@
 // Package daemon is the composition root of `ggagent run`: it loads the
 // enrolled identity, opens the one MQTT session, and runs the health
-// reporter and the deployment applier under one context, so every
+// reporter, the deployment applier and the patch runner under one context, so every
 // goroutine is stopped by cancelling it. Nothing else names the concrete
 // runtime or client.
 package daemon
@@ -22,9 +22,11 @@ import (
 	"github.com/ggfleet/ggfleet/agent/identity"
 	"github.com/ggfleet/ggfleet/agent/mqttclient"
 	"github.com/ggfleet/ggfleet/agent/nucleus"
+	"github.com/ggfleet/ggfleet/agent/patch"
 	"github.com/ggfleet/ggfleet/agent/statedir"
 	"github.com/ggfleet/ggfleet/internal/version"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
+	"github.com/ggfleet/ggfleet/shared/patchmsg"
 )
 
 // statusInterval is how often status.json (read by `ggagent status`) is refreshed.
@@ -127,15 +129,24 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 		Publish:      func(ctx context.Context, m mqttmsg.HealthMsg) error { return publishHealth(ctx, m) },
 		PollInterval: pollInterval(cfg), StatFS: dir.Path(), Logger: log})
 
+	// The patch runner reaches client devices from this core; it publishes
+	// through client, which exists before any message can arrive.
+	runner, err := patch.New(patch.Config{StateDir: dir.Path(), CoreName: id.ThingName,
+		Publisher: publisherFunc{client: &client}, Concurrency: cfg.PatchConcurrency, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer runner.Close()
+
 	client, err = mqttclient.New(mqttclient.Config{
 		Endpoint: id.MQTTEndpoint, ClientID: id.ClientID(), Thing: id.ThingName, TLS: tlsCfg,
 		OutboxDir: dir.File("outbox"), Logger: log,
 		Hello: func() mqttmsg.HelloMsg {
-			caps := []string{"health"}
+			caps := []string{"health", "patches", "ssh", "serial", "sftp"}
 			if applier != nil {
 				caps = append(caps, "deployments")
 			}
-			return mqttmsg.HelloMsg{Version: mqttmsg.Version, AgentVersion: version.Version, Capabilities: caps, Patches: []mqttmsg.PatchState{}}
+			return mqttmsg.HelloMsg{Version: mqttmsg.Version, AgentVersion: version.Version, Capabilities: caps, Patches: runner.Patches()}
 		},
 	})
 	if err != nil {
@@ -151,6 +162,10 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 			applier.Submit(d)
 		})
 	}
+
+	client.Subscribe(patchmsg.StartTopic("+"), runner.HandleStart)
+	client.Subscribe(patchmsg.CancelTopic("+"), runner.HandleCancel)
+	client.Subscribe(patchmsg.ProbeTopic("+"), runner.HandleProbe)
 
 	tuneMemory()
 	log.Info("ggagent running", "version", version.Version, "broker", id.MQTTEndpoint, "mode", id.Mode, "runtime", rt.Name())
@@ -173,6 +188,10 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 	if applier != nil {
 		start("deployments", applier.Run)
 	}
+	start("patch runner", func(ctx context.Context) error {
+		<-ctx.Done()
+		return runner.Close()
+	})
 	start("memory return", func(ctx context.Context) error { return returnMemory(ctx, memoryReturnPeriod) })
 	start("status file", func(ctx context.Context) error { return writeStatus(ctx, dir, client, reporter, applier) })
 	wg.Wait()
@@ -185,6 +204,18 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 		return errors.Join(all...)
 	}
 	return ctx.Err()
+}
+
+// publisherFunc lets the patch runner publish through the MQTT client
+// created after it.
+type publisherFunc struct{ client **mqttclient.Client }
+
+func (p publisherFunc) Publish(ctx context.Context, suffix string, payload []byte) error {
+	return (*p.client).Publish(ctx, suffix, payload)
+}
+
+func (p publisherFunc) PublishNow(ctx context.Context, suffix string, payload []byte, retained bool) error {
+	return (*p.client).PublishNow(ctx, suffix, payload, retained)
 }
 
 // EnvSimulatedStepDelay makes each component step of the simulated runtime

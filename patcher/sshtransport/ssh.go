@@ -111,6 +111,14 @@ func TOFU(path string) HostKeyPolicy {
 	}}
 }
 
+// Insecure accepts any host key. It exists for tests and lab setups only
+// (hostKeyPolicy "insecure"): it cannot tell the device from an impostor.
+func Insecure() HostKeyPolicy {
+	return HostKeyPolicy{callback: func(string) (ssh.HostKeyCallback, []string, error) {
+		return ssh.InsecureIgnoreHostKey(), nil, nil
+	}}
+}
+
 func mismatch(want, got ssh.PublicKey, where string) error {
 	return fmt.Errorf("%w: server presented %s %s but %s is %s %s; if the device was really replaced, update its host key, otherwise someone may be intercepting the connection",
 		patcher.ErrHostKeyMismatch, got.Type(), ssh.FingerprintSHA256(got), where, want.Type(), ssh.FingerprintSHA256(want))
@@ -199,6 +207,8 @@ type Transport struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
+	// hostKey is the key the server presented and the policy accepted.
+	hostKey ssh.PublicKey
 }
 
 var _ patcher.Transport = (*Transport)(nil)
@@ -228,10 +238,14 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	var hostErr error
+	var hostKey ssh.PublicKey
 	cc := &ssh.ClientConfig{
 		User: cfg.User,
 		HostKeyCallback: func(h string, a net.Addr, k ssh.PublicKey) error {
 			hostErr = hostCB(h, a, k)
+			if hostErr == nil {
+				hostKey = k
+			}
 			return hostErr
 		},
 		HostKeyAlgorithms: algos,
@@ -290,12 +304,22 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 		}
 	}
 	_ = conn.SetDeadline(time.Time{})
-	t := &Transport{cfg: cfg, client: ssh.NewClient(sc, chans, reqs), log: log, stop: make(chan struct{})}
+	t := &Transport{cfg: cfg, client: ssh.NewClient(sc, chans, reqs), log: log, stop: make(chan struct{}), hostKey: hostKey}
 	if cfg.KeepAlive > 0 {
 		t.wg.Add(1)
 		go t.keepAlive()
 	}
 	return t, nil
+}
+
+// HostKeyFingerprint is the SHA256 fingerprint (ssh-keygen -l style) of
+// the host key the server presented, so a patch can report which key a
+// tofu target was trusted with.
+func (t *Transport) HostKeyFingerprint() string {
+	if t.hostKey == nil {
+		return ""
+	}
+	return ssh.FingerprintSHA256(t.hostKey)
 }
 
 func (t *Transport) keepAlive() {
