@@ -185,7 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 		al = c
 	}
 	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
-		Publisher: bus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, Logger: log})
+		Publisher: bus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
 
 	runner := &tasks.Runner{Store: db, Logger: log, Processors: map[tasks.Kind]tasks.Processor{
 		tasks.KindCore:       coreSvc,

@@ -218,9 +218,9 @@ func mapErr(err error, what string) error {
 		case pgErr.Code == "23505": // unique_violation
 			return errkind.Wrap(errkind.Conflict, err, "%s: already exists", what)
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exceptions
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources (disk full, too many connections)
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (disk full, too many connections)
 			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention (shutdown, cannot connect now)
-			pgErr.Code == "25006": // read-only transaction (a standby)
+			pgErr.Code == "25006":                // read-only transaction (a standby)
 			return errkind.Wrap(errkind.Unavailable, err, "%s: the database is unavailable (%s); check PostgreSQL and retry", what, pgErr.Code)
 		}
 		return fmt.Errorf("%s: %w", what, err)

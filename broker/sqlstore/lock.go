@@ -53,10 +53,16 @@ func releaseLock(conn *sql.Conn, key int64) {
 }
 
 // Leader timings: how often a replica that is not the leader tries to become
-// it, and how often the leader checks that its lock session is alive.
+// it, how often the leader checks that its lock session is alive (each check
+// bounded by the same interval), and how long a new leader waits before it
+// starts working. A leader whose session died notices within two check
+// intervals and stops its work; the new leader waits three, so their work
+// does not overlap unless the old process is frozen (leader work is
+// idempotent, so even then nothing is done twice to completion).
 const (
 	LeaderRetryInterval = 2 * time.Second
 	LeaderCheckInterval = 2 * time.Second
+	LeaderTakeoverDelay = 3 * LeaderCheckInterval
 )
 
 // ErrLostLeadership is returned by RunAsLeader when the session holding the
@@ -118,6 +124,12 @@ func (d *DB) tryLock(ctx context.Context, key int64) (*sql.Conn, bool, error) {
 func (d *DB) lead(ctx context.Context, name string, conn *sql.Conn, key int64, fn func(ctx context.Context) error) error {
 	defer conn.Close()
 	d.log.Info("this replica is now the leader", "work", name)
+	select {
+	case <-ctx.Done():
+		releaseLock(conn, key)
+		return nil
+	case <-time.After(LeaderTakeoverDelay):
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	lost := make(chan error, 1)
 	watched := make(chan struct{})
@@ -131,7 +143,7 @@ func (d *DB) lead(ctx context.Context, name string, conn *sql.Conn, key int64, f
 				return
 			case <-t.C:
 			}
-			pctx, pcancel := context.WithTimeout(lctx, LeaderCheckInterval*3)
+			pctx, pcancel := context.WithTimeout(lctx, LeaderCheckInterval)
 			var held bool
 			err := conn.QueryRowContext(pctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
 				AND granted AND ((classid::bigint << 32) | objid::bigint) = $1)`, key).Scan(&held)

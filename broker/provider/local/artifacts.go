@@ -69,6 +69,36 @@ func contentType(key string) string {
 	return "application/octet-stream"
 }
 
+// ArtifactStore keeps artifact bytes by key (already validated with
+// CheckArtifactKey). Put replaces an existing artifact; Get returns
+// errkind.NotFound for a missing one.
+type ArtifactStore interface {
+	PutArtifact(ctx context.Context, key string, data []byte) error
+	GetArtifact(ctx context.Context, key string) ([]byte, error)
+	Close() error
+}
+
+// DirArtifacts keeps artifacts as files under a directory (the
+// single-process SQLite mode), opened with os.Root so no key can escape it.
+type DirArtifacts struct {
+	root *os.Root
+}
+
+// NewDirArtifacts opens (creating, 0700) the artifacts directory.
+func NewDirArtifacts(dir string) (*DirArtifacts, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create artifacts dir %s: %w", dir, err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open artifacts dir %s: %w", dir, err)
+	}
+	return &DirArtifacts{root: root}, nil
+}
+
+// Close releases the directory handle.
+func (d *DirArtifacts) Close() error { return d.root.Close() }
+
 // PutArtifact writes data under key atomically (temporary file, then rename),
 // private to the broker's user because certs.zip holds a private key. The
 // content type is derived from the key's extension when read back, so the
@@ -80,17 +110,25 @@ func (p *Provider) PutArtifact(ctx context.Context, key, contentType string, dat
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
+	if err := p.artifacts.PutArtifact(ctx, key, data); err != nil {
+		return "", err
+	}
+	return Bucket, nil
+}
+
+// PutArtifact writes data to the file key atomically.
+func (d *DirArtifacts) PutArtifact(ctx context.Context, key string, data []byte) error {
 	if dir := path.Dir(key); dir != "." {
-		if err := p.root.MkdirAll(dir, 0o700); err != nil {
-			return "", fmt.Errorf("store artifact %s: create directory: %w", key, err)
+		if err := d.root.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("store artifact %s: create directory: %w", key, err)
 		}
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := path.Join(path.Dir(key), ".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := p.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("store artifact %s: %w", key, err)
+		return fmt.Errorf("store artifact %s: %w", key, err)
 	}
 	_, werr := f.Write(data)
 	if werr == nil {
@@ -100,13 +138,13 @@ func (p *Provider) PutArtifact(ctx context.Context, key, contentType string, dat
 		werr = cerr
 	}
 	if werr == nil {
-		werr = p.root.Rename(tmp, key)
+		werr = d.root.Rename(tmp, key)
 	}
 	if werr != nil {
-		_ = p.root.Remove(tmp)
-		return "", fmt.Errorf("store artifact %s: %w", key, werr)
+		_ = d.root.Remove(tmp)
+		return fmt.Errorf("store artifact %s: %w", key, werr)
 	}
-	return Bucket, nil
+	return nil
 }
 
 // GetArtifact returns an artifact's bytes and content type, or
@@ -118,24 +156,33 @@ func (p *Provider) GetArtifact(ctx context.Context, key string) ([]byte, string,
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
+	data, err := p.artifacts.GetArtifact(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	return data, contentType(key), nil
+}
+
+// GetArtifact reads the file key, or returns errkind.NotFound.
+func (d *DirArtifacts) GetArtifact(ctx context.Context, key string) ([]byte, error) {
 	notFound := func(err error) error {
 		return errkind.Wrap(errkind.NotFound, err, "artifact %s does not exist", key)
 	}
-	fi, err := p.root.Stat(key)
+	fi, err := d.root.Stat(key)
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
-		return nil, "", notFound(err)
+		return nil, notFound(err)
 	case err != nil:
-		return nil, "", fmt.Errorf("read artifact %s: %w", key, err)
+		return nil, fmt.Errorf("read artifact %s: %w", key, err)
 	case !fi.Mode().IsRegular():
-		return nil, "", notFound(fmt.Errorf("%s is not a regular file", key))
+		return nil, notFound(fmt.Errorf("%s is not a regular file", key))
 	}
-	data, err := p.root.ReadFile(key)
+	data, err := d.root.ReadFile(key)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "", notFound(err)
+		return nil, notFound(err)
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("read artifact %s: %w", key, err)
+		return nil, fmt.Errorf("read artifact %s: %w", key, err)
 	}
-	return data, contentType(key), nil
+	return data, nil
 }

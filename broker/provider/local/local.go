@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -94,18 +93,22 @@ type Store interface {
 
 // Config configures a local provider.
 type Config struct {
-	Store        Store
-	ArtifactsDir string // created (0700) when missing
+	Store Store
+	// Artifacts keeps the artifacts; when nil they are files under
+	// ArtifactsDir. Replicas sharing PostgreSQL use the database's blob
+	// table (sqlstore.DB.Artifacts) so none keeps state of its own.
+	Artifacts    ArtifactStore
+	ArtifactsDir string // created (0700) when missing; unused with Artifacts
 	Logger       *slog.Logger
 	Now          func() time.Time // defaults to time.Now; tests pin it
 }
 
 // Provider is the embedded provider. It is safe for concurrent use.
 type Provider struct {
-	store Store
-	root  *os.Root
-	log   *slog.Logger
-	now   func() time.Time
+	store     Store
+	artifacts ArtifactStore
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 var _ provider.Provider = (*Provider)(nil)
@@ -115,8 +118,8 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Store == nil {
 		return nil, fmt.Errorf("local provider: a Store is required")
 	}
-	if cfg.ArtifactsDir == "" {
-		return nil, fmt.Errorf("local provider: an artifacts directory is required")
+	if cfg.Artifacts == nil && cfg.ArtifactsDir == "" {
+		return nil, fmt.Errorf("local provider: an artifacts directory or store is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -124,18 +127,19 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if err := os.MkdirAll(cfg.ArtifactsDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create artifacts dir %s: %w", cfg.ArtifactsDir, err)
+	arts := cfg.Artifacts
+	if arts == nil {
+		d, err := NewDirArtifacts(cfg.ArtifactsDir)
+		if err != nil {
+			return nil, err
+		}
+		arts = d
 	}
-	root, err := os.OpenRoot(cfg.ArtifactsDir)
-	if err != nil {
-		return nil, fmt.Errorf("open artifacts dir %s: %w", cfg.ArtifactsDir, err)
-	}
-	return &Provider{store: cfg.Store, root: root, log: cfg.Logger, now: cfg.Now}, nil
+	return &Provider{store: cfg.Store, artifacts: arts, log: cfg.Logger, now: cfg.Now}, nil
 }
 
-// Close releases the artifacts directory handle.
-func (p *Provider) Close() error { return p.root.Close() }
+// Close releases the artifact store (the directory handle).
+func (p *Provider) Close() error { return p.artifacts.Close() }
 
 // Mode reports "local": agents enrolled here use the embedded MQTT broker.
 func (p *Provider) Mode() string { return "local" }

@@ -1,0 +1,37 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// ArtifactStore keeps artifacts in the artifacts table (local.ArtifactStore),
+// for replicas on PostgreSQL that must keep no files of their own.
+type ArtifactStore struct{ d *DB }
+
+// Artifacts returns the database-backed artifact store.
+func (d *DB) Artifacts() *ArtifactStore { return &ArtifactStore{d: d} }
+
+// PutArtifact stores data under key, replacing what was there.
+func (s *ArtifactStore) PutArtifact(ctx context.Context, key string, data []byte) error {
+	if data == nil {
+		data = []byte{}
+	}
+	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO artifacts (key, data, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at`), key, data, time.Now().UnixMilli())
+	return mapErr(err, fmt.Sprintf("store artifact %s", key))
+}
+
+// GetArtifact returns the bytes stored under key, or errkind.NotFound.
+func (s *ArtifactStore) GetArtifact(ctx context.Context, key string) ([]byte, error) {
+	var data []byte
+	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT data FROM artifacts WHERE key = ?`), key).Scan(&data)
+	if err != nil {
+		return nil, mapErr(err, fmt.Sprintf("artifact %s", key))
+	}
+	return data, nil
+}
+
+// Close does nothing: the pool belongs to the DB.
+func (s *ArtifactStore) Close() error { return nil }

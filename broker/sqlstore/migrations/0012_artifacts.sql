@@ -1,0 +1,7 @@
+-- Artifacts (certs.zip, installerConfig.yml) of the local provider when the
+-- broker runs on PostgreSQL, so replicas keep no files of their own. On
+-- SQLite the table exists but stays empty: artifacts are files in the data
+-- dir. data holds the bytes, which can include a private key, so the
+-- database must be protected like the data dir.
+-- sqlite: CREATE TABLE artifacts (key TEXT PRIMARY KEY, data BLOB NOT NULL, updated_at BIGINT NOT NULL);
+-- postgres: CREATE TABLE artifacts (key TEXT PRIMARY KEY, data BYTEA NOT NULL, updated_at BIGINT NOT NULL);
