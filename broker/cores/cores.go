@@ -66,6 +66,13 @@ type DeviceRemover interface {
 	RemoveCoreDevices(ctx context.Context, taskID, core string, deprovision bool) error
 }
 
+// CertificateRevoker records that a core's certificates may no longer
+// connect, before its thing (and with it the certificates) is deleted: an
+// external MQTT broker learns it from the CRL file (docs/mosquitto.md).
+type CertificateRevoker interface {
+	RevokeThing(ctx context.Context, thing string) error
+}
+
 // EventSink receives the events of core tasks (Core Created Event, Core Deleted Event).
 type EventSink func(ctx context.Context, detailType string, detail any)
 
@@ -90,8 +97,9 @@ type Config struct {
 	// (every alias is then unknown).
 	ConfigGen func(alias string, in ConfigInput) (string, error)
 	Devices   DeviceRemover
-	Events    EventSink    // optional
-	Presence  PresenceFunc // optional; without it cores are OFFLINE
+	Events    EventSink          // optional
+	Revoker   CertificateRevoker // optional
+	Presence  PresenceFunc       // optional; without it cores are OFFLINE
 	// DeviceView, when set, builds GET /cores/{name}'s device block (and
 	// Presence is not used).
 	DeviceView DeviceViewFunc

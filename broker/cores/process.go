@@ -210,6 +210,11 @@ func (s *Service) delete(ctx context.Context, t tasks.Task, req taskRequest, nam
 		s.log.Warn("delete core device failed; continuing", "core", name, "err", err) // ignored, spec §4.2
 	}
 	if opts.DeprovisionCores {
+		if s.cfg.Revoker != nil {
+			if err := s.cfg.Revoker.RevokeThing(ctx, name); err != nil {
+				return fmt.Errorf("revoke the certificates of core %q: %w", name, err)
+			}
+		}
 		if err := s.cfg.Provider.DeleteThing(ctx, name); err != nil {
 			if thingflow.Transient(err) {
 				return fmt.Errorf("delete thing %q: %w", name, err)

@@ -33,6 +33,7 @@ type Deps struct {
 	Artifacts    ArtifactService
 	Fleet        FleetService
 	Deployments  DeploymentService
+	Patches      PatchService // nil: device patching answers 503
 	Events       EventStream
 	MaxBodyBytes int64 // default 1 MiB
 	ExtraRoutes  []Route
@@ -69,6 +70,8 @@ type Route struct {
 	Open bool
 	// Raw routes are outside the JSON Accept gate (artifacts, scripts, streams).
 	Raw bool
+	// MaxBodyBytes overrides Deps.MaxBodyBytes for this route (uploads).
+	MaxBodyBytes int64
 }
 
 // Routes returns the route table (tests enumerate it to check auth).
@@ -148,6 +151,34 @@ func (a *API) table() []Route {
 		{Pattern: "GET /deploymentTasks/{id}/cores", Handler: a.listDeploymentTaskCores},
 		{Pattern: "GET /deploymentTasks/{id}/cores/{name}", Handler: a.getDeploymentTaskCore},
 		{Pattern: "GET /cores/{name}/deployments", Handler: a.listCoreDeployments},
+
+		// Device patching (spec/device-patcher.md §1, §6.2): templates, targets, tasks, patches.
+		{Pattern: "POST /patchTemplates", Handler: a.createPatchTemplate},
+		{Pattern: "GET /patchTemplates", Handler: a.listPatchTemplates},
+		{Pattern: "GET /patchTemplates/{name}", Handler: a.getPatchTemplate},
+		{Pattern: "PATCH /patchTemplates/{name}", Handler: a.updatePatchTemplate},
+		{Pattern: "DELETE /patchTemplates/{name}", Handler: a.deletePatchTemplate},
+		{Pattern: "PUT /patchTemplates/{name}/artifacts/{artifact}", Handler: a.putPatchArtifact, MaxBodyBytes: MaxArtifactBytes},
+		{Pattern: "GET /patchBlobs/{sha256}", Handler: a.getPatchBlob, Open: true, Raw: true},
+		{Pattern: "PUT /targets/{deviceId}", Handler: a.putTarget},
+		{Pattern: "GET /targets", Handler: a.listTargets},
+		{Pattern: "GET /targets/{deviceId}", Handler: a.getTarget},
+		{Pattern: "DELETE /targets/{deviceId}", Handler: a.deleteTarget},
+		{Pattern: "POST /targets/{deviceId}/probe", Handler: a.probeTarget},
+		{Pattern: "POST /patchTasks", Handler: a.createPatchTask},
+		{Pattern: "GET /patchTasks/{id}", Handler: a.getPatchTask},
+		{Pattern: "GET /patchTasks/{id}/patches", Handler: a.listPatchTaskPatches},
+		{Pattern: "GET /patches/{id}", Handler: a.getPatch},
+		{Pattern: "PATCH /patches/{id}", Handler: a.retryPatch},
+		{Pattern: "POST /patches/{id}", Handler: a.retryPatch},
+		{Pattern: "DELETE /patches/{id}", Handler: a.deletePatch},
+		{Pattern: "POST /patches/{id}/cancel", Handler: a.cancelPatch},
+		{Pattern: "GET /patches/{id}/steps", Handler: a.getPatchSteps},
+		{Pattern: "GET /patches/{id}/logs", Handler: a.getPatchLogs, Raw: true},
+		{Pattern: "GET /devices/{name}/patches", Handler: a.listDevicePatches},
+		{Pattern: "POST /activations", Handler: a.activationsGone},
+		{Pattern: "GET /activations/{activationId}", Handler: a.activationsGone},
+		{Pattern: "DELETE /activations/{activationId}", Handler: a.activationsGone},
 
 		// Fleet summary (spec §2.6, §6).
 		{Pattern: "GET /fleet/summary", Handler: a.fleetSummary},

@@ -37,7 +37,11 @@ func (a *API) wrap(rt Route) http.Handler {
 				return
 			}
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, a.d.MaxBodyBytes)
+		limit := a.d.MaxBodyBytes
+		if rt.MaxBodyBytes > 0 {
+			limit = rt.MaxBodyBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		rt.Handler(w, r)
 	})
 }

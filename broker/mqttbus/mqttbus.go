@@ -224,6 +224,10 @@ func (b *Bus) tlsConfig() *tls.Config {
 	}
 }
 
+// Handlers returns the handlers the broker calls, so a client of an
+// external broker (mqttbus/external) can call the same ones.
+func (b *Bus) Handlers() Handlers { return b.cfg.Handlers }
+
 // Addr is the address the broker listens on once Run has started listening
 // ("" before), with the real port when Listen asked for port 0.
 func (b *Bus) Addr() string {
@@ -235,15 +239,9 @@ func (b *Bus) Addr() string {
 // Publish sends payload at QoS 1 to ggfleet/things/{thing}/{suffix}; a
 // retained message is also kept (in memory) for the agent's next subscribe.
 func (b *Bus) Publish(ctx context.Context, thing, suffix string, payload []byte, retained bool) error {
-	topic, err := topicFor(thing, suffix)
+	topic, err := CheckPublish(thing, suffix, payload)
 	if err != nil {
 		return err
-	}
-	if len(payload) == 0 {
-		return errkind.New(errkind.Invalid, "an MQTT message needs a payload (use ClearRetained to remove a retained one)")
-	}
-	if len(payload) > mqttmsg.MaxPayload {
-		return errkind.New(errkind.Invalid, "an MQTT message of %d bytes is over the %d-byte limit", len(payload), mqttmsg.MaxPayload)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -267,6 +265,23 @@ func (b *Bus) ClearRetained(ctx context.Context, thing, suffix string) error {
 	}
 	b.srv.Topics.RetainMessage(packets.Packet{TopicName: topic})
 	return nil
+}
+
+// CheckPublish validates a message the broker sends to a thing and returns
+// its topic ggfleet/things/{thing}/{suffix}: errkind.Invalid for a bad thing
+// name or suffix, an empty payload or one over mqttmsg.MaxPayload.
+func CheckPublish(thing, suffix string, payload []byte) (string, error) {
+	topic, err := topicFor(thing, suffix)
+	if err != nil {
+		return "", err
+	}
+	if len(payload) == 0 {
+		return "", errkind.New(errkind.Invalid, "an MQTT message needs a payload (use ClearRetained to remove a retained one)")
+	}
+	if len(payload) > mqttmsg.MaxPayload {
+		return "", errkind.New(errkind.Invalid, "an MQTT message of %d bytes is over the %d-byte limit", len(payload), mqttmsg.MaxPayload)
+	}
+	return topic, nil
 }
 
 func topicFor(thing, suffix string) (string, error) {

@@ -41,6 +41,17 @@ type Config struct {
 	// DownloadsDir holds the ggagent builds served at /downloads (make cross's dist/).
 	DownloadsDir string
 
+	// MQTTURL, when set, is the external MQTT broker used instead of the
+	// embedded one; MQTTServerCAFile verifies it, MQTTClientID names this
+	// replica there.
+	MQTTURL          string
+	MQTTServerCAFile string
+	MQTTClientID     string
+	// MQTTCRLFile and MQTTCAFile are written and kept current for an
+	// external MQTT broker (its crlfile and cafile).
+	MQTTCRLFile string
+	MQTTCAFile  string
+
 	Logger *slog.Logger
 	// Banner receives the human start-up message (URL, token file, next steps).
 	Banner io.Writer
@@ -62,6 +73,19 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MQTTAdvertise); err != nil {
 			errs = append(errs, fmt.Errorf("--mqtt-advertise %q: want host:port", c.MQTTAdvertise))
 		}
+	}
+	if c.MQTTURL != "" {
+		if u, err := url.Parse(c.MQTTURL); err != nil || u.Scheme != "mqtts" || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+			errs = append(errs, fmt.Errorf("--mqtt-url %q: want mqtts://host:port", c.MQTTURL))
+		}
+		if c.MQTTServerCAFile == "" {
+			errs = append(errs, errors.New("--mqtt-url needs --mqtt-server-ca-file: the PEM CA that verifies that broker's TLS certificate (devices get it at enrollment)"))
+		}
+	} else if c.MQTTServerCAFile != "" || c.MQTTClientID != "" {
+		errs = append(errs, errors.New("--mqtt-server-ca-file and --mqtt-client-id only apply with --mqtt-url"))
+	}
+	if strings.ContainsAny(c.MQTTClientID, "+#/") {
+		errs = append(errs, fmt.Errorf("--mqtt-client-id %q: must not contain '+', '#' or '/'", c.MQTTClientID))
 	}
 	switch c.Provider {
 	case "local":
@@ -136,6 +160,11 @@ func (c *Config) publicURL() string {
 func (c *Config) mqttEndpoint() string {
 	if c.MQTTAdvertise != "" {
 		return c.MQTTAdvertise
+	}
+	if c.MQTTURL != "" {
+		if u, err := url.Parse(c.MQTTURL); err == nil {
+			return u.Host
+		}
 	}
 	host, port, _ := net.SplitHostPort(c.MQTTListen)
 	if host == "" || host == "0.0.0.0" || host == "::" {

@@ -155,13 +155,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	// With --mqtt-url an external broker is used instead (docs/mosquitto.md).
+	msgBus, mqttConns, err := chooseMQTTBus(ctx, cfg, authority, bus, log)
+	if err != nil {
+		return err
+	}
+	// Deleted cores' certificates are recorded for the CRL an external
+	// broker checks (--mqtt-crl-file).
+	crlFile := ca.NewCRLFile(ca.CRLFileConfig{Authority: authority, Store: db, CRLPath: cfg.MQTTCRLFile, CAPath: cfg.MQTTCAFile, Logger: log})
+
 	// Every event goes to the durable event service; a deleted core is also
 	// disconnected at once (its certificate is gone, so it cannot return).
 	sink := func(ctx context.Context, detailType string, detail any) {
 		eventSvc.Publish(ctx, detailType, detail)
 		if detailType == events.CoreDeleted {
 			if name, ok := deletedCore(detail); ok {
-				bus.Disconnect(name)
+				msgBus.Disconnect(name)
 			}
 		}
 	}
@@ -174,7 +183,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log})
 	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc,
-		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log})
+		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log,
+		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}})
 
 	var al deploy.AssetLibrary // a nil interface unless configured
 	if cfg.AssetLibraryURL != "" {
@@ -185,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 		al = c
 	}
 	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
-		Publisher: bus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
+		Publisher: msgBus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
 
 	runner := &tasks.Runner{Store: db, Logger: log, Processors: map[tasks.Kind]tasks.Processor{
 		tasks.KindCore:       coreSvc,
@@ -209,16 +219,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	enrollSvc := enroll.New(enroll.Config{Store: db, Cores: coreCA{cores: coreSvc, provider: prov}, Issuer: authority, Provider: prov, Registrar: prov,
-		ServerCAPEM: func(ctx context.Context) (string, error) {
-			c, err := authority.Default(ctx)
-			return c.CertificatePem, err
-		},
+		ServerCAPEM: serverCAPEM(cfg, authority),
 		Config: func(ctx context.Context, core string) (string, error) {
 			return ggconfig.Generate("MANUAL_INSTALL", cfg.ggParams(core, "", "", nil))
 		},
 		MQTTEndpoint: cfg.mqttEndpoint(), BrokerURL: cfg.publicURL(), Logger: log})
 
-	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: bus.Connections, Logger: log})
+	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: mqttConns, Logger: log})
 	api := httpapi.New(httpapi.Deps{
 		Logger: log, Auth: authSvc, Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
@@ -288,7 +295,10 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 	}
-	goRun("MQTT broker", bus.Run)
+	goRun("MQTT broker", msgBus.Run)
+	if cfg.MQTTCRLFile != "" || cfg.MQTTCAFile != "" {
+		goRun("CRL file", crlFile.Run)
+	}
 	goRun("events", eventSvc.Run)
 	goRun("deployment deadlines", deploySvc.Run)
 	if err := queue.Start(runCtx); err != nil {

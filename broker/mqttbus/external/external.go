@@ -1,0 +1,296 @@
+// Package external connects the broker to an external MQTT broker (such as
+// Mosquitto, see docs/mosquitto.md) instead of running the embedded one.
+//
+// The broker is one more MQTT client there, with its own certificate from
+// its CA. Every replica subscribes to the agents' topics with shared
+// subscriptions ($share/{group}/ggfleet/things/+/…), so the external broker
+// hands each device message to one replica only. Messages go through the
+// same mqttbus.Dispatcher as with the embedded broker, and are acknowledged
+// only after their handler returned, so a QoS 1 message survives a replica
+// that dies while handling it.
+//
+// The external broker authenticates devices (mutual TLS, certificate CN as
+// the user name) and keeps each one to ggfleet/things/{CN}/ with its ACL:
+// the thing name in a topic is trusted because of that ACL. Connectivity
+// comes from the agents' retained connection messages and last wills, as
+// there are no session events to observe.
+package external
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ggfleet/ggfleet/broker/mqttbus"
+	"github.com/ggfleet/ggfleet/shared/mqttmsg"
+	"github.com/ggfleet/ggfleet/shared/patchmsg"
+)
+
+// DefaultGroup is the shared-subscription group every replica joins.
+const DefaultGroup = "ggfleet"
+
+// Suffixes are the agent → broker topics (under ggfleet/things/+/) the bus
+// subscribes to. The broker's own topics (deployments, patch start and
+// cancel, probes) are left out so its publishes do not come back to it.
+var Suffixes = []string{
+	mqttmsg.Connection,
+	mqttmsg.Health,
+	mqttmsg.DeploymentStatus,
+	mqttmsg.Hello,
+	patchmsg.EventsTopic("+"),
+	patchmsg.LogsTopic("+"),
+	patchmsg.ProbeResultTopic("+"),
+}
+
+// Config configures a Bus.
+type Config struct {
+	// URL of the external broker: mqtts://host:port.
+	URL string
+	// ClientID is this replica's MQTT client id; it must be stable across
+	// restarts (the external broker keeps its session and queues messages
+	// for it) and differ between replicas.
+	ClientID string
+	// Certificate is the broker's client certificate (issued by its CA).
+	Certificate tls.Certificate
+	// RootCAs verifies the external broker's server certificate.
+	RootCAs *x509.CertPool
+	// Group is the shared-subscription group (default DefaultGroup).
+	Group string
+	// Handlers receive what agents send. OnConnect runs after an ONLINE
+	// connection message; OnDisconnect is not used (the OFFLINE message
+	// goes to OnConnection).
+	Handlers mqttbus.Handlers
+	// Logger (default slog.Default) and HandlerTimeout (default 10s).
+	Logger         *slog.Logger
+	HandlerTimeout time.Duration
+	// ConnectRetry is the first wait before reconnecting; it doubles up to
+	// MaxReconnect (defaults 1s and 30s).
+	ConnectRetry time.Duration
+	MaxReconnect time.Duration
+}
+
+// Bus is the broker's session with an external MQTT broker.
+type Bus struct {
+	cfg     Config
+	log     *slog.Logger
+	disp    *mqttbus.Dispatcher
+	cl      paho.Client
+	started atomic.Bool
+
+	mu        sync.Mutex
+	base      context.Context
+	connected bool
+}
+
+// New checks cfg and prepares the session; Run connects.
+func New(cfg Config) (*Bus, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme != "mqtts" || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("--mqtt-url %q: want mqtts://host:port", cfg.URL)
+	}
+	if cfg.ClientID == "" || strings.ContainsAny(cfg.ClientID, "+#/") {
+		return nil, fmt.Errorf("MQTT client id %q: must be non-empty, without '+', '#' or '/'", cfg.ClientID)
+	}
+	if len(cfg.Certificate.Certificate) == 0 {
+		return nil, errors.New("external MQTT broker: a client certificate is required")
+	}
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ConnectRetry <= 0 {
+		cfg.ConnectRetry = time.Second
+	}
+	if cfg.MaxReconnect <= 0 {
+		cfg.MaxReconnect = 30 * time.Second
+	}
+	log := cfg.Logger.With("component", "mqtt", "mqttUrl", cfg.URL)
+	b := &Bus{cfg: cfg, log: log, base: context.Background()}
+	b.disp = mqttbus.NewDispatcher(withConnect(cfg.Handlers), log, cfg.HandlerTimeout)
+
+	opts := paho.NewClientOptions().
+		AddBroker("tls://"+u.Host).
+		SetClientID(cfg.ClientID).
+		SetProtocolVersion(4).
+		// A persistent session: while this replica is away the external
+		// broker queues its share of QoS 1 messages, and in-flight
+		// publishes are resent after a reconnect.
+		SetCleanSession(false).
+		SetOrderMatters(false). // handlers may publish and wait for the PUBACK
+		SetAutoAckDisabled(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(cfg.ConnectRetry).
+		SetMaxReconnectInterval(cfg.MaxReconnect).
+		SetKeepAlive(30 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		SetWriteTimeout(10 * time.Second).
+		SetTLSConfig(&tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{cfg.Certificate},
+			RootCAs:      cfg.RootCAs,
+			ServerName:   u.Hostname(),
+		}).
+		SetDefaultPublishHandler(b.onMessage). // queued messages may arrive before SUBACK
+		SetOnConnectHandler(b.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			b.setConnected(false)
+			log.Warn("lost the connection to the external MQTT broker; reconnecting", "error", err)
+		}).
+		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+			log.Info("reconnecting to the external MQTT broker")
+		})
+	b.cl = paho.NewClient(opts)
+	return b, nil
+}
+
+// withConnect makes an ONLINE connection message also run OnConnect, the
+// embedded broker's "session established" (re-publish desired state).
+func withConnect(h mqttbus.Handlers) mqttbus.Handlers {
+	onConn, onConnect := h.OnConnection, h.OnConnect
+	h.OnConnection = func(ctx context.Context, thing string, m mqttmsg.ConnectionMsg) {
+		if onConn != nil {
+			onConn(ctx, thing, m)
+		}
+		if m.State == mqttmsg.Online && onConnect != nil {
+			onConnect(ctx, thing)
+		}
+	}
+	return h
+}
+
+// Run connects (retrying with backoff until it succeeds), keeps the session
+// until ctx ends, then disconnects and returns nil. Run may be called once.
+func (b *Bus) Run(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return errors.New("external MQTT broker: Run called twice")
+	}
+	b.mu.Lock()
+	b.base = ctx
+	b.mu.Unlock()
+	b.log.Info("connecting to the external MQTT broker", "clientId", b.cfg.ClientID, "group", b.cfg.Group)
+	b.cl.Connect() // with ConnectRetry the token completes only once connected
+	<-ctx.Done()
+	b.cl.Disconnect(1000)
+	return nil
+}
+
+// onConnect subscribes after every (re)connect: the persistent session
+// usually still has the subscriptions, but a broker that lost its state
+// must get them again.
+func (b *Bus) onConnect(cl paho.Client) {
+	filters := map[string]byte{}
+	for _, s := range Suffixes {
+		filters[b.filter(s)] = 1
+	}
+	tok := cl.SubscribeMultiple(filters, b.onMessage)
+	if !tok.WaitTimeout(30 * time.Second) {
+		b.log.Error("subscribing at the external MQTT broker timed out; reconnecting")
+		return
+	}
+	if err := tok.Error(); err != nil {
+		b.log.Error("subscribing at the external MQTT broker failed", "error", err)
+		return
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		for f, code := range st.Result() {
+			if code == 0x80 {
+				b.log.Error("the external MQTT broker refused a subscription: check its ACL for the broker's certificate", "filter", f)
+			}
+		}
+	}
+	b.setConnected(true)
+	b.log.Info("connected to the external MQTT broker", "clientId", b.cfg.ClientID)
+}
+
+// filter is the shared-subscription filter for an agent topic suffix.
+func (b *Bus) filter(suffix string) string {
+	return "$share/" + b.cfg.Group + "/" + mqttmsg.Prefix + "+/" + suffix
+}
+
+// onMessage dispatches one agent message and then acknowledges it.
+func (b *Bus) onMessage(_ paho.Client, m paho.Message) {
+	defer m.Ack()
+	thing, _, ok := mqttmsg.ParseTopic(m.Topic())
+	if !ok {
+		b.log.Warn("MQTT message dropped", "topic", m.Topic(), "reason", "not a ggfleet topic")
+		return
+	}
+	b.disp.Dispatch(b.baseContext(), thing, m.Topic(), m.Payload())
+}
+
+// Publish sends payload at QoS 1 to ggfleet/things/{thing}/{suffix} and
+// waits for the external broker's PUBACK or ctx. A message published while
+// disconnected is sent after the reconnect.
+func (b *Bus) Publish(ctx context.Context, thing, suffix string, payload []byte, retained bool) error {
+	topic, err := mqttbus.CheckPublish(thing, suffix, payload)
+	if err != nil {
+		return err
+	}
+	return b.publish(ctx, topic, payload, retained)
+}
+
+// ClearRetained removes the retained message of ggfleet/things/{thing}/{suffix}
+// (an empty retained publish, which current subscribers also receive).
+func (b *Bus) ClearRetained(ctx context.Context, thing, suffix string) error {
+	topic, err := mqttbus.CheckPublish(thing, suffix, []byte{0})
+	if err != nil {
+		return err
+	}
+	return b.publish(ctx, topic, []byte{}, true)
+}
+
+func (b *Bus) publish(ctx context.Context, topic string, payload []byte, retained bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tok := b.cl.Publish(topic, 1, retained, payload)
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish to %s: no acknowledgement from the external MQTT broker yet (it is sent after a reconnect): %w", topic, ctx.Err())
+	}
+}
+
+// Disconnect cannot end a device's session at an external broker; the
+// device's certificate is refused from its next connect on (the CRL file,
+// see docs/mosquitto.md), so it is only logged.
+func (b *Bus) Disconnect(thing string) {
+	b.log.Info("a deleted core keeps its current session at the external MQTT broker until it disconnects; its certificate is refused afterwards", "thing", thing)
+}
+
+// Connected reports whether the session with the external broker is up
+// and subscribed.
+func (b *Bus) Connected() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.connected
+}
+
+func (b *Bus) setConnected(v bool) {
+	b.mu.Lock()
+	b.connected = v
+	b.mu.Unlock()
+}
+
+func (b *Bus) baseContext() context.Context {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.base
+}

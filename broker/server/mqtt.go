@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/ca"
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/mqttbus"
+	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
+	"github.com/ggfleet/ggfleet/broker/provider"
+	"github.com/ggfleet/ggfleet/shared/certs"
+)
+
+// BrokerClientCN is the certificate CN (and so, with Mosquitto's
+// use_identity_as_username, the user name) of the broker at an external MQTT
+// broker. The '.' cannot occur in a thing name, so no device certificate
+// can ever carry it.
+const BrokerClientCN = "ggfleet.broker"
+
+// mqttBus is what the server uses of the MQTT side, embedded or external.
+type mqttBus interface {
+	Run(ctx context.Context) error
+	Publish(ctx context.Context, thing, suffix string, payload []byte, retained bool) error
+	Disconnect(thing string)
+}
+
+// chooseMQTTBus returns the embedded broker, or with --mqtt-url a client of
+// the external broker that hands messages to the embedded one's handlers
+// (the embedded broker is then never started). conns counts connected
+// agents for the metrics; it is nil with an external broker.
+func chooseMQTTBus(ctx context.Context, cfg Config, authority *ca.Authority, embedded *mqttbus.Bus, log *slog.Logger) (bus mqttBus, conns func() int, err error) {
+	if cfg.MQTTURL == "" {
+		return embedded, embedded.Connections, nil
+	}
+	roots, err := loadPool(cfg.MQTTServerCAFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := brokerClientCertificate(ctx, authority)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := cfg.MQTTClientID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = BrokerClientCN + "." + strings.NewReplacer("+", "-", "#", "-", "/", "-").Replace(host)
+	}
+	ext, err := external.New(external.Config{URL: cfg.MQTTURL, ClientID: id, Certificate: cert, RootCAs: roots,
+		Handlers: embedded.Handlers(), Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ext, nil, nil
+}
+
+// loadPool reads a PEM file of CA certificates.
+func loadPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--mqtt-server-ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--mqtt-server-ca-file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
+// brokerClientCertificate issues the broker's own client certificate for
+// the external MQTT broker from the default CA. It is made afresh at every
+// start and kept only in memory.
+func brokerClientCertificate(ctx context.Context, authority *ca.Authority) (tls.Certificate, error) {
+	key, err := certs.GenerateKey(certs.ECP256)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM, caPEM, err := authority.Issue(ctx, "", key.Public(), pkix.Name{CommonName: BrokerClientCN}, 0)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue the broker's MQTT client certificate: %w", err)
+	}
+	keyPEM, err := certs.EncodeKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tc, err := tls.X509KeyPair([]byte(certPEM+caPEM), []byte(keyPEM))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("the broker's MQTT client certificate: %w", err)
+	}
+	return tc, nil
+}
+
+// serverCAPEM is the CA enrollment gives devices to verify the MQTT broker:
+// --mqtt-server-ca-file with an external broker, else the default CA.
+func serverCAPEM(cfg Config, authority *ca.Authority) func(ctx context.Context) (string, error) {
+	if cfg.MQTTURL != "" {
+		return func(context.Context) (string, error) {
+			b, err := os.ReadFile(cfg.MQTTServerCAFile)
+			if err != nil {
+				return "", fmt.Errorf("--mqtt-server-ca-file: %w", err)
+			}
+			return string(b), nil
+		}
+	}
+	return func(ctx context.Context) (string, error) {
+		c, err := authority.Default(ctx)
+		return c.CertificatePem, err
+	}
+}
+
+// thingRevoker records a deleted core's certificates as revoked, for the
+// CRL file (cores.CertificateRevoker).
+type thingRevoker struct {
+	prov provider.Provider
+	crl  *ca.CRLFile
+	now  func() time.Time
+}
+
+// RevokeThing revokes every certificate attached to thing; a thing that is
+// already gone has nothing left to revoke.
+func (r thingRevoker) RevokeThing(ctx context.Context, thing string) error {
+	th, err := r.prov.DescribeThing(ctx, thing)
+	if errkind.Is(err, errkind.NotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var rs []ca.Revoked
+	for _, id := range th.Principals {
+		c, err := r.prov.DescribeCertificate(ctx, id)
+		if errkind.Is(err, errkind.NotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if c.PEM == "" {
+			return errors.New("certificate " + id + " has no PEM to revoke")
+		}
+		rs = append(rs, ca.Revoked{CertID: id, CAID: c.CAID, CertificatePem: c.PEM, RevokedAt: r.now().UTC()})
+	}
+	return r.crl.Revoke(ctx, rs)
+}
