@@ -107,6 +107,10 @@ type Config struct {
 	AssetLibrary AssetLibrary // nil: Asset Library targets are refused
 	// Events receives the spec §9 events; may be nil.
 	Events func(ctx context.Context, detailType string, detail any)
+	// CoreView returns a core with its live device block
+	// (cores.Service.GetCore), for plans; may be nil (plans then know no
+	// reported templates and no connectivity).
+	CoreView func(ctx context.Context, name string) (cdf.Core, error)
 	// DeploymentTimeout is how long a registered core has to report (default 10m).
 	DeploymentTimeout time.Duration
 	// SweepInterval is how often Run looks for overdue items (default 5s).
@@ -184,45 +188,9 @@ func checkNames(field string, names []string) error {
 // Submit validates a deployment task, resolves its template version and
 // stores it with the job that expands its targets. It returns the task id.
 func (s *Service) Submit(ctx context.Context, in cdf.NewDeploymentTask) (string, error) {
-	if in.Template.Name == "" {
-		return "", errkind.New(errkind.Invalid, "template.name is required: name the component template to deploy")
-	}
-	if in.Targets.Empty() {
-		return "", errkind.New(errkind.Invalid, "targets must name at least one of thingNames, thingGroupNames, assetLibraryDeviceIds, assetLibraryGroupPaths or assetLibraryQuery")
-	}
-	if err := checkNames("thingNames", in.Targets.ThingNames); err != nil {
+	version, err := s.check(ctx, in)
+	if err != nil {
 		return "", err
-	}
-	if err := checkNames("thingGroupNames", in.Targets.ThingGroupNames); err != nil {
-		return "", err
-	}
-	if usesAssetLibrary(in.Targets) && s.cfg.AssetLibrary == nil {
-		return "", errkind.New(errkind.Invalid, "%s", MsgNoAssetLibrary)
-	}
-	if q := in.Targets.AssetLibraryQuery; len(q) > 0 && string(q) != "null" && q[0] != '{' {
-		return "", errkind.New(errkind.Invalid, "targets.assetLibraryQuery must be an Asset Library search request object")
-	}
-	if c := in.IotJobConfig; len(c) > 0 && string(c) != "null" && c[0] != '{' {
-		return "", errkind.New(errkind.Invalid, "iotJobConfig must be an object")
-	}
-	version := int(in.Template.Version)
-	if version == 0 {
-		v, err := s.cfg.Templates.Latest(ctx, in.Template.Name)
-		if errkind.Is(err, errkind.NotFound) {
-			return "", errkind.Wrap(errkind.NotFound, err, "template %s not found: create it with POST /templates first", in.Template.Name)
-		}
-		if err != nil {
-			return "", fmt.Errorf("resolve template %q: %w", in.Template.Name, err)
-		}
-		version = v
-	} else {
-		_, err := s.cfg.Templates.Version(ctx, in.Template.Name, version)
-		if errkind.Is(err, errkind.NotFound) {
-			return "", errkind.Wrap(errkind.NotFound, err, "template %s version %d not found", in.Template.Name, version)
-		}
-		if err != nil {
-			return "", fmt.Errorf("resolve template %q version %d: %w", in.Template.Name, version, err)
-		}
 	}
 	req := request{
 		Template:     cdf.TemplateRef{Name: in.Template.Name, Version: version},
@@ -252,6 +220,52 @@ func (s *Service) Submit(ctx context.Context, in cdf.NewDeploymentTask) (string,
 	}
 	s.log.Info("deployment task submitted", "task", t.ID, "template", req.Template.Name, "version", version, "deploymentId", req.DeploymentID)
 	return t.ID, nil
+}
+
+// check validates a new deployment task and resolves its template version
+// (the latest when none is given); Submit and Plan share it.
+func (s *Service) check(ctx context.Context, in cdf.NewDeploymentTask) (int, error) {
+	if in.Template.Name == "" {
+		return 0, errkind.New(errkind.Invalid, "template.name is required: name the component template to deploy")
+	}
+	if in.Targets.Empty() {
+		return 0, errkind.New(errkind.Invalid, "targets must name at least one of thingNames, thingGroupNames, assetLibraryDeviceIds, assetLibraryGroupPaths or assetLibraryQuery")
+	}
+	if err := checkNames("thingNames", in.Targets.ThingNames); err != nil {
+		return 0, err
+	}
+	if err := checkNames("thingGroupNames", in.Targets.ThingGroupNames); err != nil {
+		return 0, err
+	}
+	if usesAssetLibrary(in.Targets) && s.cfg.AssetLibrary == nil {
+		return 0, errkind.New(errkind.Invalid, "%s", MsgNoAssetLibrary)
+	}
+	if q := in.Targets.AssetLibraryQuery; len(q) > 0 && string(q) != "null" && q[0] != '{' {
+		return 0, errkind.New(errkind.Invalid, "targets.assetLibraryQuery must be an Asset Library search request object")
+	}
+	if c := in.IotJobConfig; len(c) > 0 && string(c) != "null" && c[0] != '{' {
+		return 0, errkind.New(errkind.Invalid, "iotJobConfig must be an object")
+	}
+	version := int(in.Template.Version)
+	if version == 0 {
+		v, err := s.cfg.Templates.Latest(ctx, in.Template.Name)
+		if errkind.Is(err, errkind.NotFound) {
+			return 0, errkind.Wrap(errkind.NotFound, err, "template %s not found: create it with POST /templates first", in.Template.Name)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("resolve template %q: %w", in.Template.Name, err)
+		}
+		version = v
+	} else {
+		_, err := s.cfg.Templates.Version(ctx, in.Template.Name, version)
+		if errkind.Is(err, errkind.NotFound) {
+			return 0, errkind.Wrap(errkind.NotFound, err, "template %s version %d not found", in.Template.Name, version)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("resolve template %q version %d: %w", in.Template.Name, version, err)
+		}
+	}
+	return version, nil
 }
 
 func usesAssetLibrary(t cdf.DeploymentTargets) bool {

@@ -21,9 +21,32 @@ func (s *Service) Expand(ctx context.Context, t tasks.Task) ([]tasks.Item, int, 
 	if err != nil {
 		return nil, 0, tasks.Fail("the stored task cannot be read: %v", err)
 	}
-	tg := req.Targets
+	if usesAssetLibrary(req.Targets) && s.cfg.AssetLibrary == nil {
+		return nil, 0, tasks.Fail("%s", MsgNoAssetLibrary)
+	}
+	names, notes, err := s.resolveTargets(ctx, req.Targets)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(names) == 0 {
+		msg := "The deployment targets resolved to no core devices"
+		if len(notes) > 0 {
+			msg += " (" + strings.Join(notes, "; ") + ")"
+		}
+		return nil, 0, tasks.Fail("%s", msg)
+	}
+	items := make([]tasks.Item, len(names))
+	for i, n := range names {
+		items[i] = tasks.Item{Name: n, Status: cdf.StatusWaiting, Input: json.RawMessage(`{}`)}
+	}
+	return items, BatchSize, nil
+}
+
+// resolveTargets expands deployment targets into core names, thingNames
+// first, de-duplicated in order; notes say which targets resolved to
+// nothing. Errors are transient (the caller retries).
+func (s *Service) resolveTargets(ctx context.Context, tg cdf.DeploymentTargets) (names, notes []string, err error) {
 	seen := map[string]bool{}
-	var names, notes []string
 	add := func(list []string) {
 		for _, n := range list {
 			if n != "" && !seen[n] {
@@ -41,7 +64,7 @@ func (s *Service) Expand(ctx context.Context, t tasks.Task) ([]tasks.Item, int, 
 		case errkind.Is(err, errkind.Invalid):
 			notes = append(notes, fmt.Sprintf("thing group %s: %s", g, errkind.Message(err)))
 		case err != nil:
-			return nil, 0, fmt.Errorf("list things in group %q: %w", g, err)
+			return nil, nil, fmt.Errorf("list things in group %q: %w", g, err)
 		case len(members) == 0:
 			notes = append(notes, fmt.Sprintf("thing group %s has no members", g))
 		}
@@ -50,7 +73,7 @@ func (s *Service) Expand(ctx context.Context, t tasks.Task) ([]tasks.Item, int, 
 	if usesAssetLibrary(tg) {
 		al := s.cfg.AssetLibrary
 		if al == nil {
-			return nil, 0, tasks.Fail("%s", MsgNoAssetLibrary)
+			return nil, nil, errkind.New(errkind.Invalid, "%s", MsgNoAssetLibrary)
 		}
 		steps := []struct {
 			what string
@@ -71,23 +94,12 @@ func (s *Service) Expand(ctx context.Context, t tasks.Task) ([]tasks.Item, int, 
 				continue
 			}
 			if err != nil {
-				return nil, 0, fmt.Errorf("%s: %w", st.what, err)
+				return nil, nil, fmt.Errorf("%s: %w", st.what, err)
 			}
 			add(found)
 		}
 	}
-	if len(names) == 0 {
-		msg := "The deployment targets resolved to no core devices"
-		if len(notes) > 0 {
-			msg += " (" + strings.Join(notes, "; ") + ")"
-		}
-		return nil, 0, tasks.Fail("%s", msg)
-	}
-	items := make([]tasks.Item, len(names))
-	for i, n := range names {
-		items[i] = tasks.Item{Name: n, Status: cdf.StatusWaiting, Input: json.RawMessage(`{}`)}
-	}
-	return items, BatchSize, nil
+	return names, notes, nil
 }
 
 // progress is a deployment item's saved state.

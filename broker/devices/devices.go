@@ -120,24 +120,8 @@ func Validate(t cdf.NewDeviceTask) error {
 // (linked to the core) and queues the task. The core must exist and be
 // registered (enrolled or connected); otherwise the request is invalid.
 func (s *Service) Submit(ctx context.Context, core string, t cdf.NewDeviceTask) (string, error) {
-	if !cores.ValidName(core) {
-		return "", errkind.New(errkind.Invalid, "core name %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9, _ and -", core)
-	}
-	if err := Validate(t); err != nil {
+	if err := s.checkSubmit(ctx, core, t); err != nil {
 		return "", err
-	}
-	ok, err := s.cfg.Store.CoreExists(ctx, core)
-	if err != nil {
-		return "", fmt.Errorf("look up core %q: %w", core, err)
-	}
-	if !ok {
-		return "", errkind.New(errkind.Invalid, "core %q does not exist: create it with a Create core task (POST /coreTasks) first", core)
-	}
-	if _, err := s.cfg.Provider.GetCoreDevice(ctx, core); err != nil {
-		if errkind.Is(err, errkind.NotFound) {
-			return "", errkind.New(errkind.Invalid, "core %q is not registered with Greengrass V2 yet: it has not enrolled or connected; install and start it (ggagent install), then retry", core)
-		}
-		return "", fmt.Errorf("check core device %q: %w", core, err)
 	}
 	now := s.cfg.Now()
 	names := make([]string, len(t.Devices))
@@ -158,6 +142,31 @@ func (s *Service) Submit(ctx context.Context, core string, t cdf.NewDeviceTask) 
 	}
 	s.log.Info("device task submitted", "task", id, "type", t.Type, "core", core, "devices", len(t.Devices))
 	return id, nil
+}
+
+// checkSubmit validates a device task and its core (it must exist and be
+// registered); Submit and Plan share it.
+func (s *Service) checkSubmit(ctx context.Context, core string, t cdf.NewDeviceTask) error {
+	if !cores.ValidName(core) {
+		return errkind.New(errkind.Invalid, "core name %q is not valid: use 1 to 128 characters from a-z, A-Z, 0-9, _ and -", core)
+	}
+	if err := Validate(t); err != nil {
+		return err
+	}
+	ok, err := s.cfg.Store.CoreExists(ctx, core)
+	if err != nil {
+		return fmt.Errorf("look up core %q: %w", core, err)
+	}
+	if !ok {
+		return errkind.New(errkind.Invalid, "core %q does not exist: create it with a Create core task (POST /coreTasks) first", core)
+	}
+	if _, err := s.cfg.Provider.GetCoreDevice(ctx, core); err != nil {
+		if errkind.Is(err, errkind.NotFound) {
+			return errkind.New(errkind.Invalid, "core %q is not registered with Greengrass V2 yet: it has not enrolled or connected; install and start it (ggagent install), then retry", core)
+		}
+		return fmt.Errorf("check core device %q: %w", core, err)
+	}
+	return nil
 }
 
 func (s *Service) emit(ctx context.Context, detailType string, detail any) {

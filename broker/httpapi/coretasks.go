@@ -14,6 +14,8 @@ import (
 // Submit validates the task (errkind.Invalid); this edge only decodes it.
 type CoreService interface {
 	Submit(ctx context.Context, t cdf.NewCoreTask) (taskID string, err error)
+	// Plan says what Submit would do, per core, and writes nothing (?dryRun=true).
+	Plan(ctx context.Context, t cdf.NewCoreTask) (cdf.CoreTaskPlan, error)
 	GetTask(ctx context.Context, id string) (cdf.CoreTask, error)
 	ListTasks(ctx context.Context, count int, after string) ([]cdf.CoreTask, bool, error)
 	GetCoreTask(ctx context.Context, core, id string) (cdf.CoreTask, error)
@@ -22,9 +24,23 @@ type CoreService interface {
 }
 
 func (a *API) createCoreTask(w http.ResponseWriter, r *http.Request) {
+	dryRun, err := parseBool(r, "dryRun", false)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	var t cdf.NewCoreTask
 	if err := decodeJSON(r, &t); err != nil {
 		a.writeError(w, r, err)
+		return
+	}
+	if dryRun {
+		plan, err := a.d.Cores.Plan(r.Context(), t)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, plan)
 		return
 	}
 	id, err := a.d.Cores.Submit(r.Context(), t)

@@ -14,6 +14,8 @@ import (
 // template (errkind.Invalid, errkind.NotFound); this edge only decodes it.
 type DeploymentService interface {
 	Submit(ctx context.Context, t cdf.NewDeploymentTask) (taskID string, err error)
+	// Plan says what Submit would do, per core, and writes nothing (?dryRun=true).
+	Plan(ctx context.Context, t cdf.NewDeploymentTask) (cdf.DeploymentPlan, error)
 	GetTask(ctx context.Context, id string) (cdf.DeploymentTask, error)
 	ListTasks(ctx context.Context, count int, after string) ([]cdf.DeploymentTask, bool, error)
 	ListTaskCores(ctx context.Context, id string, count int, after string) ([]cdf.CoreDeployment, bool, error)
@@ -51,9 +53,23 @@ func (a *API) createDeploymentTask(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	dryRun, err := parseBool(r, "dryRun", false)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	var t cdf.NewDeploymentTask
 	if err := decodeJSON(r, &t); err != nil {
 		a.writeError(w, r, versionError(err))
+		return
+	}
+	if dryRun {
+		plan, err := svc.Plan(r.Context(), t)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, plan)
 		return
 	}
 	id, err := svc.Submit(r.Context(), t)

@@ -11,6 +11,8 @@ import (
 // Submit validates the task and checks the core (errkind.Invalid).
 type DeviceService interface {
 	Submit(ctx context.Context, core string, t cdf.NewDeviceTask) (taskID string, err error)
+	// Plan says what Submit would do, per device, and writes nothing (?dryRun=true).
+	Plan(ctx context.Context, core string, t cdf.NewDeviceTask) (cdf.DeviceTaskPlan, error)
 	GetTask(ctx context.Context, id string) (cdf.DeviceTask, error)
 	ListTasks(ctx context.Context, count int, after string) ([]cdf.DeviceTask, bool, error)
 	GetDevice(ctx context.Context, name string) (cdf.ClientDevice, error)
@@ -24,12 +26,26 @@ func (a *API) createDeviceTask(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	dryRun, err := parseBool(r, "dryRun", false)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	var t cdf.NewDeviceTask
 	if err := decodeJSON(r, &t); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	t.CoreName = core // the path wins over the body
+	if dryRun {
+		plan, err := a.d.Devices.Plan(r.Context(), core, t)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, plan)
+		return
+	}
 	id, err := a.d.Devices.Submit(r.Context(), core, t)
 	if err != nil {
 		a.writeError(w, r, err)
