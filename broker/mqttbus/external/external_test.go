@@ -110,7 +110,7 @@ func newEnv(t *testing.T) *env {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(srvCA)
 	brokerCert, _ := ca.issue(t, "ggfleet.broker")
-	return &env{srv: mosquittotest.Start(t, dir), ca: ca, roots: roots, broker: brokerCert}
+	return &env{srv: mosquittotest.Start(t, dir, ""), ca: ca, roots: roots, broker: brokerCert}
 }
 
 // recorder counts what a bus's handlers received.

@@ -124,11 +124,11 @@ type Server struct {
 	log  bytes.Buffer
 }
 
-// Start runs mosquitto with the documented configuration on a free port,
-// its files in dir: ca.pem, crl.pem, server.pem and server.key must be
-// there already. It waits until the port accepts connections and stops
-// mosquitto when the test ends.
-func Start(t testing.TB, dir string) *Server {
+// Start runs mosquitto with the documented configuration on addr
+// (127.0.0.1:port; "" picks a free port), its files in dir: ca.pem,
+// crl.pem, server.pem and server.key must be there already. It waits until
+// the port accepts connections and stops mosquitto when the test ends.
+func Start(t testing.TB, dir, addr string) *Server {
 	t.Helper()
 	bin := Binary(t)
 	docs := DocsDir(t)
@@ -140,7 +140,9 @@ func Start(t testing.TB, dir string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	if addr == "" {
+		addr = FreeAddr(t)
+	}
 	_, port, _ := net.SplitHostPort(addr)
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o777); err != nil {
@@ -221,7 +223,8 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return w.log.Write(p)
 }
 
-func freeAddr(t testing.TB) string {
+// FreeAddr is a 127.0.0.1 address whose port was free just now.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
