@@ -119,7 +119,7 @@ func loadCert(t *testing.T, stateDir string) tls.Certificate {
 // mqttConnect opens and closes an MQTT session with cert; nil means
 // Mosquitto accepted it.
 func mqttConnect(addr, clientID string, cert tls.Certificate, roots *x509.CertPool) error {
-	opts := paho.NewClientOptions().AddBroker("tls://"+addr).SetClientID(clientID).SetProtocolVersion(4).
+	opts := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID(clientID).SetProtocolVersion(4).
 		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).
 		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"})
 	c := paho.NewClient(opts)

@@ -121,7 +121,7 @@ func New(cfg Config) (*Bus, error) {
 	b.disp = mqttbus.NewDispatcher(withConnect(cfg.Handlers), log, cfg.HandlerTimeout)
 
 	opts := paho.NewClientOptions().
-		AddBroker("tls://"+u.Host).
+		AddBroker("tls://" + u.Host).
 		SetClientID(cfg.ClientID).
 		SetProtocolVersion(4).
 		// A persistent session: while this replica is away the external

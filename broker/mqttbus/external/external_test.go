@@ -164,7 +164,7 @@ func (e *env) startBus(t *testing.T, id string, h mqttbus.Handlers) *external.Bu
 // device connects as thing with cert; err is the connect error.
 func (e *env) device(t *testing.T, thing string, cert tls.Certificate) (paho.Client, error) {
 	t.Helper()
-	opts := paho.NewClientOptions().AddBroker("tls://"+e.srv.Addr).SetClientID(thing).SetProtocolVersion(4).
+	opts := paho.NewClientOptions().AddBroker("tls://" + e.srv.Addr).SetClientID(thing).SetProtocolVersion(4).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).
 		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: e.roots, ServerName: "127.0.0.1"})
 	c := paho.NewClient(opts)
