@@ -83,6 +83,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest accepted request body")
 	fs.IntVar(&cfg.Workers, "workers", 4, "task batches worked at once")
 	fs.DurationVar(&cfg.DeploymentTimeout, "deployment-timeout", 10*time.Minute, "how long a registered core has to report a deployment's outcome before it fails")
+	fs.DurationVar(&cfg.PatchDispatchTimeout, "patch-dispatch-timeout", 24*time.Hour, "how long a dispatched patch may wait for its core's agent to accept it before it fails with AGENT:NoAck")
 	fs.StringVar(&cfg.AssetLibraryURL, "asset-library-url", "", "base URL of a CDF Asset Library, for assetLibrary* deployment targets")
 	fs.StringArrayVar(&cfg.Webhooks, "webhook", nil, "URL that receives every event as a signed POST (repeatable)")
 	fs.StringVar(&cfg.WebhookSecretFile, "webhook-secret-file", "", "file holding the secret (at least 16 bytes) that signs webhook deliveries")

@@ -34,6 +34,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	DeploymentTimeout time.Duration
+	// PatchDispatchTimeout fails a dispatched patch no agent accepted (AGENT:NoAck); 0 means 24h.
+	PatchDispatchTimeout time.Duration
 	AssetLibraryURL   string
 	Webhooks          []string
 	WebhookSecretFile string
@@ -110,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes %d: must be at least 1024", c.MaxBodyBytes))
+	}
+	if c.PatchDispatchTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--patch-dispatch-timeout %s: must not be negative", c.PatchDispatchTimeout))
 	}
 	if c.DeploymentTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--deployment-timeout %s: must be at least 1s", c.DeploymentTimeout))

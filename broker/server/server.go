@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,6 +38,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/httpapi"
 	"github.com/ggfleet/ggfleet/broker/jobs"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
+	"github.com/ggfleet/ggfleet/broker/patches"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
@@ -45,6 +47,7 @@ import (
 	"github.com/ggfleet/ggfleet/internal/version"
 	"github.com/ggfleet/ggfleet/shared/ggconfig"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
+	"github.com/ggfleet/ggfleet/shared/patchmsg"
 )
 
 // Run runs the broker until ctx ends.
@@ -107,6 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var (
 		healthSvc *health.Service
 		deploySvc *deploy.Service
+		patchSvc  *patches.Service
 	)
 	logErr := func(what, thing string, err error) {
 		if err == nil {
@@ -144,10 +148,14 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 			OnHello: func(ctx context.Context, thing string, m mqttmsg.HelloMsg) {
 				healthSvc.Touch(ctx, thing)
+				logErr("re-send patch jobs", thing, patchSvc.HandleHello(ctx, thing, m.Patches))
 				log.Info("agent connected", "thing", thing, "agentVersion", m.AgentVersion)
 			},
 			OnMessage: func(ctx context.Context, thing, suffix string, payload []byte) {
 				healthSvc.Touch(ctx, thing)
+				if _, _, _, ok := patchmsg.ParseSuffix(suffix); ok {
+					logErr("handle "+suffix, thing, patchSvc.HandleMessage(ctx, thing, suffix, payload))
+				}
 			},
 		},
 	})
@@ -196,6 +204,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
 		Publisher: msgBus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
+	patchSvc = patches.New(patches.Config{Store: db, Publisher: msgBus, Blobs: prov, URLKey: patchURLKey(secretsKey),
+		BaseURL: cfg.publicURL(), DispatchTimeout: cfg.PatchDispatchTimeout, Logger: log})
 
 	runner := &tasks.Runner{Store: db, Logger: log, Processors: map[tasks.Kind]tasks.Processor{
 		tasks.KindCore:       coreSvc,
@@ -230,7 +240,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger: log, Auth: authSvc, Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
-		Deployments: deploySvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
+		Deployments: deploySvc, Patches: patchSvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
 		MaxBodyBytes: cfg.MaxBodyBytes, BaseURL: cfg.publicURL(),
 		Downloads: downloads(cfg, defaultCA),
 	})
@@ -301,6 +311,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	goRun("events", eventSvc.Run)
 	goRun("deployment deadlines", deploySvc.Run)
+	goRun("patch dispatch", patchSvc.Run)
 	if err := queue.Start(runCtx); err != nil {
 		cancel()
 		wg.Wait()
@@ -345,6 +356,14 @@ func Run(ctx context.Context, cfg Config) error {
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// patchURLKey derives the key that signs patch blob URLs from the secrets
+// key, so every replica signs alike and URLs survive a restart.
+func patchURLKey(secretsKey []byte) []byte {
+	mac := hmac.New(sha256.New, secretsKey)
+	mac.Write([]byte("ggfleet patch blob URLs"))
+	return mac.Sum(nil)
 }
 
 // deletedCore returns the core name of a successful Core Deleted Event.
