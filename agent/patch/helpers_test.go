@@ -216,3 +216,17 @@ func deviceDir(t *testing.T) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func waitBriefly() { time.Sleep(50 * time.Millisecond) }
+
+// waitFor polls cond for up to 60s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		waitBriefly()
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ggfleet/ggfleet/internal/testservers"
 	"github.com/ggfleet/ggfleet/shared/patchmsg"
@@ -116,5 +117,154 @@ echo "custom=$CUSTOM workdir=$(pwd)"`, Env: map[string]string{"CUSTOM": "yes"}},
 	}
 	if ps := r.Patches(); len(ps) != 1 || ps[0].State != stateFinished {
 		t.Errorf("Patches() = %+v", ps)
+	}
+}
+
+// TestStepOutcomes runs one patch per outcome at once, each on its own
+// device (lane), against one sshd.
+func TestStepOutcomes(t *testing.T) {
+	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
+	state := t.TempDir()
+	pub := &recorder{}
+	r := newRunner(t, state, pub, nil)
+	dev := deviceDir(t)
+	counter := func(name string) string {
+		f := filepath.Join(dev, name)
+		return `n=$(cat ` + f + ` 2>/dev/null || echo 0); n=$((n+1)); echo $n > ` + f + `; echo "try $n"; `
+	}
+	cases := []struct {
+		id       string
+		steps    []patchmsg.StepSpec
+		status   string
+		message  string
+		check    func(t *testing.T, steps map[string]patchmsg.StepResult)
+		leftover []string // argv of a process that must be gone
+	}{
+		{id: "fail", steps: []patchmsg.StepSpec{{Name: "a", Run: "echo before; exit 3"}, {Name: "b", Run: "echo never"}},
+			status: patchmsg.PatchFailed, message: "AGENT:Failed:a:exit=3",
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["a"].Status != patchmsg.StepFailed || *s["a"].ExitCode != 3 || s["a"].StdoutTail != "before\n" || s["a"].Error != "UNEXPECTED_EXIT_CODE" {
+					t.Errorf("step a: %+v", s["a"])
+				}
+				if s["b"].Status != patchmsg.StepSkipped {
+					t.Errorf("step b: %+v, want skipped", s["b"])
+				}
+			}},
+		{id: "expected-code", steps: []patchmsg.StepSpec{{Name: "a", Run: "exit 3", ExpectExitCodes: []int{0, 3}}},
+			status: patchmsg.PatchSuccess, message: "AGENT:Success"},
+		{id: "timeout", steps: []patchmsg.StepSpec{{Name: "slow", Run: "echo started; sleep 3011", TimeoutSeconds: 8}},
+			status: patchmsg.PatchFailed, message: "AGENT:TimedOut:slow", leftover: []string{"sleep", "3011"},
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["slow"].Status != patchmsg.StepTimedOut || s["slow"].StdoutTail != "started\n" {
+					t.Errorf("step slow: %+v", s["slow"])
+				}
+			}},
+		{id: "continue", steps: []patchmsg.StepSpec{{Name: "a", Run: "exit 1", ContinueOnError: true}, {Name: "b", Run: "echo ok"}},
+			status: patchmsg.PatchSuccess, message: "AGENT:Success",
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["a"].Status != patchmsg.StepFailed || s["b"].Status != patchmsg.StepSuccess {
+					t.Errorf("steps: a %+v b %+v", s["a"], s["b"])
+				}
+			}},
+		{id: "retries", steps: []patchmsg.StepSpec{{Name: "flaky", Run: counter("flaky") + `[ $n -ge 3 ]`, Retries: 3}},
+			status: patchmsg.PatchSuccess, message: "AGENT:Success",
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["flaky"].Attempts != 3 || s["flaky"].StdoutTail != "try 3\n" {
+					t.Errorf("flaky: %+v, want success on attempt 3", s["flaky"])
+				}
+			}},
+		{id: "retries-exhausted", steps: []patchmsg.StepSpec{{Name: "bad", Run: counter("bad") + "false", Retries: 1, RetryDelaySeconds: 1}},
+			status: patchmsg.PatchFailed, message: "AGENT:Failed:bad:exit=1",
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["bad"].Attempts != 2 {
+					t.Errorf("bad: %+v, want 2 attempts", s["bad"])
+				}
+			}},
+		{id: "no-capture", steps: []patchmsg.StepSpec{{Name: "quiet", Run: "echo hidden", CaptureOutput: "none"}},
+			status: patchmsg.PatchSuccess, message: "AGENT:Success",
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["quiet"].StdoutTail != "" {
+					t.Errorf("captureOutput none kept %q", s["quiet"].StdoutTail)
+				}
+			}},
+	}
+	for _, c := range cases {
+		r.Handle(newJob(c.id, sshTarget(t, srv, state, "dev-"+c.id), c.steps...))
+	}
+	for _, c := range cases {
+		t.Run(c.id, func(t *testing.T) {
+			done := pub.waitCompleted(t, c.id, 1)
+			if done.Status != c.status || done.StatusMessage != c.message {
+				t.Errorf("completed %s %q, want %s %q; events:\n%s", done.Status, done.StatusMessage, c.status, c.message, pub.dump(c.id, 1))
+			}
+			if c.check != nil {
+				c.check(t, stepsOf(pub.eventsOf(c.id, 1)))
+			}
+			if c.leftover != nil {
+				waitGone(t, c.leftover...)
+			}
+		})
+	}
+}
+
+// waitGone waits until no process runs with exactly argv.
+func waitGone(t *testing.T, argv ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(testservers.ProcessesRunning(argv...)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q still running", strings.Join(argv, " "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestBecomeAndRedaction(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/sudo"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("sudo not found but CI is set: .ci/run must `apt-get install -y sudo`")
+		}
+		t.Skip("sudo is not installed (apt-get install -y sudo)")
+	}
+	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
+	state := t.TempDir()
+	pub := &recorder{}
+	r := newRunner(t, state, pub, nil)
+	setCred(t, state, "pw", []byte(testservers.Password+"\n"))
+	target := sshTarget(t, srv, state, "dev-pw")
+	target.Connection.Username = testservers.PasswordUser
+	target.Connection.Auth = &patchmsg.Auth{Method: patchmsg.AuthPassword, CredentialRef: "core:pw"}
+	half := len(testservers.Password) / 2
+	job := newJob("p-become", target,
+		patchmsg.StepSpec{Name: "root", Run: "id -u", Become: ptr(true)},
+		patchmsg.StepSpec{Name: "leak", Run: "echo 'the password is " + testservers.Password + "'; " +
+			// Split across two writes, on stderr too.
+			"printf '%s' '" + testservers.Password[:half] + "' >&2; sleep 0.3; printf '%s\\n' '" + testservers.Password[half:] + "' >&2; exit 4"},
+	)
+	job.Template.Files = []patchmsg.FileSpec{{Path: deviceDir(t) + "/owned-by-root", Mode: "0600", Owner: "root:root",
+		Source: patchmsg.FileSource{Inline: b64("x")}}}
+	job.Template.Defaults.Become = true
+	r.Handle(job)
+	done := pub.waitCompleted(t, "p-become", 1)
+	if done.StatusMessage != "AGENT:Failed:leak:exit=4" {
+		t.Fatalf("completed %q; events:\n%s", done.StatusMessage, pub.dump("p-become", 1))
+	}
+	steps := stepsOf(pub.eventsOf("p-become", 1))
+	if steps["root"].StdoutTail != "0\n" {
+		t.Errorf("become step printed uid %q, want 0", steps["root"].StdoutTail)
+	}
+	leak := steps["leak"]
+	if leak.StdoutTail != "the password is "+RedactionMarker+"\n" || leak.StderrTail != RedactionMarker+"\n" {
+		t.Errorf("leak step tails: stdout %q stderr %q; want the password redacted", leak.StdoutTail, leak.StderrTail)
+	}
+	if got := pub.logText("p-become", "leak", patchmsg.StreamStderr); got != RedactionMarker+"\n" {
+		t.Errorf("streamed stderr %q, want the redaction marker", got)
+	}
+	if strings.Contains(pub.allRaw(), testservers.Password) {
+		t.Errorf("the password reached the broker in a report")
+	}
+	journal, _ := os.ReadFile(filepath.Join(state, journalDir, "p-become.1.json"))
+	if strings.Count(string(journal), testservers.Password) > 1 { // once: the step script as the broker sent it
+		t.Errorf("the password is in the journal's results")
 	}
 }

@@ -291,10 +291,19 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 		deadline = dl
 	}
 	_ = conn.SetDeadline(deadline)
+	// Ending ctx aborts a handshake the server never answers.
+	stopAbort := context.AfterFunc(ctx, func() { conn.Close() })
 	sc, chans, reqs, err := ssh.NewClientConn(conn, cfg.Addr, cc)
+	aborted := !stopAbort()
+	if err == nil && aborted {
+		sc.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		conn.Close()
 		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ssh %s: handshake: %w", cfg.Addr, ctx.Err())
 		case hostErr != nil:
 			return nil, fmt.Errorf("ssh %s: %w", cfg.Addr, hostErr)
 		case strings.Contains(err.Error(), "unable to authenticate"):
