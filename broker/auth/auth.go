@@ -1,4 +1,5 @@
-// Package auth checks the broker's API bearer tokens. Tokens are 32 random
+// Package auth checks the broker's API bearer tokens and the dashboard's
+// sessions made from them. Tokens are 32 random
 // bytes shown once as "ggf_<base64url>"; only their SHA-256 is stored, so a
 // leaked database does not leak a usable token. On first start the broker
 // creates an admin token and writes it to a 0600 file in its data dir; an
@@ -68,18 +69,27 @@ type Config struct {
 	Store  Store
 	Logger *slog.Logger
 	Now    func() time.Time // default time.Now
+	// Sessions stores dashboard sessions; nil: Login is unavailable.
+	Sessions SessionStore
+	// SessionTTL is how long a dashboard session lasts (default DefaultSessionTTL).
+	SessionTTL time.Duration
 }
 
 // Service authenticates API requests and manages API tokens.
 type Service struct {
-	store Store
-	log   *slog.Logger
-	now   func() time.Time
+	store      Store
+	sessions   SessionStore
+	sessionTTL time.Duration
+	log        *slog.Logger
+	now        func() time.Time
 }
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now}
+	s := &Service{store: cfg.Store, sessions: cfg.Sessions, sessionTTL: cfg.SessionTTL, log: cfg.Logger, now: cfg.Now}
+	if s.sessionTTL <= 0 {
+		s.sessionTTL = DefaultSessionTTL
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

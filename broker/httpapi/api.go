@@ -22,6 +22,7 @@ type Authenticator interface {
 type Deps struct {
 	Logger       *slog.Logger
 	Auth         Authenticator
+	Sessions     SessionAuthenticator            // nil: the dashboard's session cookie is not accepted
 	Ready        func(ctx context.Context) error // nil error: ready to serve
 	Templates    TemplateService
 	Cores        CoreService

@@ -26,12 +26,20 @@ func (a *API) wrap(rt Route) http.Handler {
 		}
 		if !rt.Open {
 			token, ok := bearer(r)
-			if !ok {
+			// Without a bearer token, the dashboard's session cookie (same-origin only).
+			viaSession := false
+			if id, has := sessionID(r); !ok && has && a.d.Sessions != nil {
+				if !a.authenticateSession(w, r, id) {
+					return
+				}
+				viaSession = true
+			}
+			if !ok && !viaSession {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="ggfleet"`)
 				writeMessage(w, r, http.StatusUnauthorized, "missing credentials: send Authorization: Bearer <token> (the admin token is in <data-dir>/admin.token)")
 				return
 			}
-			if a.d.Auth == nil || a.d.Auth.Authenticate(r.Context(), token) != nil {
+			if !viaSession && (a.d.Auth == nil || a.d.Auth.Authenticate(r.Context(), token) != nil) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="ggfleet", error="invalid_token"`)
 				writeMessage(w, r, http.StatusUnauthorized, "invalid or expired token")
 				return
