@@ -2,15 +2,26 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ggfleet/ggfleet/shared/cdf"
+	"gopkg.in/yaml.v3"
 )
 
 var updateCLIGolden = flag.Bool("update-cli", false, "rewrite e2e/testdata/cli golden files")
@@ -206,4 +217,139 @@ func decodeCLI(t testing.TB, out string, v any) {
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, out)
 	}
+}
+
+// TestCLIPlansDevicesCAs covers deploy --plan against a core running the
+// real agent, core and device task plans, device tasks and CA creation.
+func TestCLIPlansDevicesCAs(t *testing.T) {
+	b := startBroker(t)
+	logBrokerOnFailure(t, b)
+	dir := t.TempDir()
+	writeFile := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	v1 := writeFile("v1.yaml", "name: app\ncomponents:\n  - key: com.example.Hello\n    version: 1.0.0\n  - key: com.example.Old\n    version: 2.0.0\n  - key: com.example.Cfg\n    version: 1.0.0\n    configurationUpdate:\n      merge: '{\"a\":1}'\n")
+	v2 := writeFile("v2.yaml", "name: app\ncomponents:\n  - key: com.example.Hello\n    version: 1.1.0\n  - key: com.example.New\n    version: 0.1.0\n  - key: com.example.Cfg\n    version: 1.0.0\n    configurationUpdate:\n      merge: '{\"a\":2}'\n")
+
+	// One core running the real agent on template app v1, one never enrolled.
+	b.cli("cores", "create", "--template", "ggfleet-core", "live", "fresh").wantCode(t, 0)
+	state := b.enrollAgent("live")
+	start := time.Now()
+	startAgent(t, state)
+	b.waitOnline("live", start.Add(-time.Second))
+	b.cli("templates", "create", "-f", v1).wantCode(t, 0)
+	b.cli("deploy", "--template", "app", "--core", "live").wantCode(t, 0)
+	waitFor(t, time.Minute, "live reports app v1", func() bool {
+		r := b.reportedTemplate("live")
+		return r["name"] == "app" && r["version"] == float64(1)
+	})
+	b.cli("templates", "update", "app", "-f", v2).wantCode(t, 0)
+
+	t.Run("deploy --plan", func(t *testing.T) {
+		var before, after cdf.DeploymentTaskList
+		b.must(200, "GET", "/deploymentTasks", nil).JSON(t, &before)
+		cliGolden(t, "deploy_plan.txt", b.cli("deploy", "--template", "app", "--core", "live", "--core", "fresh", "--plan").wantCode(t, 0).stdout)
+		var plan cdf.DeploymentPlan
+		decodeCLI(t, b.cli("deploy", "--template", "app", "--core", "live,fresh", "--plan", "-o", "json").wantCode(t, 0).stdout, &plan)
+		if !plan.DryRun || len(plan.Cores) != 2 || plan.Cores[0].From == nil || plan.Cores[0].From.Version != 1 || plan.Cores[0].To.Version != 2 ||
+			len(plan.Cores[0].Changes) != 4 || plan.Cores[0].WouldFail != "" || plan.Cores[1].WouldFail == "" {
+			t.Errorf("plan: %+v", plan)
+		}
+		y := b.cli("deploy", "--template", "app", "--core", "live", "--plan", "-o", "yaml").wantCode(t, 0).stdout
+		var yplan cdf.DeploymentPlan
+		var generic any
+		if err := yaml.Unmarshal([]byte(y), &generic); err != nil {
+			t.Fatalf("-o yaml is not YAML: %v\n%s", err, y)
+		}
+		j, _ := json.Marshal(generic)
+		if err := json.Unmarshal(j, &yplan); err != nil || yplan.Cores[0].CoreName != "live" || len(yplan.Cores[0].Changes) != 4 {
+			t.Errorf("-o yaml: %v %+v\n%s", err, yplan, y)
+		}
+		b.must(200, "GET", "/deploymentTasks", nil).JSON(t, &after)
+		if len(after.DeploymentTasks) != len(before.DeploymentTasks) {
+			t.Errorf("deploy --plan created a task: %d before, %d after", len(before.DeploymentTasks), len(after.DeploymentTasks))
+		}
+		if r := b.reportedTemplate("live"); r["version"] != float64(1) {
+			t.Errorf("live moved: %v", r)
+		}
+	})
+
+	t.Run("cores and devices --plan", func(t *testing.T) {
+		cliGolden(t, "cores_create_plan.txt", b.cli("cores", "create", "--template", "ggfleet-core", "live", "brand-new", "--plan").wantCode(t, 0).stdout)
+		b.cli("cores", "show", "brand-new").wantCode(t, 1)
+		cliGolden(t, "devices_create_plan.txt", b.cli("devices", "create", "--core", "live", "--template", "ggfleet-client-device", "dev-1", "--plan").wantCode(t, 0).stdout)
+		r := b.cli("devices", "create", "--core", "fresh", "--template", "ggfleet-client-device", "dev-1", "--plan").wantCode(t, 1)
+		if !strings.Contains(r.stderr, "not registered") {
+			t.Errorf("plan on an unenrolled core: %s", r.stderr)
+		}
+		b.cli("devices", "show", "dev-1").wantCode(t, 1)
+	})
+
+	t.Run("devices create and delete", func(t *testing.T) {
+		r := b.cli("devices", "create", "--core", "live", "--template", "ggfleet-client-device", "dev-1", "dev-2").wantCode(t, 0)
+		if !strings.Contains(r.stdout, "Success 2, Failure 0, InProgress 0") {
+			t.Errorf("devices create:\n%s", r.stdout)
+		}
+		var l cdf.ClientDeviceList
+		decodeCLI(t, b.cli("devices", "list", "--core", "live", "-o", "json").wantCode(t, 0).stdout, &l)
+		if len(l.Devices) != 2 {
+			t.Errorf("devices: %+v", l.Devices)
+		}
+		var p cdf.DeviceTaskPlan
+		decodeCLI(t, b.cli("devices", "delete", "--core", "live", "dev-2", "dev-9", "--plan", "-o", "json").wantCode(t, 0).stdout, &p)
+		if len(p.Devices) != 2 || p.Devices[0].Action != "delete" || p.Devices[1].Action != "notFound" {
+			t.Errorf("delete plan: %+v", p)
+		}
+		b.cli("devices", "delete", "--core", "live", "dev-2", "--deprovision").wantCode(t, 0)
+		b.cli("devices", "show", "dev-2").wantCode(t, 1)
+		b.cli("devices", "create", "--template", "x", "dev-3").wantCode(t, 2)
+	})
+
+	t.Run("cas create and import", func(t *testing.T) {
+		var created struct {
+			CAID    string `json:"caId"`
+			Subject string `json:"subject"`
+		}
+		decodeCLI(t, b.cli("cas", "create", "--common-name", "Line 7 CA", "--days", "30", "-o", "json").wantCode(t, 0).stdout, &created)
+		if !strings.Contains(created.Subject, "Line 7 CA") || created.CAID == "" {
+			t.Errorf("created CA: %+v", created)
+		}
+		certPEM, keyPEM := selfSignedCA(t, "Imported CA")
+		r := b.cli("cas", "import", "--cert", writeFile("ca.pem", certPEM), "--key", writeFile("ca.key", keyPEM)).wantCode(t, 0)
+		if !strings.Contains(r.stdout, "Imported CA") {
+			t.Errorf("import:\n%s", r.stdout)
+		}
+		list := b.cli("cas", "list").wantCode(t, 0).stdout
+		if !strings.Contains(list, "Line 7 CA") || !strings.Contains(list, "Imported CA") {
+			t.Errorf("cas list:\n%s", list)
+		}
+		b.cli("cas", "import", "--cert", writeFile("bad.pem", "nope"), "--key", writeFile("bad.key", "nope")).wantCode(t, 1)
+		b.cli("cas", "create").wantCode(t, 2)
+	})
+}
+
+// selfSignedCA makes a CA certificate and its key, PEM-encoded.
+func selfSignedCA(t *testing.T, cn string) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }

@@ -31,19 +31,22 @@ const clientUsage = `
 Operator commands (talk to a running broker):
   ggfleet templates create -f FILE | update NAME -f FILE | list | versions NAME | show NAME [--version N] | delete NAME
   ggfleet provisioning-templates list | show NAME | put NAME -f FILE
-  ggfleet cas list
-  ggfleet cores create --template PT [--core-version V] NAME... | --csv FILE [--no-wait]
+  ggfleet cas list | create --common-name CN [--days N] | import --cert FILE --key FILE
+  ggfleet cores create --template PT [--core-version V] NAME... | --csv FILE [--no-wait] [--plan]
   ggfleet cores list [--template NAME [--version N]] [--failed-only] | show NAME
-  ggfleet cores delete NAME... [--deprovision] [--no-wait] | enroll-token NAME [--expires 24h]
+  ggfleet cores delete NAME... [--deprovision] [--no-wait] [--plan] | enroll-token NAME [--expires 24h]
   ggfleet devices list [--core NAME] | show NAME
-  ggfleet deploy --template NAME [--version N] --core NAME... [--group G...] [--no-wait]
+  ggfleet devices create --core CORE --template PT NAME... | --csv FILE [--no-wait] [--plan]
+  ggfleet devices delete --core CORE NAME... [--deprovision] [--no-wait] [--plan]
+  ggfleet deploy --template NAME [--version N] --core NAME... [--group G...] [--no-wait] [--plan]
   ggfleet tasks show ID | watch ID
   ggfleet fleet summary
   ggfleet events
 
 Common flags: --broker-url (default http://127.0.0.1:8080), --token (default: GGFLEET_TOKEN,
 then <--data-dir>/admin.token), --ca-sha256, -o table|json|yaml.
-Long operations wait and show progress; --no-wait prints the task id instead.
+Long operations wait and show progress; --no-wait prints the task id instead;
+--plan shows what would change and changes nothing.
 Ctrl-C stops waiting, not the task.
 
 Exit codes: 0 ok; 1 the broker refused the request or a task failed; 2 usage error;
@@ -134,6 +137,8 @@ func clientCommands() []subcommand {
 	var all []subcommand
 	all = append(all, templateCommands()...)
 	all = append(all, coreCommands()...)
+	all = append(all, deviceTaskCommands()...)
+	all = append(all, caCommands()...)
 	all = append(all, deployCommands()...)
 	all = append(all, fleetCommands()...)
 	return all

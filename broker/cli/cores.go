@@ -70,7 +70,7 @@ func parseCoresCSV(r io.Reader) ([]csvCore, error) {
 
 func coreCommands() []subcommand {
 	return []subcommand{
-		{name: "cores create", args: "--template PT NAME... | --csv FILE", summary: "Provision Greengrass cores and wait for the outcome",
+		{name: "cores create", args: "--template PT NAME... | --csv FILE [--plan]", summary: "Provision Greengrass cores and wait for the outcome",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				tmpl := fs.String("template", "", "provisioning template for the cores (CSV rows may name their own)")
 				coreVersion := fs.String("core-version", defaultCoreVersion, "Greengrass nucleus version")
@@ -78,6 +78,7 @@ func coreCommands() []subcommand {
 				csvFile := fs.String("csv", "", "CSV file of name[,provisioningTemplate] rows")
 				params := fs.StringToString("param", nil, "provisioning parameter KEY=VALUE for every core (repeatable); ThingName defaults to the core's name")
 				noWait := fs.Bool("no-wait", false, "print the task id and return at once")
+				plan := fs.Bool("plan", false, "show which cores would be created and which already exist; change nothing")
 				return func(c *cmdCtx, args []string) error {
 					var rows []csvCore
 					switch {
@@ -111,6 +112,9 @@ func coreCommands() []subcommand {
 						task.Cores = append(task.Cores, cdf.NewCore{Name: r.Name, ProvisioningTemplate: pt,
 							ProvisioningParameters: coreParams(r.Name, *params), ConfigFileGenerator: *gen})
 					}
+					if *plan {
+						return planCoreTask(c, task)
+					}
 					id, err := createTask(c, "/coreTasks", task)
 					if err != nil {
 						return fmt.Errorf("create cores: %w", err)
@@ -118,12 +122,13 @@ func coreCommands() []subcommand {
 					return submitted(c, kindCore, id, *noWait)
 				}
 			}},
-		{name: "cores delete", args: "NAME... [--deprovision]", summary: "Delete cores (and with --deprovision their things and certificates) and wait",
+		{name: "cores delete", args: "NAME... [--deprovision] [--plan]", summary: "Delete cores (and with --deprovision their things and certificates) and wait",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				deprov := fs.Bool("deprovision", false, "also remove the things, certificates and policies from the provider")
 				deprovDevices := fs.Bool("deprovision-client-devices", false, "also deprovision the cores' client devices")
 				coreVersion := fs.String("core-version", defaultCoreVersion, "Greengrass nucleus version (the API asks for it)")
 				noWait := fs.Bool("no-wait", false, "print the task id and return at once")
+				plan := fs.Bool("plan", false, "show which cores would be deleted and which do not exist; change nothing")
 				return func(c *cmdCtx, args []string) error {
 					if len(args) == 0 {
 						return usagef("name the cores to delete")
@@ -133,6 +138,9 @@ func coreCommands() []subcommand {
 					for _, n := range args {
 						// The API asks for a provisioning template on Delete too; any value will do.
 						task.Cores = append(task.Cores, cdf.NewCore{Name: n, ProvisioningTemplate: "UNUSED"})
+					}
+					if *plan {
+						return planCoreTask(c, task)
 					}
 					id, err := createTask(c, "/coreTasks", task)
 					if err != nil {
@@ -262,6 +270,15 @@ func coreCommands() []subcommand {
 				}
 			}},
 	}
+}
+
+// planCoreTask shows what a core task would do, changing nothing.
+func planCoreTask(c *cmdCtx, task cdf.NewCoreTask) error {
+	var p cdf.CoreTaskPlan
+	if err := dryRun(c, "/coreTasks", task, &p); err != nil {
+		return fmt.Errorf("plan %s core task: %w", task.Type, err)
+	}
+	return emit(c, p, func(w io.Writer) { itemPlanTable(w, "core(s)", p.Type, p.Cores) })
 }
 
 // coreParams is the provisioning parameters of one core: the common ones,
