@@ -52,8 +52,8 @@ type Config struct {
 	// Postgres says DB is a PostgreSQL pool (the pgx stdlib driver) that
 	// replicas may share; false means the single-process SQLite mode.
 	Postgres bool
-	Runner *tasks.Runner
-	Logger *slog.Logger
+	Runner   *tasks.Runner
+	Logger   *slog.Logger
 	// MaxAttempts is how often a batch is tried before its unfinished
 	// items fail (default 8).
 	MaxAttempts int

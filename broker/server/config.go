@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
 
 // Config is everything `ggfleet serve` can be told. The cli package fills
@@ -96,8 +98,17 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--provider %q: use local or aws", c.Provider))
 	}
-	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "sqlite:") {
-		errs = append(errs, fmt.Errorf("--database %q: only SQLite (sqlite:/path/to/file.db, or empty for the data dir) is available in this build", c.DatabaseURL))
+	switch {
+	case c.DatabaseURL == "", strings.HasPrefix(c.DatabaseURL, "sqlite:"):
+	case c.postgres():
+		if u, err := url.Parse(c.DatabaseURL); err != nil || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--database %q: want postgres://user[:password]@host[:port]/database[?sslmode=…]", sqlstore.RedactURL(c.DatabaseURL)))
+		}
+		if c.SecretsKeyFile == "" {
+			errs = append(errs, errors.New("--database postgres://… needs --secrets-key-file: every replica must use the same key that encrypts the CA keys (docs/scaling.md)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--database %q: use sqlite:/path/to/file.db, postgres://…, or nothing for SQLite in the data dir", sqlstore.RedactURL(c.DatabaseURL)))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
@@ -176,6 +187,21 @@ func (c *Config) mqttEndpoint() string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// postgres reports whether the broker runs on PostgreSQL (replicas).
+func (c *Config) postgres() bool {
+	return strings.HasPrefix(c.DatabaseURL, "postgres://") || strings.HasPrefix(c.DatabaseURL, "postgresql://")
+}
+
+// eventPollInterval is how often webhook delivery looks for new events. On
+// PostgreSQL events published by other replicas do not wake the leader's
+// deliverers, so it polls often; 0 keeps the events package's default.
+func (c *Config) eventPollInterval() time.Duration {
+	if c.postgres() {
+		return 2 * time.Second
+	}
+	return 0
 }
 
 func (c *Config) dbPath() string {

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +44,6 @@ import (
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/broker/templates"
-	"github.com/ggfleet/ggfleet/broker/ui"
 	"github.com/ggfleet/ggfleet/internal/version"
 	"github.com/ggfleet/ggfleet/shared/ggconfig"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
@@ -61,23 +59,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	unlock, err := lockDataDir(cfg.DataDir)
+	db, closeDB, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-
-	db, err := sqlstore.OpenSQLite(ctx, cfg.dbPath(), log)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrate database: %w", err)
-	}
+	defer closeDB()
 
 	// Certificate authority.
-	secretsKey, err := ca.LoadOrCreateSecretsKey(cfg.secretsKeyPath())
+	secretsKey, err := loadSecretsKey(ctx, cfg, db)
 	if err != nil {
 		return err
 	}
@@ -104,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	eventSvc := events.New(events.Config{Store: db, Webhooks: webhooks, Logger: log})
+	eventSvc := events.New(events.Config{Store: db, Webhooks: webhooks, PollInterval: cfg.eventPollInterval(), Logger: log})
 	defer eventSvc.Close()
 
 	// The embedded MQTT broker. Its handlers call services built below; the
@@ -214,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 		tasks.KindDevice:     devSvc,
 		tasks.KindDeployment: deploySvc,
 	}}
-	queue, err := jobs.New(jobs.Config{DB: db.SQL(), Runner: runner, Logger: log, Workers: cfg.Workers})
+	queue, err := jobs.New(jobs.Config{DB: db.SQL(), Postgres: db.Dialect() == sqlstore.Postgres, Runner: runner, Logger: log, Workers: cfg.Workers})
 	if err != nil {
 		return err
 	}
@@ -223,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	db.SetEnqueuer(queue.EnqueueTx)
 
-	authSvc := auth.New(auth.Config{Store: db, Sessions: db, Logger: log})
+	authSvc := auth.New(auth.Config{Store: db, Logger: log})
 	tokenPath := filepath.Join(cfg.DataDir, "admin.token")
 	tokenCreated, err := authSvc.EnsureAdminToken(ctx, tokenPath)
 	if err != nil {
@@ -237,17 +226,9 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		MQTTEndpoint: cfg.mqttEndpoint(), BrokerURL: cfg.publicURL(), Logger: log})
 
-	// The dashboard at /ui: its static files and the login that turns a
-	// token into a session cookie the API accepts from the same origin.
-	dashboard, err := ui.New(ui.Config{Sessions: authSvc, BaseURL: cfg.publicURL(),
-		SecureCookies: strings.HasPrefix(cfg.publicURL(), "https://"), Logger: log})
-	if err != nil {
-		return err
-	}
-
 	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: mqttConns, Logger: log})
 	api := httpapi.New(httpapi.Deps{
-		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: db.Ping,
+		Logger: log, Auth: authSvc, Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
 		Deployments: deploySvc, Patches: patchSvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
@@ -305,7 +286,7 @@ func Run(ctx context.Context, cfg Config) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	fail := make(chan error, 4)
+	fail := make(chan error, 16)
 	goRun := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -319,8 +300,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MQTTCRLFile != "" || cfg.MQTTCAFile != "" {
 		goRun("CRL file", crlFile.Run)
 	}
-	goRun("events", eventSvc.Run)
-	goRun("deployment deadlines", deploySvc.Run)
+	// Periodic work runs on one replica only: the leader of each (on
+	// SQLite the process is always the leader). Webhook delivery and event
+	// pruning end live subscriptions when they stop, so Close comes last.
+	goRun("events", func(ctx context.Context) error {
+		defer eventSvc.Close()
+		return db.RunAsLeader(ctx, "events", eventSvc.Run)
+	})
+	goRun("deployment deadlines", func(ctx context.Context) error { return db.RunAsLeader(ctx, "deployment-deadlines", deploySvc.Run) })
+	goRun("job rescue", func(ctx context.Context) error { return db.RunAsLeader(ctx, "job-rescue", queue.RunRescuer) })
+	goRun("job queue liveness", queue.Watch)
 	goRun("patch dispatch", patchSvc.Run)
 	if err := queue.Start(runCtx); err != nil {
 		cancel()

@@ -35,3 +35,24 @@ func (s *ArtifactStore) GetArtifact(ctx context.Context, key string) ([]byte, er
 
 // Close does nothing: the pool belongs to the DB.
 func (s *ArtifactStore) Close() error { return nil }
+
+// The registry store also keeps the local provider's artifacts when the
+// broker runs on PostgreSQL (local.DatabaseArtifacts), so replicas share
+// them without any configuration of their own; on SQLite they stay files.
+
+// KeepsArtifacts reports whether the provider should keep its artifacts
+// here: on PostgreSQL, where replicas share the database and no files.
+func (s *RegistryStore) KeepsArtifacts() bool { return s.d.dialect == Postgres }
+
+// PutArtifact stores an artifact in the database (see KeepsArtifacts).
+func (s *RegistryStore) PutArtifact(ctx context.Context, key string, data []byte) error {
+	return s.d.Artifacts().PutArtifact(ctx, key, data)
+}
+
+// GetArtifact reads an artifact from the database, or errkind.NotFound.
+func (s *RegistryStore) GetArtifact(ctx context.Context, key string) ([]byte, error) {
+	return s.d.Artifacts().GetArtifact(ctx, key)
+}
+
+// Close does nothing: the pool belongs to the DB.
+func (s *RegistryStore) Close() error { return nil }

@@ -78,6 +78,14 @@ type ArtifactStore interface {
 	Close() error
 }
 
+// DatabaseArtifacts is a Store that can also keep the artifacts: New uses
+// it for them when KeepsArtifacts is true (the broker's database is shared
+// by replicas, so artifacts must not be files of one of them).
+type DatabaseArtifacts interface {
+	ArtifactStore
+	KeepsArtifacts() bool
+}
+
 // DirArtifacts keeps artifacts as files under a directory (the
 // single-process SQLite mode), opened with os.Root so no key can escape it.
 type DirArtifacts struct {

@@ -94,9 +94,9 @@ type Store interface {
 // Config configures a local provider.
 type Config struct {
 	Store Store
-	// Artifacts keeps the artifacts; when nil they are files under
-	// ArtifactsDir. Replicas sharing PostgreSQL use the database's blob
-	// table (sqlstore.DB.Artifacts) so none keeps state of its own.
+	// Artifacts keeps the artifacts. When nil, a Store that keeps them
+	// itself (DatabaseArtifacts: sqlstore on PostgreSQL, so replicas keep
+	// no files) is used, else files under ArtifactsDir.
 	Artifacts    ArtifactStore
 	ArtifactsDir string // created (0700) when missing; unused with Artifacts
 	Logger       *slog.Logger
@@ -118,7 +118,7 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Store == nil {
 		return nil, fmt.Errorf("local provider: a Store is required")
 	}
-	if cfg.Artifacts == nil && cfg.ArtifactsDir == "" {
+	if da, ok := cfg.Store.(DatabaseArtifacts); cfg.Artifacts == nil && cfg.ArtifactsDir == "" && (!ok || !da.KeepsArtifacts()) {
 		return nil, fmt.Errorf("local provider: an artifacts directory or store is required")
 	}
 	if cfg.Logger == nil {
@@ -128,6 +128,9 @@ func New(cfg Config) (*Provider, error) {
 		cfg.Now = time.Now
 	}
 	arts := cfg.Artifacts
+	if da, ok := cfg.Store.(DatabaseArtifacts); ok && arts == nil && da.KeepsArtifacts() {
+		arts = da
+	}
 	if arts == nil {
 		d, err := NewDirArtifacts(cfg.ArtifactsDir)
 		if err != nil {
