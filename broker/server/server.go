@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/broker/templates"
+	"github.com/ggfleet/ggfleet/broker/ui"
 	"github.com/ggfleet/ggfleet/internal/version"
 	"github.com/ggfleet/ggfleet/shared/ggconfig"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
@@ -212,7 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	db.SetEnqueuer(queue.EnqueueTx)
 
-	authSvc := auth.New(auth.Config{Store: db, Logger: log})
+	authSvc := auth.New(auth.Config{Store: db, Sessions: db, Logger: log})
 	tokenPath := filepath.Join(cfg.DataDir, "admin.token")
 	tokenCreated, err := authSvc.EnsureAdminToken(ctx, tokenPath)
 	if err != nil {
@@ -226,9 +228,17 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		MQTTEndpoint: cfg.mqttEndpoint(), BrokerURL: cfg.publicURL(), Logger: log})
 
+	// The dashboard at /ui: its static files and the login that turns a
+	// token into a session cookie the API accepts from the same origin.
+	dashboard, err := ui.New(ui.Config{Sessions: authSvc, BaseURL: cfg.publicURL(),
+		SecureCookies: strings.HasPrefix(cfg.publicURL(), "https://"), Logger: log})
+	if err != nil {
+		return err
+	}
+
 	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: mqttConns, Logger: log})
 	api := httpapi.New(httpapi.Deps{
-		Logger: log, Auth: authSvc, Ready: db.Ping,
+		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
 		Deployments: deploySvc, Patches: patchSvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
