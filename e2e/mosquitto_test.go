@@ -90,7 +90,9 @@ func TestMosquittoExternalBroker(t *testing.T) {
 		}
 		return false
 	})
-	srv.Reload()
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(srvCA)
 	waitFor(t, time.Minute, "Mosquitto refusing A's certificate", func() bool {

@@ -314,7 +314,9 @@ func TestRevokedCertificateRefusedAfterReload(t *testing.T) {
 		t.Fatalf("thing-a cannot connect before revocation: %v", err)
 	}
 	e.ca.writeCRL(t, e.srv.Dir, serialA)
-	e.srv.Reload()
+	if err := e.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, "thing-a refused", func() bool {
 		c, err := e.device(t, "thing-a", certA)
 		if err == nil {
