@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ggfleet/ggfleet/internal/testservers"
 	"github.com/ggfleet/ggfleet/shared/patchmsg"
@@ -16,9 +17,10 @@ func TestCancel(t *testing.T) {
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	pub := &recorder{}
-	r := newRunner(t, state, pub, nil)
+	r := newRunner(t, state, pub, func(c *Config) { c.HeartbeatInterval = 200 * time.Millisecond })
 	target := sshTarget(t, srv, state, "dev-1")
 	r.Handle(newJob("running", target, patchmsg.StepSpec{Name: "long", Run: "sleep 3021"}))
+	pub.waitEvent(t, "running", 1, "heartbeat", func(e patchmsg.Event) bool { return e.Type == patchmsg.EventHeartbeat })
 	r.Handle(newJob("queued", target, patchmsg.StepSpec{Name: "never", Run: "echo never"}))
 	pub.waitEvent(t, "running", 1, "step-started", func(e patchmsg.Event) bool { return e.Type == patchmsg.EventStepStarted })
 

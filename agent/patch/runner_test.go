@@ -139,6 +139,7 @@ func TestStepOutcomes(t *testing.T) {
 		message  string
 		check    func(t *testing.T, steps map[string]patchmsg.StepResult)
 		leftover []string // argv of a process that must be gone
+		deadline time.Duration
 	}{
 		{id: "fail", steps: []patchmsg.StepSpec{{Name: "a", Run: "echo before; exit 3"}, {Name: "b", Run: "echo never"}},
 			status: patchmsg.PatchFailed, message: "AGENT:Failed:a:exit=3",
@@ -152,7 +153,7 @@ func TestStepOutcomes(t *testing.T) {
 			}},
 		{id: "expected-code", steps: []patchmsg.StepSpec{{Name: "a", Run: "exit 3", ExpectExitCodes: []int{0, 3}}},
 			status: patchmsg.PatchSuccess, message: "AGENT:Success"},
-		{id: "timeout", steps: []patchmsg.StepSpec{{Name: "slow", Run: "echo started; sleep 3011", TimeoutSeconds: 8}},
+		{id: "timeout", steps: []patchmsg.StepSpec{{Name: "slow", Run: "echo started; sleep 3011", TimeoutSeconds: 25}},
 			status: patchmsg.PatchFailed, message: "AGENT:TimedOut:slow", leftover: []string{"sleep", "3011"},
 			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
 				if s["slow"].Status != patchmsg.StepTimedOut || s["slow"].StdoutTail != "started\n" {
@@ -180,6 +181,8 @@ func TestStepOutcomes(t *testing.T) {
 					t.Errorf("bad: %+v, want 2 attempts", s["bad"])
 				}
 			}},
+		{id: "deadline", steps: []patchmsg.StepSpec{{Name: "endless", Run: "sleep 3012"}},
+			deadline: 40 * time.Second, status: patchmsg.PatchFailed, message: "AGENT:TimedOut:endless", leftover: []string{"sleep", "3012"}},
 		{id: "no-capture", steps: []patchmsg.StepSpec{{Name: "quiet", Run: "echo hidden", CaptureOutput: "none"}},
 			status: patchmsg.PatchSuccess, message: "AGENT:Success",
 			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
@@ -189,7 +192,11 @@ func TestStepOutcomes(t *testing.T) {
 			}},
 	}
 	for _, c := range cases {
-		r.Handle(newJob(c.id, sshTarget(t, srv, state, "dev-"+c.id), c.steps...))
+		job := newJob(c.id, sshTarget(t, srv, state, "dev-"+c.id), c.steps...)
+		if c.deadline > 0 {
+			job.Deadline = time.Now().Add(c.deadline)
+		}
+		r.Handle(job)
 	}
 	for _, c := range cases {
 		t.Run(c.id, func(t *testing.T) {
