@@ -539,44 +539,36 @@ func (t *Transport) put(ctx context.Context, path string, data []byte, mode os.F
 	part := path + ".ggp-" + hexsum[:12] + ".b64"
 	tmp := path + ".ggp-part"
 
-	// Resume: how much of this exact content already arrived?
-	var out bytes.Buffer
-	if _, err := t.run(ctx, "if [ -f "+q(part)+" ]; then wc -c < "+q(part)+"; else echo 0; fi", &out, 30*time.Second); err != nil {
-		return fmt.Errorf("upload %s: %w", path, err)
-	}
-	off, err := strconv.Atoi(strings.TrimSpace(out.String()))
-	if err != nil || off%4 != 0 || off > len(b64) {
-		off = 0
-		if _, err := t.run(ctx, "rm -f "+q(part), nil, 30*time.Second); err != nil {
+	// Stream the base64 text, resuming from what already arrived; a lost
+	// shell, a dropped line or a stuck command costs a resync, not the
+	// upload. Give up after a few resyncs that made no progress.
+	first, best, stalls := true, -1, 0
+	for {
+		off, err := t.resumeOffset(ctx, part, len(b64))
+		if err != nil {
 			return fmt.Errorf("upload %s: %w", path, err)
 		}
-	}
-	if off > 0 {
-		t.log.Info("serial: resuming upload", "path", path, "base64Offset", off, "base64Total", len(b64))
-	}
-	t.firstChunk = off
-	if _, err := t.run(ctx, ": >> "+q(part), nil, 30*time.Second); err != nil {
-		return fmt.Errorf("upload %s: %w", path, err)
-	}
-	chunk := t.chunkSize("printf %s '' >> " + q(part))
-	if chunk < 64 {
-		return fmt.Errorf("upload %s: path too long for LineMax %d", path, t.cfg.LineMax)
-	}
-	for off < len(b64) {
-		n := min(chunk, len(b64)-off)
-		rc, err := t.run(ctx, "printf %s '"+b64[off:off+n]+"' >> "+q(part), nil, 30*time.Second)
-		if err != nil {
-			return fmt.Errorf("upload %s: chunk at %d: %w", path, off, err)
+		if first {
+			if off > 0 {
+				t.log.Info("serial: resuming upload", "path", path, "base64Offset", off, "base64Total", len(b64))
+			}
+			t.firstChunk, first = off, false
 		}
-		if rc != 0 {
-			return fmt.Errorf("upload %s: appending to %s failed (exit %d): is the directory writable?", path, part, rc)
+		if off > best {
+			best, stalls = off, 0
+		} else if stalls++; stalls > 3 {
+			return fmt.Errorf("upload %s: %w: no progress after %d resyncs at base64 offset %d", path, patcher.ErrConnLost, stalls-1, off)
 		}
-		off += n
-		if t.afterChunk != nil {
-			t.afterChunk(off)
+		err = t.stream(ctx, part, b64, off)
+		if err == nil {
+			break
 		}
+		if !errors.Is(err, errResync) {
+			return fmt.Errorf("upload %s: %w", path, err)
+		}
+		t.log.Info("serial: upload resyncing", "path", path, "reason", err)
 	}
-	out.Reset()
+	var out bytes.Buffer
 	check := "base64 -d " + q(part) + " > " + q(tmp) + " && chmod " + strconv.FormatUint(uint64(mode.Perm()), 8) + " " + q(tmp)
 	if verify {
 		check += " && sha256sum " + q(tmp)
@@ -604,12 +596,139 @@ func (t *Transport) put(ctx context.Context, path string, data []byte, mode os.F
 	return nil
 }
 
-// chunkSize is how many base64 bytes fit in one framed line built from
-// cmd (with an empty chunk), rounded down to a multiple of 4.
-func (t *Transport) chunkSize(cmd string) int {
-	frame := len("printf '%s%s\\n' '__B_' '" + t.nonce + "_" + strconv.Itoa(t.seq+1000000) + "__'; ; printf '\\n%s%s:%d\\n' '__E_' '" + t.nonce + "_0000000__' \"$?\"")
-	n := t.cfg.LineMax - len(t.cfg.LineEnding) - frame - len(cmd) - 8
-	return n &^ 3
+// resumeOffset tells how many base64 bytes of this exact content (part
+// is named after its sha256) already arrived, starting over when the
+// partial file is unusable.
+func (t *Transport) resumeOffset(ctx context.Context, part string, total int) (int, error) {
+	q := patcher.ShellQuote
+	var out bytes.Buffer
+	if _, err := t.run(ctx, "if [ -f "+q(part)+" ]; then wc -c < "+q(part)+"; else echo 0; fi", &out, 30*time.Second); err != nil {
+		return 0, err
+	}
+	off, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil || off%4 != 0 || off > total {
+		if _, err := t.run(ctx, "rm -f "+q(part), nil, 30*time.Second); err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	return off, nil
+}
+
+// streamWindow bounds the bytes of chunk lines sent but not yet
+// acknowledged. It stays below the 4095 bytes a tty in canonical mode
+// buffers, so lines queued while the shell is busy are never dropped,
+// and above two lines, so the line never idles waiting for an ack.
+const streamWindow = 3072
+
+// errResync asks put to re-read the offset the device has and stream on
+// from there.
+var errResync = errors.New("resync needed")
+
+// stream appends b64[off:] to part. A shell function defined first checks
+// each chunk's offset against what it has appended (so a lost or garbled
+// line can never be appended out of place), appends it and answers with
+// the new offset. Chunk lines are pipelined up to streamWindow bytes ahead
+// of the acknowledgements: a stop-and-wait ack per line would leave the
+// line idle for a round trip each time. Returns errResync (wrapped) when
+// the device must be asked where it stands: a shell that went away, a
+// stuck line, an unexpected offset.
+func (t *Transport) stream(ctx context.Context, part, b64 string, off int) error {
+	q := patcher.ShellQuote
+	ack := "_" + t.nonce // split quoting: no echoed line contains the joined marker
+	def := "_ggp=" + q(part) + "; : >> \"$_ggp\""
+	if len(def) > t.cfg.LineMax-200 {
+		return fmt.Errorf("path %s too long for LineMax %d", part, t.cfg.LineMax)
+	}
+	if rc, err := t.run(ctx, def, nil, 30*time.Second); err != nil || rc != 0 {
+		if err == nil {
+			err = fmt.Errorf("creating %s failed (exit %d): is the directory writable?", part, rc)
+		}
+		return err
+	}
+	fn := "_ggo=" + strconv.Itoa(off) + "; _gga() { if [ $# != 2 ] || [ \"$1\" != \"$_ggo\" ]; then printf '__N%s:%s\\n' " + ack + " \"$_ggo\"; " +
+		"elif printf %s \"$2\" >> \"$_ggp\"; then _ggo=$((_ggo+${#2})); printf '__A%s:%s\\n' " + ack + " \"$_ggo\"; " +
+		"else printf '__F%s:%s\\n' " + ack + " \"$_ggo\"; fi; }"
+	if _, err := t.run(ctx, fn, nil, 30*time.Second); err != nil {
+		return err
+	}
+	chunk := (t.cfg.LineMax - len(t.cfg.LineEnding) - len("_gga  ''") - len(strconv.Itoa(len(b64)))) &^ 3
+	reAck := regexp.MustCompile(`__([ANF])_` + t.nonce + `:([0-9]+)\n`)
+	type line struct{ end, size int }
+	var pending []line
+	inflight := 0
+	sent := off
+	progress := time.Now()
+	quietSince := time.Now()
+	for off < len(b64) {
+		for {
+			m := reAck.FindSubmatchIndex(t.buf)
+			if m == nil {
+				break
+			}
+			kind, at := t.buf[m[2]], string(t.buf[m[4]:m[5]])
+			t.buf = t.buf[m[1]:]
+			if len(pending) == 0 {
+				continue // an answer to a line of an earlier stream
+			}
+			want := pending[0].end
+			inflight -= pending[0].size
+			pending = pending[1:]
+			switch {
+			case kind == 'F':
+				return fmt.Errorf("appending to %s failed at base64 offset %s: is the disk full?", part, at)
+			case kind == 'A' && at == strconv.Itoa(want):
+				off = want
+				progress = time.Now()
+				if t.afterChunk != nil {
+					t.afterChunk(off)
+				}
+			default:
+				return fmt.Errorf("%w: device is at base64 offset %s, expected %d", errResync, at, want)
+			}
+			if len(pending) == 0 {
+				break
+			}
+		}
+		if off >= len(b64) {
+			break
+		}
+		for sent < len(b64) {
+			n := min(chunk, len(b64)-sent)
+			l := "_gga " + strconv.Itoa(sent) + " '" + b64[sent:sent+n] + "'"
+			size := len(l) + len(t.cfg.LineEnding)
+			if len(pending) > 0 && inflight+size > streamWindow {
+				break
+			}
+			if err := t.send(l); err != nil {
+				return fmt.Errorf("%w: %w", errResync, err)
+			}
+			pending = append(pending, line{sent + n, size})
+			inflight += size
+			sent += n
+		}
+		if time.Since(quietSince) > 300*time.Millisecond {
+			if k := t.classify(); k == atLogin || k == atPassword {
+				t.loggedIn = false
+				return fmt.Errorf("%w: the shell exited and the console shows a login prompt", errResync)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Since(progress) > 30*time.Second {
+			t.interrupt(ctx)
+			return fmt.Errorf("%w: no acknowledgement for 30s", errResync)
+		}
+		got, err := t.fill()
+		if err != nil {
+			return fmt.Errorf("%w: %w", errResync, err)
+		}
+		if got {
+			quietSince = time.Now()
+		}
+	}
+	return nil
 }
 
 // ansiFilter drops CR, NUL and terminal escape sequences from console
