@@ -71,6 +71,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT; see BENCHMARKS.md
 	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
 
+bench-mqtt: ## compare the embedded MQTT broker with Mosquitto (P5 health ingestion, P7 2,000-agent mTLS reconnect storm) into testout/mqttbench.md; see BENCHMARKS.md
+	$(GO) run ./bench/mqttbench -out testout/mqttbench.md
+
 check: fmt tidy vet staticcheck cross ## gofmt, go mod tidy, go vet, staticcheck and the cross builds
 
 fmt:
