@@ -189,30 +189,45 @@ func (b *Bus) Run(ctx context.Context) error {
 
 // onConnect subscribes after every (re)connect: the persistent session
 // usually still has the subscriptions, but a broker that lost its state
-// must get them again.
+// must get them again. A failed attempt is retried with backoff for as long
+// as the connection stays up.
 func (b *Bus) onConnect(cl paho.Client) {
+	wait := b.cfg.ConnectRetry
+	for cl.IsConnectionOpen() {
+		err := b.subscribe(cl)
+		if err == nil {
+			b.setConnected(true)
+			b.log.Info("connected to the external MQTT broker", "clientId", b.cfg.ClientID)
+			return
+		}
+		b.log.Error("subscribing at the external MQTT broker failed; retrying", "error", err, "retryIn", wait)
+		time.Sleep(wait)
+		wait = min(2*wait, b.cfg.MaxReconnect)
+	}
+}
+
+// subscribe makes the shared subscriptions; a refused one is an error
+// (the external broker's ACL does not let the broker's certificate read).
+func (b *Bus) subscribe(cl paho.Client) error {
 	filters := map[string]byte{}
 	for _, s := range Suffixes {
 		filters[b.filter(s)] = 1
 	}
 	tok := cl.SubscribeMultiple(filters, b.onMessage)
 	if !tok.WaitTimeout(30 * time.Second) {
-		b.log.Error("subscribing at the external MQTT broker timed out; reconnecting")
-		return
+		return errors.New("no SUBACK within 30s")
 	}
 	if err := tok.Error(); err != nil {
-		b.log.Error("subscribing at the external MQTT broker failed", "error", err)
-		return
+		return err
 	}
 	if st, ok := tok.(*paho.SubscribeToken); ok {
 		for f, code := range st.Result() {
 			if code == 0x80 {
-				b.log.Error("the external MQTT broker refused a subscription: check its ACL for the broker's certificate", "filter", f)
+				return fmt.Errorf("subscription to %s refused: check the ACL for the broker's certificate (CN ggfleet.broker)", f)
 			}
 		}
 	}
-	b.setConnected(true)
-	b.log.Info("connected to the external MQTT broker", "clientId", b.cfg.ClientID)
+	return nil
 }
 
 // filter is the shared-subscription filter for an agent topic suffix.

@@ -328,3 +328,38 @@ func TestRevokedCertificateRefusedAfterReload(t *testing.T) {
 		t.Fatalf("thing-b (not revoked) cannot connect: %v", err)
 	}
 }
+
+// A replica that is away (its persistent session kept by Mosquitto) gets
+// the reports published meanwhile when it comes back with the same client
+// id: QoS 1 messages are not lost while a ggfleet replica restarts.
+func TestReportsQueuedWhileAwayAreHandledOnReturn(t *testing.T) {
+	e := newEnv(t)
+	var before recorder
+	b1, err := external.New(external.Config{URL: e.srv.URL(), ClientID: "ggfleet.broker.away", Certificate: e.broker, RootCAs: e.roots,
+		Handlers: before.handlers(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = b1.Run(ctx); close(done) }()
+	waitUntil(t, "first run subscribed", b1.Connected)
+	cancel()
+	<-done
+
+	cert, _ := e.ca.issue(t, "thing-a")
+	dev, err := e.device(t, "thing-a", cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := int64(1); i <= n; i++ {
+		publish(t, dev, mqttmsg.Topic("thing-a", mqttmsg.Health), false, health(i))
+	}
+	var after recorder
+	e.startBus(t, "ggfleet.broker.away", after.handlers())
+	waitUntil(t, "the queued reports", func() bool { return len(after.reports("thing-a")) >= n })
+	if got := before.reports("thing-a"); len(got) != 0 {
+		t.Errorf("the stopped replica handled %v", got)
+	}
+}
