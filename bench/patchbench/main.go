@@ -104,8 +104,8 @@ func measure(ctx context.Context, log *slog.Logger, progress io.Writer, p params
 	}
 	started := time.Now()
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s by `go run ./bench/patchbench %s` on %s.\n\n",
-		started.UTC().Format("2006-01-02 15:04 UTC"), flagLine(p), machine())
+	fmt.Fprintf(&b, "Measured %s by `go run ./bench/patchbench %s` on %s; load average at the start %s.\n\n",
+		started.UTC().Format("2006-01-02 15:04 UTC"), flagLine(p), machine(), loadAverage())
 	for _, what := range p.Run {
 		switch strings.TrimSpace(what) {
 		case "serial":
@@ -131,7 +131,17 @@ func measure(ctx context.Context, log *slog.Logger, progress io.Writer, p params
 			return "", fmt.Errorf("-run: unknown measurement %q (want serial, ssh)", what)
 		}
 	}
+	fmt.Fprintf(&b, "Load average at the end: %s (other work on the machine slows both sides).\n", loadAverage())
 	return b.String(), nil
+}
+
+// loadAverage is the 1-minute load average, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 func (r serialResult) markdown() string {

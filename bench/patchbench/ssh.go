@@ -13,11 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ggfleet/ggfleet/patcher"
-	"github.com/ggfleet/ggfleet/patcher/sshtransport"
 )
 
 // sshParams selects the SSH measurement.
@@ -105,12 +103,10 @@ func benchSSH(ctx context.Context, log *slog.Logger, logf func(string, ...any), 
 	if err := fresh(); err != nil {
 		return res, err
 	}
-	res.MeasuredWhat = "sshtransport, worker pool"
+	res.MeasuredWhat = "the agent's patch runner, in-process"
 	logf("ssh: patching %d targets (%d bytes + checksum + %q) at concurrency %d with %s", p.Targets, p.Size, p.Step, p.Concurrency, res.MeasuredWhat)
 	start := time.Now()
-	if err := pool(ctx, targets, p.Concurrency, func(ctx context.Context, t sshTarget) error {
-		return patchOverTransport(ctx, log, srv, t, plan)
-	}); err != nil {
+	if err := runWithAgentRunner(ctx, log, srv, targets, plan, p.Concurrency, p.Dir); err != nil {
 		return res, err
 	}
 	res.Measured = time.Since(start)
@@ -135,70 +131,6 @@ func benchSSH(ctx context.Context, log *slog.Logger, logf func(string, ...any), 
 	}
 	logf("ssh: loop took %s: %.1f× faster", res.Loop.Round(time.Millisecond), res.Speedup())
 	return res, nil
-}
-
-// pool runs fn for every target, at most n at once; the first error
-// cancels the rest and is returned.
-func pool(ctx context.Context, targets []sshTarget, n int, fn func(context.Context, sshTarget) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan sshTarget)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for range min(n, len(targets)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for t := range work {
-				if err := fn(ctx, t); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("target %s: %w", t.ID, err)
-						cancel()
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, t := range targets {
-		select {
-		case work <- t:
-		case <-ctx.Done():
-		}
-	}
-	close(work)
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return first
-}
-
-// patchOverTransport applies plan to t with sshtransport: dial, upload
-// (written to a temporary name, sha256 checked on the device, renamed),
-// run the step, close.
-func patchOverTransport(ctx context.Context, log *slog.Logger, srv *sshServer, t sshTarget, plan patchPlan) error {
-	tr, err := sshtransport.Dial(ctx, sshtransport.Config{Addr: srv.Addr, User: "root",
-		Auth: sshtransport.Auth{PrivateKeyPEM: srv.ClientKey}, HostKey: sshtransport.Strict(srv.HostKey), Logger: log})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	if err := tr.Upload(ctx, patcher.File{Path: t.file(), Mode: 0o644, Data: bytes.NewReader(plan.Data),
-		Size: int64(len(plan.Data)), SHA256: plan.SHA256}); err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	res, err := tr.Run(ctx, patcher.Command{Script: plan.Step, Dir: t.Dir, Timeout: time.Minute, Stderr: &stderr})
-	if err != nil {
-		return fmt.Errorf("step: %w", err)
-	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("step exited %d: %s", res.ExitCode, strings.TrimSpace(stderr.String()))
-	}
-	return nil
 }
 
 // patchWithOpenSSH is what an operator's shell loop does for one target:
