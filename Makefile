@@ -68,8 +68,12 @@ e2e-device: package ## the fresh-device test (root): boot Debian under systemd-n
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	./.ci/fuzz.sh $(FUZZTIME)
 
-bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT; see BENCHMARKS.md
+bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT, then bench-patch; see BENCHMARKS.md
 	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
+	$(MAKE) bench-patch
+
+bench-patch: ## patching (root, sshd): 1 MiB over a 115200 8N1 console, and a patch to 50 SSH targets at concurrency 16 vs a scp+ssh loop, into testout/patchbench.md
+	$(GO) run ./bench/patchbench -serial-size 1048576 -ssh-targets 50 -ssh-concurrency 16 -out testout/patchbench.md
 
 bench-mqtt: ## compare the embedded MQTT broker with Mosquitto (P5 health ingestion, P7 2,000-agent mTLS reconnect storm) into testout/mqttbench.md; see BENCHMARKS.md
 	$(GO) run ./bench/mqttbench -out testout/mqttbench.md
