@@ -35,6 +35,7 @@ Operator commands (talk to a running broker):
   ggfleet cores create --template PT [--core-version V] NAME... | --csv FILE [--no-wait] [--plan]
   ggfleet cores list [--template NAME [--version N]] [--failed-only] | show NAME
   ggfleet cores delete NAME... [--deprovision] [--no-wait] [--plan] | enroll-token NAME [--expires 24h]
+  ggfleet cores bootstrap --ssh user@host[:port] --core NAME [--identity KEY] [--host-key-policy strict|tofu]
   ggfleet devices list [--core NAME] | show NAME
   ggfleet devices create --core CORE --template PT NAME... | --csv FILE [--no-wait] [--plan]
   ggfleet devices delete --core CORE NAME... [--deprovision] [--no-wait] [--plan]
@@ -66,10 +67,14 @@ type taskFailedError struct{ id, msg string }
 
 func (e *taskFailedError) Error() string { return fmt.Sprintf("task %s: %s", e.id, e.msg) }
 
-// interruptedError is Ctrl-C while waiting for a task (exit 130).
-type interruptedError struct{ id string }
+// interruptedError is Ctrl-C while waiting for a task (exit 130); msg,
+// when set, replaces the usual text.
+type interruptedError struct{ id, msg string }
 
 func (e *interruptedError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
 	return "stopped waiting; the task continues: ggfleet tasks watch " + e.id
 }
 
@@ -139,6 +144,7 @@ func clientCommands() []subcommand {
 	all = append(all, coreCommands()...)
 	all = append(all, deviceTaskCommands()...)
 	all = append(all, caCommands()...)
+	all = append(all, bootstrapCommand())
 	all = append(all, deployCommands()...)
 	all = append(all, fleetCommands()...)
 	return all
