@@ -157,6 +157,8 @@ type Config struct {
 	// SubscriberBuffer is each SSE subscriber's queue length; a subscriber
 	// that falls further behind is dropped and must reconnect; default 256.
 	SubscriberBuffer int
+	// Forwarders are batch sinks with durable cursors (EventBridge).
+	Forwarders []Forwarder
 }
 
 // Service publishes events and delivers them to the sinks.

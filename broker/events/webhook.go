@@ -117,6 +117,7 @@ func (s *Service) Run(ctx context.Context) error {
 			d.run(ctx)
 		}()
 	}
+	s.runForwarders(ctx, &wg)
 	s.pruneLoop(ctx)
 	wg.Wait()
 	return nil

@@ -56,6 +56,16 @@ type Config struct {
 	MQTTCRLFile string
 	MQTTCAFile  string
 
+	// AWS provider (--provider aws).
+	AWSEndpointURL  string            // one endpoint for every AWS service (tests, the awsfake)
+	ArtifactsBucket string            // S3 bucket of certs.zip and installer configs
+	ArtifactsPrefix string            // prepended to artifact keys in the bucket
+	AWSQuotas       map[string]string // OPERATION=TPS overrides of the client-side rate limits
+	EventBus        string            // EventBridge bus of the CDF events ("-" for none)
+
+	// awsDataEndpoint and awsCredEndpoint are learnt at start (aws mode).
+	awsDataEndpoint, awsCredEndpoint string
+
 	Logger *slog.Logger
 	// Banner receives the human start-up message (URL, token file, next steps).
 	Banner io.Writer
@@ -94,7 +104,17 @@ func (c *Config) Validate() error {
 	switch c.Provider {
 	case "local":
 	case "aws":
-		errs = append(errs, errors.New("--provider aws is not available in this build yet; use --provider local"))
+		if c.ArtifactsBucket == "" {
+			errs = append(errs, errors.New("--provider aws needs --artifacts-bucket: the S3 bucket for certs.zip and installer configs"))
+		}
+		if c.AWSEndpointURL != "" {
+			if u, err := url.Parse(c.AWSEndpointURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("--aws-endpoint-url %q: want http(s)://host[:port]", c.AWSEndpointURL))
+			}
+		}
+		if _, err := c.awsLimits(); err != nil {
+			errs = append(errs, err)
+		}
 	default:
 		errs = append(errs, fmt.Errorf("--provider %q: use local or aws", c.Provider))
 	}
@@ -174,6 +194,9 @@ func (c *Config) publicURL() string {
 
 // mqttEndpoint is the host:port enrollment tells devices.
 func (c *Config) mqttEndpoint() string {
+	if c.awsDataEndpoint != "" {
+		return net.JoinHostPort(c.awsDataEndpoint, "8883")
+	}
 	if c.MQTTAdvertise != "" {
 		return c.MQTTAdvertise
 	}

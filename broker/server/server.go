@@ -40,7 +40,6 @@ import (
 	"github.com/ggfleet/ggfleet/broker/jobs"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
 	"github.com/ggfleet/ggfleet/broker/patches"
-	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/broker/tasks"
@@ -79,11 +78,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	// Provider and domain services.
-	prov, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: filepath.Join(cfg.DataDir, "artifacts"), Logger: log})
+	cl, err := newCloud(ctx, cfg, db, log)
 	if err != nil {
 		return err
 	}
-	defer prov.Close()
+	defer cl.close()
+	prov := cl.prov
 	provSvc := provisioning.New(provisioning.Config{Store: db, Provider: prov, Issuer: authority, Logger: log})
 	if err := provSvc.SeedDefaults(ctx); err != nil {
 		return fmt.Errorf("seed default provisioning templates: %w", err)
@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	eventSvc := events.New(events.Config{Store: db, Webhooks: webhooks, PollInterval: cfg.eventPollInterval(), Logger: log})
+	eventSvc := events.New(events.Config{Store: db, Webhooks: webhooks, PollInterval: cfg.eventPollInterval(), Forwarders: cl.forwarders, Logger: log})
 	defer eventSvc.Close()
 
 	// The embedded MQTT broker. Its handlers call services built below; the
@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Listen:      cfg.MQTTListen,
 		Certificate: func(ctx context.Context) (tls.Certificate, error) { return authority.ServerCertificate(ctx, mqttHosts) },
 		ClientCAs:   authority.Pool,
-		Authorizer:  prov,
+		Authorizer:  cl.authorizer,
 		Logger:      log,
 		Handlers: mqttbus.Handlers{
 			OnConnect: func(ctx context.Context, thing string) {
@@ -165,6 +165,9 @@ func Run(ctx context.Context, cfg Config) error {
 	// broker checks (--mqtt-crl-file).
 	crlFile := ca.NewCRLFile(ca.CRLFileConfig{Authority: authority, Store: db, CRLPath: cfg.MQTTCRLFile, CAPath: cfg.MQTTCAFile, Logger: log})
 
+	// In aws mode agents and installer configs use the AWS IoT endpoints.
+	cfg.awsDataEndpoint, cfg.awsCredEndpoint = cl.dataEndpoint, cl.credEndpoint
+
 	// Every event goes to the durable event service; a deleted core is also
 	// disconnected at once (its certificate is gone, so it cannot return).
 	sink := func(ctx context.Context, detailType string, detail any) {
@@ -176,7 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	healthSvc = health.New(health.Config{Store: db.Health(), Registry: prov, Logger: log})
+	healthSvc = health.New(health.Config{Store: db.Health(), Registry: cl.registry, Logger: log})
 	fleetSvc := fleet.New(fleet.Config{Store: db.Fleet(), Logger: log})
 
 	installerConfig := func(alias string, in cores.ConfigInput) (string, error) {
@@ -221,7 +224,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("admin token: %w", err)
 	}
 
-	enrollSvc := enroll.New(enroll.Config{Store: db, Cores: coreCA{cores: coreSvc, provider: prov}, Issuer: authority, Provider: prov, Registrar: prov,
+	enrollSvc := enroll.New(enroll.Config{Store: db, Cores: coreCA{cores: coreSvc, provider: prov}, Issuer: authority, Provider: cl.enrollProv, Registrar: cl.registrar,
 		ServerCAPEM: serverCAPEM(cfg, authority),
 		Config: func(ctx context.Context, core string) (string, error) {
 			return ggconfig.Generate("MANUAL_INSTALL", cfg.ggParams(core, "", "", nil))
@@ -240,7 +243,7 @@ func Run(ctx context.Context, cfg Config) error {
 	api := httpapi.New(httpapi.Deps{
 		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: db.Ping,
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
-		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: prov,
+		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: cl.artifacts,
 		Deployments: deploySvc, Patches: patchSvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
 		MaxBodyBytes: cfg.MaxBodyBytes, BaseURL: cfg.publicURL(),
 		Downloads: downloads(cfg, defaultCA),
@@ -424,6 +427,9 @@ func (c *Config) ggParams(core, coreVersion, template string, params map[string]
 	host, port, _ := net.SplitHostPort(c.mqttEndpoint())
 	p := ggconfig.Params{CoreName: core, Version: coreVersion, ProvisioningTemplate: template, TemplateParameters: params,
 		AWSRegion: c.AWSRegion, IoTRoleAlias: c.IoTRoleAlias, IoTDataEndpoint: host, IoTCredEndpoint: apiHost(c.publicURL())}
+	if c.awsCredEndpoint != "" {
+		p.IoTCredEndpoint = c.awsCredEndpoint
+	}
 	if n, err := net.LookupPort("tcp", port); err == nil {
 		p.MQTTPort = n
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/greengrassv2"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -106,8 +107,12 @@ var DefaultLimits = map[string]float64{
 	"BatchDisassociateClientDeviceFromCoreDevice": 10,
 	"ListClientDevicesAssociatedWithCoreDevice":   10,
 
+	"DescribeEndpoint": 10,
+
 	"PutObject": 3500,
 	"GetObject": 5500,
+
+	"PutEvents": 10000,
 }
 
 // defaultMaxAttempts is generous because throttling is expected at the
@@ -116,13 +121,15 @@ const defaultMaxAttempts = 10
 
 // Provider is the AWS provider. It is safe for concurrent use.
 type Provider struct {
-	iot    *iot.Client
-	gg     *greengrassv2.Client
-	s3     *s3.Client
-	bucket string
-	prefix string
-	log    *slog.Logger
-	limits *limiters
+	iot     *iot.Client
+	gg      *greengrassv2.Client
+	s3      *s3.Client
+	presign *s3.PresignClient
+	bus     *eventbridge.Client
+	bucket  string
+	prefix  string
+	log     *slog.Logger
+	limits  *limiters
 
 	mu       sync.Mutex
 	arnBase  string               // "arn:<partition>:iot:<region>:<account>:", learnt from responses
@@ -185,12 +192,15 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
+	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		o.UsePathStyle = cfg.EndpointURL != ""
+	})
 	return &Provider{
-		iot: iot.NewFromConfig(awsCfg),
-		gg:  greengrassv2.NewFromConfig(awsCfg),
-		s3: s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-			o.UsePathStyle = cfg.EndpointURL != ""
-		}),
+		iot:      iot.NewFromConfig(awsCfg),
+		gg:       greengrassv2.NewFromConfig(awsCfg),
+		s3:       s3Client,
+		presign:  s3.NewPresignClient(s3Client),
+		bus:      eventbridge.NewFromConfig(awsCfg),
 		bucket:   cfg.ArtifactsBucket,
 		prefix:   prefix,
 		log:      cfg.Logger,

@@ -18,9 +18,11 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,8 +70,12 @@ var DefaultQuotas = map[string]float64{
 	"BatchDisassociateClientDeviceFromCoreDevice": 10,
 	"ListClientDevicesAssociatedWithCoreDevice":   10,
 
+	"DescribeEndpoint": 10,
+
 	"PutObject": 3500,
 	"GetObject": 5500,
+
+	"PutEvents": 10000,
 }
 
 // Fake is the fake AWS endpoint. Create it with New; it closes itself when
@@ -77,38 +83,78 @@ var DefaultQuotas = map[string]float64{
 type Fake struct {
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	calls    map[string]int
-	failNext map[string][]string
-	latency  time.Duration
-	quotas   map[string]float64
-	buckets  map[string]*bucket // token buckets per operation
-	iot      iotState
-	gg       map[string]*coreDevice
-	s3       map[string]map[string]object
+	mu        sync.Mutex
+	calls     map[string]int
+	throttled map[string]int
+	failNext  map[string][]string
+	latency   time.Duration
+	quotas    map[string]float64
+	buckets   map[string]*bucket // token buckets per operation
+	iot       iotState
+	gg        map[string]*coreDevice
+	s3        map[string]map[string]object
+	events    []Event
 }
 
-// New starts a fake with AWS's default quotas and no S3 buckets.
+// New starts a fake with AWS's default quotas and no S3 buckets on a
+// loopback port; it closes itself when the test ends.
 func New(t testing.TB) *Fake {
 	t.Helper()
+	f := newFake()
+	f.srv = httptest.NewServer(f.Handler())
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// Start starts a fake listening on addr (host:port, port 0 for any), for
+// the awsfake command and benchmarks; Close stops it.
+func Start(addr string) (*Fake, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("awsfake: listen on %s: %w", addr, err)
+	}
+	f := newFake()
+	f.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+	f.srv.Start()
+	return f, nil
+}
+
+// Close stops a fake made by Start.
+func (f *Fake) Close() { f.srv.Close() }
+
+func newFake() *Fake {
 	f := &Fake{
-		calls:    map[string]int{},
-		failNext: map[string][]string{},
-		quotas:   map[string]float64{},
-		buckets:  map[string]*bucket{},
-		iot:      newIoTState(),
-		gg:       map[string]*coreDevice{},
-		s3:       map[string]map[string]object{},
+		calls:     map[string]int{},
+		throttled: map[string]int{},
+		failNext:  map[string][]string{},
+		quotas:    map[string]float64{},
+		buckets:   map[string]*bucket{},
+		iot:       newIoTState(),
+		gg:        map[string]*coreDevice{},
+		s3:        map[string]map[string]object{},
 	}
 	for op, q := range DefaultQuotas {
 		f.quotas[op] = q
 	}
-	iotMux, ggMux, s3Mux := http.NewServeMux(), http.NewServeMux(), http.NewServeMux()
+	return f
+}
+
+// Handler serves the three services, routed by the SigV4 signing name, and
+// the unsigned control API under /_fake/ (see control.go).
+func (f *Fake) Handler() http.Handler {
+	iotMux, ggMux, s3Mux, ctlMux := http.NewServeMux(), http.NewServeMux(), http.NewServeMux(), http.NewServeMux()
 	f.routeIoT(iotMux)
 	f.routeGreengrass(ggMux)
 	f.routeS3(s3Mux)
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch signingService(r) {
+	f.routeControl(ctlMux)
+	extra := f.extraMuxes()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/_fake/") && r.Header.Get("Authorization") == "" {
+			ctlMux.ServeHTTP(w, r)
+			return
+		}
+		svc := signingService(r)
+		switch svc {
 		case "iot":
 			iotMux.ServeHTTP(w, r)
 		case "greengrass":
@@ -116,12 +162,14 @@ func New(t testing.TB) *Fake {
 		case "s3":
 			s3Mux.ServeHTTP(w, r)
 		default:
+			if m := extra[svc]; m != nil {
+				m.ServeHTTP(w, r)
+				return
+			}
 			writeJSONError(w, &apiError{Status: http.StatusForbidden, Code: "MissingAuthenticationTokenException",
-				Message: "Missing Authentication Token: sign the request with SigV4 for service iot, greengrass or s3"})
+				Message: "Missing Authentication Token: sign the request with SigV4 for service iot, greengrass, s3 or events"})
 		}
-	}))
-	t.Cleanup(f.srv.Close)
-	return f
+	})
 }
 
 // URL is the endpoint to give the SDK clients (BaseEndpoint).
@@ -133,6 +181,20 @@ func (f *Fake) Calls(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[op]
+}
+
+// Throttled returns how many calls of op the quota refused.
+func (f *Fake) Throttled(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.throttled[op]
+}
+
+// Quota returns op's TPS quota (0: none).
+func (f *Fake) Quota(op string) float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.quotas[op]
 }
 
 // FailNext makes the next call of op fail with the given AWS error code
@@ -278,6 +340,9 @@ func (f *Fake) serve(r *http.Request, service, op string, h handlerFunc) (int, a
 		injected, f.failNext[op] = q[0], q[1:]
 	}
 	admitted := f.admit(op, time.Now())
+	if !admitted {
+		f.throttled[op]++
+	}
 	f.mu.Unlock()
 	if latency > 0 {
 		select {
@@ -321,13 +386,22 @@ func writeXMLError(w http.ResponseWriter, e *apiError) {
 // authRE extracts the service from a SigV4 credential scope.
 var authRE = regexp.MustCompile(`^AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/[a-z0-9-]+/([a-z0-9-]+)/aws4_request`)
 
-// signingService is the SigV4 service name the request was signed for, or "".
+// credRE extracts the service from a presigned URL's X-Amz-Credential.
+var credRE = regexp.MustCompile(`^[^/]+/\d{8}/[a-z0-9-]+/([a-z0-9-]+)/aws4_request$`)
+
+// signingService is the SigV4 service name the request was signed for
+// (Authorization header, or X-Amz-Credential of a presigned URL), or "".
 func signingService(r *http.Request) string {
-	m := authRE.FindStringSubmatch(r.Header.Get("Authorization"))
-	if m == nil {
-		return ""
+	if m := authRE.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+		return m[1]
 	}
-	return m[1]
+	q := r.URL.Query()
+	if q.Get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256" && q.Get("X-Amz-Signature") != "" {
+		if m := credRE.FindStringSubmatch(q.Get("X-Amz-Credential")); m != nil {
+			return m[1]
+		}
+	}
+	return ""
 }
 
 // decodeBody decodes a JSON request body into v.

@@ -117,6 +117,7 @@ func (f *Fake) routeIoT(mux *http.ServeMux) {
 	h("GET /thing-groups/{thingGroupName}/things", "ListThingsInThingGroup", f.listThingsInThingGroup)
 	h("PUT /thing-groups/addThingToThingGroup", "AddThingToThingGroup", f.addThingToThingGroup)
 	h("PUT /thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup", f.removeThingFromThingGroup)
+	h("GET /endpoint", "DescribeEndpoint", f.describeEndpoint)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errorf(http.StatusNotFound, "UnknownOperationException", "the fake does not serve %s %s", r.Method, r.URL.Path))
 	})
@@ -919,4 +920,26 @@ func (f *Fake) removeThingFromThingGroup(r *http.Request) (int, any, *apiError) 
 	delete(t.groups, gn)
 	delete(g.members, tn)
 	return http.StatusOK, map[string]any{}, nil
+}
+
+// EndpointPrefix is the account-specific part of the fake's IoT endpoints.
+const EndpointPrefix = "a1b2c3d4e5f6g7"
+
+// describeEndpoint answers DescribeEndpoint for the endpoint types AWS
+// knows; iot:Data is the legacy VeriSign endpoint, the others ATS.
+func (f *Fake) describeEndpoint(r *http.Request) (int, any, *apiError) {
+	var host string
+	switch t := r.URL.Query().Get("endpointType"); t {
+	case "iot:Data":
+		host = EndpointPrefix + ".iot." + Region + ".amazonaws.com"
+	case "", "iot:Data-ATS":
+		host = EndpointPrefix + "-ats.iot." + Region + ".amazonaws.com"
+	case "iot:CredentialProvider":
+		host = EndpointPrefix + ".credentials.iot." + Region + ".amazonaws.com"
+	case "iot:Jobs":
+		host = EndpointPrefix + ".jobs.iot." + Region + ".amazonaws.com"
+	default:
+		return 0, nil, invalid("Endpoint type %s is not valid: use iot:Data, iot:Data-ATS, iot:CredentialProvider or iot:Jobs", t)
+	}
+	return http.StatusOK, map[string]string{"endpointAddress": host}, nil
 }

@@ -99,6 +99,9 @@ func (f *Fake) getObject(r *http.Request) (int, any, *apiError) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := checkPresigned(r, time.Now()); err != nil {
+		return 0, nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	objs := f.s3[b]
@@ -132,4 +135,25 @@ func writeS3(w http.ResponseWriter, status int, body any, err *apiError) {
 	default:
 		w.WriteHeader(status)
 	}
+}
+
+// checkPresigned refuses an expired presigned URL, as S3 does. Requests
+// signed in the Authorization header pass.
+func checkPresigned(r *http.Request, now time.Time) *apiError {
+	q := r.URL.Query()
+	if q.Get("X-Amz-Signature") == "" {
+		return nil
+	}
+	signed, err := time.Parse("20060102T150405Z", q.Get("X-Amz-Date"))
+	if err != nil {
+		return errorf(http.StatusBadRequest, "AuthorizationQueryParametersError", "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+	}
+	secs, err := strconv.Atoi(q.Get("X-Amz-Expires"))
+	if err != nil || secs < 1 || secs > 604800 {
+		return errorf(http.StatusBadRequest, "AuthorizationQueryParametersError", "X-Amz-Expires must be a number of seconds from 1 to 604800")
+	}
+	if now.After(signed.Add(time.Duration(secs) * time.Second)) {
+		return errorf(http.StatusForbidden, "AccessDenied", "Request has expired")
+	}
+	return nil
 }

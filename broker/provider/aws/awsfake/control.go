@@ -1,0 +1,70 @@
+package awsfake
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+)
+
+// routeControl serves the fake's own unsigned control API under /_fake/,
+// so a test driving a broker process can play the parts AWS plays on its
+// own (a nucleus connecting) and look at what the broker did:
+//
+//	POST /_fake/coreDevices/{name}?status=HEALTHY  register a core device
+//	GET  /_fake/calls                               calls per operation
+//	GET  /_fake/events                              events received by PutEvents
+func (f *Fake) routeControl(mux *http.ServeMux) {
+	mux.HandleFunc("POST /_fake/coreDevices/{name}", func(w http.ResponseWriter, r *http.Request) {
+		status := r.URL.Query().Get("status")
+		if status == "" {
+			status = CoreHealthy
+		}
+		if err := f.RegisterCoreDevice(r.PathValue("name"), status); err != nil {
+			writeJSONError(w, invalid("%v", err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /_fake/calls", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		calls := make(map[string]int, len(f.calls))
+		for k, v := range f.calls {
+			calls[k] = v
+		}
+		f.mu.Unlock()
+		writeJSON(w, calls)
+	})
+	mux.HandleFunc("GET /_fake/events", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, f.Events())
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, errorf(http.StatusNotFound, "NotFound", "the fake's control API has no %s %s", r.Method, r.URL.Path))
+	})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// AllCalls returns the number of requests per operation so far.
+func (f *Fake) AllCalls() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int, len(f.calls))
+	for k, v := range f.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// Operations lists the operations that have been called, sorted.
+func (f *Fake) Operations() []string {
+	calls := f.AllCalls()
+	ops := make([]string, 0, len(calls))
+	for op := range calls {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	return ops
+}

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/enroll"
+	"github.com/ggfleet/ggfleet/broker/events"
+	"github.com/ggfleet/ggfleet/broker/health"
+	"github.com/ggfleet/ggfleet/broker/mqttbus"
+	"github.com/ggfleet/ggfleet/broker/provider"
+	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
+	"github.com/ggfleet/ggfleet/broker/provider/local"
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
+)
+
+// cloud is the provider --provider chose, with the other roles it plays.
+type cloud struct {
+	prov       provider.Provider
+	enrollProv provider.Provider // what enrollment registers agent certificates with
+	artifacts  interface {
+		GetArtifact(context.Context, string) ([]byte, string, error)
+	}
+	authorizer mqttbus.Authorizer
+	// registry and registrar are nil interfaces in aws mode: Greengrass
+	// keeps the core registration there.
+	registry   health.Registry
+	registrar  enroll.Registrar
+	forwarders []events.Forwarder
+	// dataEndpoint and credEndpoint are the AWS IoT endpoints (aws mode).
+	dataEndpoint, credEndpoint string
+	close                      func() error
+}
+
+// awsEndpointTimeout bounds the start-up DescribeEndpoint calls.
+const awsEndpointTimeout = 30 * time.Second
+
+// newCloud builds the provider named by cfg.Provider.
+func newCloud(ctx context.Context, cfg Config, db *sqlstore.DB, log *slog.Logger) (cloud, error) {
+	if cfg.Provider != "aws" {
+		p, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: filepath.Join(cfg.DataDir, "artifacts"), Logger: log})
+		if err != nil {
+			return cloud{}, err
+		}
+		return cloud{prov: p, enrollProv: p, artifacts: p, authorizer: p, registry: p, registrar: p, close: p.Close}, nil
+	}
+	limits, err := cfg.awsLimits()
+	if err != nil {
+		return cloud{}, err
+	}
+	p, err := awsprov.New(ctx, awsprov.Config{
+		Region: cfg.AWSRegion, EndpointURL: cfg.AWSEndpointURL,
+		ArtifactsBucket: cfg.ArtifactsBucket, ArtifactsPrefix: cfg.ArtifactsPrefix,
+		Limits: limits, Logger: log.With("provider", "aws"),
+	})
+	if err != nil {
+		return cloud{}, err
+	}
+	epCtx, cancel := context.WithTimeout(ctx, awsEndpointTimeout)
+	defer cancel()
+	eps, err := p.DescribeEndpoints(epCtx)
+	if err != nil {
+		return cloud{}, fmt.Errorf("aws provider: find the AWS IoT endpoints (check credentials, region and iot:DescribeEndpoint permission): %w", err)
+	}
+	if _, err := p.PutPolicy(epCtx, awsprov.AgentPolicyName, awsprov.AgentPolicyDocument); err != nil {
+		return cloud{}, fmt.Errorf("aws provider: create the agent policy %q: %w", awsprov.AgentPolicyName, err)
+	}
+	c := cloud{prov: p, enrollProv: agentPolicyAttacher{Provider: p}, artifacts: p, authorizer: p, dataEndpoint: eps.Data, credEndpoint: eps.Credential, close: func() error { return nil }}
+	if cfg.EventBus != "-" {
+		bus := cfg.EventBus
+		c.forwarders = []events.Forwarder{{Name: "eventbridge:" + bus, Batch: 10, Send: func(ctx context.Context, evs []events.Event) error {
+			entries := make([]awsprov.EventEntry, len(evs))
+			for i, ev := range evs {
+				entries[i] = awsprov.EventEntry{Source: ev.Source, DetailType: ev.DetailType, Detail: string(ev.Detail), Time: ev.Time}
+			}
+			return p.PutEvents(ctx, bus, entries)
+		}}}
+	}
+	log.Info("aws provider ready", "region", cfg.AWSRegion, "iotDataEndpoint", eps.Data, "credentialEndpoint", eps.Credential,
+		"artifacts", "s3://"+cfg.ArtifactsBucket+"/"+cfg.ArtifactsPrefix, "eventBus", cfg.EventBus)
+	return c, nil
+}
+
+// awsLimits parses --aws-quota OPERATION=TPS overrides.
+func (c *Config) awsLimits() (map[string]float64, error) {
+	if len(c.AWSQuotas) == 0 {
+		return nil, nil
+	}
+	out := map[string]float64{}
+	keys := make([]string, 0, len(c.AWSQuotas))
+	for k := range c.AWSQuotas {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, op := range keys {
+		v, err := strconv.ParseFloat(strings.TrimSpace(c.AWSQuotas[op]), 64)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("--aws-quota %s=%s: want OPERATION=TPS with a number >= 0 (0 removes the limit), e.g. CreateThing=50", op, c.AWSQuotas[op])
+		}
+		if _, known := awsprov.DefaultLimits[op]; !known {
+			return nil, fmt.Errorf("--aws-quota %s: not an operation the broker calls; known: %s", op, strings.Join(knownOps(), ", "))
+		}
+		out[op] = v
+	}
+	return out, nil
+}
+
+func knownOps() []string {
+	ops := make([]string, 0, len(awsprov.DefaultLimits))
+	for op := range awsprov.DefaultLimits {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	return ops
+}
+
+// agentPolicyAttacher is the provider enrollment uses in aws mode: a
+// certificate attached to a core's thing also gets the agent policy, so
+// the agent can connect to AWS IoT Core as <thing>-ggagent.
+type agentPolicyAttacher struct {
+	provider.Provider
+}
+
+func (a agentPolicyAttacher) AttachThingPrincipal(ctx context.Context, thing, certID string) error {
+	if err := a.Provider.AttachThingPrincipal(ctx, thing, certID); err != nil {
+		return err
+	}
+	return a.Provider.AttachPolicy(ctx, awsprov.AgentPolicyName, certID)
+}
