@@ -16,7 +16,7 @@ NFPM_VERSION := v2.45.2
 PKG_VERSION := $(shell echo '$(VERSION)' | sed -E 's/^v([0-9]+\.[0-9]+)/\1/; s/-/+/g; /^[0-9]+\.[0-9]+/!s/^/0.0.0+git/')
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build build-agent cross package run test test-unit e2e e2e-device fuzz check fmt tidy vet staticcheck clean
+.PHONY: help build build-agent cross package run test test-unit e2e e2e-device faults fuzz check fmt tidy vet staticcheck clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ e2e: ## run the behaviour tests against the built binaries
 
 e2e-device: package ## the fresh-device test (root): boot Debian under systemd-nspawn, install ggagent from the .deb and from install.sh
 	$(GO) test -tags devicetest -count=1 -timeout 20m -v -run TestFreshDevice ./e2e/device/
+
+faults: ## the fault and abuse suite at full size (GGFLEET_FAULTS=full: 10 crash seeds, 2-minute outages, 5,000 agents for 10 minutes); `go test ./e2e` runs it reduced
+	GGFLEET_FAULTS=full $(GO) test -count=1 -timeout 240m -v -run 'TestFaults' ./e2e/
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	./.ci/fuzz.sh $(FUZZTIME)
