@@ -32,7 +32,7 @@ func needTool(t *testing.T, install string, names ...string) string {
 // (e2e/ui/dashboard.spec.mjs): log in with the token, the fleet summary
 // chart and table, the cores list, a deployment started with the ggfleet
 // CLI that reaches Success on the page through the events stream without a
-// reload, a core's detail, logout. Screenshots go to testout/ui/.
+// reload, a core's detail, a patch task, logout. Screenshots go to testout/ui/.
 func TestDashboardInBrowser(t *testing.T) {
 	browser := needTool(t, "apt-get install chromium", "chromium", "chromium-browser")
 	node := needTool(t, "apt-get install nodejs npm", "node")
@@ -90,6 +90,15 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("client device task = %v", task)
 	}
 
+	// A patch task for a device without a target profile: its patch fails
+	// at dispatch, which the patch-tasks view shows.
+	r = b.must(202, "POST", "/patchTasks", map[string]any{"patches": []map[string]any{
+		{"deviceId": device, "patchTemplateName": "ui-no-such-template"}}})
+	patchTask := r.Header.Get("x-taskId")
+	if patchTask == "" {
+		t.Fatalf("POST /patchTasks answered no x-taskId: %v", r.Header)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "dashboard.spec.mjs")
@@ -97,7 +106,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"GGFLEET_URL="+b.url, "GGFLEET_TOKEN="+b.token, "GGFLEET_BIN="+filepath.Join(binDir, "ggfleet"),
 		"CHROMIUM="+browser, "OUT_DIR="+outDir,
-		"CORE="+core, "OTHER_CORE="+otherCore, "TEMPLATE="+template, "DEVICE="+device)
+		"CORE="+core, "OTHER_CORE="+otherCore, "TEMPLATE="+template, "DEVICE="+device, "PATCH_TASK="+patchTask)
 	out, err := cmd.CombinedOutput()
 	t.Logf("dashboard.spec.mjs:\n%s", out)
 	if err != nil {

@@ -11,6 +11,7 @@
 //   CORE, TEMPLATE  the enrolled core and the template to deploy to it
 //   OTHER_CORE      a core without a template
 //   DEVICE          a client device of CORE
+//   PATCH_TASK      a patch task with one patch, for DEVICE (no target profile)
 //
 // Each step logs one line; the first failed check throws, the script exits
 // 1 and keeps a screenshot of the page as it was (failure.png).
@@ -33,6 +34,7 @@ const core = env('CORE');
 const otherCore = env('OTHER_CORE');
 const template = env('TEMPLATE');
 const device = env('DEVICE');
+const patchTask = env('PATCH_TASK');
 const WAIT = 120_000; // generous: a state is awaited, never timed
 
 mkdirSync(outDir, { recursive: true });
@@ -155,10 +157,16 @@ try {
   await shot('05-core');
   log('core detail');
 
-  // 7. Patch tasks view renders (its data comes from the patch API).
+  // 7. Patch tasks: the task the test made is opened by its id; its one
+  // patch (to a device without a target profile) ends failed on the page.
   await page.click('nav a[data-nav=patches]');
-  await page.waitForSelector('#patch-lookup', { timeout: WAIT });
+  await page.fill('#patch-lookup input[name=task]', patchTask);
+  await page.click('#patch-lookup button[type=submit]');
+  await page.locator('#patches-table tr[data-status="failed"]').waitFor({ timeout: WAIT });
+  check((await page.locator('#patch-task .progress').getAttribute('data-done')) === '1', 'the patch task shows 1 of 1 done');
+  check((await page.locator(`#patches-table tr[data-status="failed"]`).innerText()).includes(device), 'the patch names the device');
   await shot('06-patches');
+  log('patch task');
 
   // 8. Log out: the cookie is gone and the API refuses the page.
   await Promise.all([page.waitForURL(/\/ui\/login/, { timeout: WAIT }), page.click('#logout')]);

@@ -214,8 +214,9 @@ function coreView(name) {
           h('td', null, when(x.updatedAt)))),
         'No deployments to this core.'),
       h('h2', null, 'Client devices'),
-      table('devices-table', ['Device', 'Created'],
-        devices.map((x) => h('tr', { dataset: { device: x.name } }, h('td', null, x.name), h('td', null, when(x.createdAt)))),
+      table('devices-table', ['Device', 'Created', 'Patches'],
+        devices.map((x) => h('tr', { dataset: { device: x.name } }, h('td', null, x.name), h('td', null, when(x.createdAt)),
+          h('td', null, h('a', { href: `#/patches?device=${encodeURIComponent(x.name)}` }, 'patches')))),
         'No client devices.'));
   };
   const onEvent = (env) => {

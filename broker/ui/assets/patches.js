@@ -13,7 +13,7 @@ const POLL_MS = 3000;
 function patchRows(patches) {
   return patches.map((p) => {
     const steps = p.steps || [];
-    const done = steps.filter((s) => s.status === 'success' || s.status === 'succeeded' || s.exitCode === 0).length;
+    const done = steps.filter((s) => s.status === 'success' || s.status === 'skipped').length;
     return h('tr', { dataset: { patch: p.patchId, status: p.patchStatus } },
       h('td', null, h('a', { href: `#/patches?device=${encodeURIComponent(p.deviceId)}` }, p.deviceId)),
       h('td', null, p.coreName ? h('a', { href: `#/cores/${encodeURIComponent(p.coreName)}` }, p.coreName) : '—'),
