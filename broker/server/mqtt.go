@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/ca"
@@ -45,8 +46,8 @@ func chooseMQTTBus(ctx context.Context, cfg Config, authority *ca.Authority, emb
 	if err != nil {
 		return nil, nil, err
 	}
-	cert, err := brokerClientCertificate(ctx, authority)
-	if err != nil {
+	cert := &clientCert{authority: authority, now: time.Now}
+	if _, err := cert.get(ctx); err != nil {
 		return nil, nil, err
 	}
 	id := cfg.MQTTClientID
@@ -54,7 +55,12 @@ func chooseMQTTBus(ctx context.Context, cfg Config, authority *ca.Authority, emb
 		host, _ := os.Hostname()
 		id = BrokerClientCN + "." + strings.NewReplacer("+", "-", "#", "-", "/", "-").Replace(host)
 	}
-	ext, err := external.New(external.Config{URL: cfg.MQTTURL, ClientID: id, Certificate: cert, RootCAs: roots,
+	getCert := func() (tls.Certificate, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return cert.get(ctx)
+	}
+	ext, err := external.New(external.Config{URL: cfg.MQTTURL, ClientID: id, GetCertificate: getCert, RootCAs: roots,
 		Handlers: embedded.Handlers(), Logger: log})
 	if err != nil {
 		return nil, nil, err
@@ -75,9 +81,39 @@ func loadPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// brokerClientCertificate issues the broker's own client certificate for
-// the external MQTT broker from the default CA. It is made afresh at every
-// start and kept only in memory.
+// clientCert is the broker's own client certificate for the external MQTT
+// broker, from the default CA: made at start, kept only in memory, and
+// made again once half its validity has passed (used from the next
+// reconnect on).
+type clientCert struct {
+	authority *ca.Authority
+	now       func() time.Time
+
+	mu      sync.Mutex
+	cert    tls.Certificate
+	renewAt time.Time
+}
+
+func (c *clientCert) get(ctx context.Context) (tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert.Leaf != nil && c.now().Before(c.renewAt) {
+		return c.cert, nil
+	}
+	cert, err := brokerClientCertificate(ctx, c.authority)
+	if err != nil {
+		if c.cert.Leaf != nil && c.now().Before(c.cert.Leaf.NotAfter) {
+			return c.cert, nil // still valid; try again next time
+		}
+		return tls.Certificate{}, err
+	}
+	c.cert = cert
+	c.renewAt = cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
+	return cert, nil
+}
+
+// brokerClientCertificate issues a client certificate with the CN
+// BrokerClientCN from the default CA.
 func brokerClientCertificate(ctx context.Context, authority *ca.Authority) (tls.Certificate, error) {
 	key, err := certs.GenerateKey(certs.ECP256)
 	if err != nil {
@@ -94,6 +130,11 @@ func brokerClientCertificate(ctx context.Context, authority *ca.Authority) (tls.
 	tc, err := tls.X509KeyPair([]byte(certPEM+caPEM), []byte(keyPEM))
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("the broker's MQTT client certificate: %w", err)
+	}
+	if tc.Leaf == nil {
+		if tc.Leaf, err = x509.ParseCertificate(tc.Certificate[0]); err != nil {
+			return tls.Certificate{}, fmt.Errorf("the broker's MQTT client certificate: %w", err)
+		}
 	}
 	return tc, nil
 }

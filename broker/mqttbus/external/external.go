@@ -62,6 +62,10 @@ type Config struct {
 	ClientID string
 	// Certificate is the broker's client certificate (issued by its CA).
 	Certificate tls.Certificate
+	// GetCertificate, when set, is asked for the client certificate on
+	// every TLS handshake instead (so a renewed one is used from the next
+	// reconnect on).
+	GetCertificate func() (tls.Certificate, error)
 	// RootCAs verifies the external broker's server certificate.
 	RootCAs *x509.CertPool
 	// Group is the shared-subscription group (default DefaultGroup).
@@ -101,7 +105,7 @@ func New(cfg Config) (*Bus, error) {
 	if cfg.ClientID == "" || strings.ContainsAny(cfg.ClientID, "+#/") {
 		return nil, fmt.Errorf("MQTT client id %q: must be non-empty, without '+', '#' or '/'", cfg.ClientID)
 	}
-	if len(cfg.Certificate.Certificate) == 0 {
+	if len(cfg.Certificate.Certificate) == 0 && cfg.GetCertificate == nil {
 		return nil, errors.New("external MQTT broker: a client certificate is required")
 	}
 	if cfg.Group == "" {
@@ -138,10 +142,20 @@ func New(cfg Config) (*Bus, error) {
 		SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second).
 		SetTLSConfig(&tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{cfg.Certificate},
-			RootCAs:      cfg.RootCAs,
-			ServerName:   u.Hostname(),
+			MinVersion: tls.VersionTLS12,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if cfg.GetCertificate == nil {
+					return &cfg.Certificate, nil
+				}
+				c, err := cfg.GetCertificate()
+				if err != nil {
+					log.Error("the broker's MQTT client certificate is unavailable", "error", err)
+					return nil, err
+				}
+				return &c, nil
+			},
+			RootCAs:    cfg.RootCAs,
+			ServerName: u.Hostname(),
 		}).
 		SetDefaultPublishHandler(b.onMessage). // queued messages may arrive before SUBACK
 		SetOnConnectHandler(b.onConnect).
