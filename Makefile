@@ -74,9 +74,14 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT, then bench-patch; see BENCHMARKS.md
 	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
 	$(MAKE) bench-patch
+	$(MAKE) bench-aws
 
 bench-patch: ## patching (root, sshd): 1 MiB over a 115200 8N1 console, and a patch to 50 SSH targets at concurrency 16 vs a scp+ssh loop, into testout/patchbench.md
 	$(GO) run ./bench/patchbench -serial-size 1048576 -ssh-targets 50 -ssh-concurrency 16 -out testout/patchbench.md
+
+bench-aws: ## --provider aws against the in-repo AWS fake at AWS's default quotas: one 2,000-core task, achieved rate vs the quota ceiling, into testout/awsbench.md; see BENCHMARKS.md
+	@mkdir -p testout
+	$(GO) run ./bench/awsbench -cores 2000 -out testout/awsbench.md
 
 bench-mqtt: ## compare the embedded MQTT broker with Mosquitto (P5 health ingestion, P7 2,000-agent mTLS reconnect storm) into testout/mqttbench.md; see BENCHMARKS.md
 	$(GO) run ./bench/mqttbench -out testout/mqttbench.md

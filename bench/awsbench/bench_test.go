@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunSmall runs the benchmark on a small task: every core succeeds, the
+// bottleneck is the 10 TPS certificate registration, and the report names it.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a broker and the AWS fake")
+	}
+	res, err := Run(context.Background(), options{Cores: 25, Workers: 8, Latency: time.Millisecond, Timeout: 3 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 0 {
+		t.Fatalf("%d of %d cores failed", res.Failed, res.Cores)
+	}
+	if res.Bottleneck.Op != "RegisterCertificate" || res.CeilingPerSec <= 0 || res.Ratio <= 0 {
+		t.Fatalf("bottleneck %+v, ceiling %.2f, ratio %.3f", res.Bottleneck, res.CeilingPerSec, res.Ratio)
+	}
+	if md := res.Markdown(); !strings.Contains(md, "| RegisterCertificate | ") || !strings.Contains(md, "achieved / ceiling") {
+		t.Fatalf("markdown:\n%s", md)
+	}
+}
