@@ -81,7 +81,9 @@ func TestSessionChecks(t *testing.T) {
 		want   string // "" = accepted, else part of the Unauthorized message
 	}{
 		{"live", func(*testing.T, *auth.Service, *clock, string, string) {}, ""},
-		{"just before expiry", func(_ *testing.T, _ *auth.Service, clk *clock, _, _ string) { clk.t = clk.t.Add(time.Hour - time.Second) }, ""},
+		{"just before expiry", func(_ *testing.T, _ *auth.Service, clk *clock, _, _ string) {
+			clk.t = clk.t.Add(time.Hour - time.Second)
+		}, ""},
 		{"expired", func(_ *testing.T, _ *auth.Service, clk *clock, _, _ string) { clk.t = clk.t.Add(time.Hour) }, "expired"},
 		{"logged out", func(t *testing.T, svc *auth.Service, _ *clock, id, _ string) {
 			if err := svc.Logout(ctx, id); err != nil {

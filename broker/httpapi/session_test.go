@@ -24,7 +24,9 @@ func (s oneSession) AuthenticateSession(_ context.Context, id string) error {
 // TestSessionCookieSameOriginOnly checks when the API accepts the
 // dashboard's session cookie in place of a bearer token.
 func TestSessionCookieSameOriginOnly(t *testing.T) {
-	ok := func(w http.ResponseWriter, r *http.Request) { writeJSON(w, r, http.StatusOK, map[string]string{"ok": "yes"}) }
+	ok := func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, http.StatusOK, map[string]string{"ok": "yes"})
+	}
 	api := New(Deps{Auth: tokenAuth("good-token"), Sessions: oneSession("good-session"), BaseURL: "https://fleet.example.com",
 		ExtraRoutes: []Route{{Pattern: "GET /test/read", Handler: ok}, {Pattern: "POST /test/write", Handler: ok}}})
 	srv := httptest.NewServer(api.Handler())
