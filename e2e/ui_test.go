@@ -68,7 +68,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	dir := b.enrollAgent(core)
 	start := time.Now()
 	// Slow simulated steps, so the page can show the task before it ends.
-	startAgent(t, dir, stepDelayEnv+"=2s")
+	startAgent(t, dir, stepDelayEnv+"=3s")
 	b.waitOnline(core, start.Add(-time.Second))
 
 	// The fleet the page will show: core on UiT v1 (deployed), a v2 to

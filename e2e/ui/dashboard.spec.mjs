@@ -53,9 +53,9 @@ const page = await context.newPage();
 const problems = [];
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 page.on('console', (m) => {
-  // A CSP violation or a script error is a bug; a refused request the test
-  // provoked on purpose (401 after logout) is not.
-  if (m.type() === 'error' && !/401|Unauthorized/.test(m.text())) problems.push(`console error: ${m.text()}`);
+  // A CSP violation or a script error is a bug; a request the test made
+  // to be refused (401 after logout, 403 and 400 for the CSRF check) is not.
+  if (m.type() === 'error' && !/status of (400|401|403)|401|Unauthorized/.test(m.text())) problems.push(`console error: ${m.text()}`);
 });
 const shot = async (name) => {
   await page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: true });
@@ -86,6 +86,14 @@ try {
   const stored = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie }));
   check(!stored.includes(token) && !stored.includes('ggs_'), `nothing secret in page storage: ${stored}`);
   log('logged in; the token is in no storage the page can read');
+
+  // The cookie works for the page's own writes only with the CSRF header.
+  const writes = await page.evaluate(async () => {
+    const post = (headers) => fetch('/templates', { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: '{}' });
+    return [(await post({})).status, (await post({ 'X-Requested-With': 'ggfleet-ui' })).status];
+  });
+  check(writes[0] === 403 && writes[1] === 400, `POST without / with the CSRF header: ${writes}, want 403 then 400 (the empty template)`);
+  log('a write needs the CSRF header');
 
   // 3. Fleet summary: chart and table.
   await page.waitForSelector('#summary-table tbody tr', { timeout: WAIT });
