@@ -7,7 +7,9 @@
 // hands each device message to one replica only. Messages go through the
 // same mqttbus.Dispatcher as with the embedded broker, and are acknowledged
 // only after their handler returned, so a QoS 1 message survives a replica
-// that dies while handling it.
+// that dies while handling it. Within a replica one thing's messages are
+// handled one at a time, in the order the external broker delivered them;
+// across replicas they may be handled in parallel and out of order.
 //
 // The external broker authenticates devices (mutual TLS, certificate CN as
 // the user name) and keeps each one to ggfleet/things/{CN}/ with its ACL:
@@ -94,6 +96,17 @@ type Bus struct {
 	mu        sync.Mutex
 	base      context.Context
 	connected bool
+
+	// Messages of one thing are handled one at a time, in the order they
+	// arrived, by a worker that exists while the thing has some queued.
+	qmu     sync.Mutex
+	queues  map[string]*thingQueue
+	workers sync.WaitGroup
+}
+
+// thingQueue holds one thing's messages not handled yet.
+type thingQueue struct {
+	msgs []paho.Message
 }
 
 // New checks cfg and prepares the session; Run connects.
@@ -121,7 +134,7 @@ func New(cfg Config) (*Bus, error) {
 		cfg.MaxReconnect = 30 * time.Second
 	}
 	log := cfg.Logger.With("component", "mqtt", "mqttUrl", cfg.URL)
-	b := &Bus{cfg: cfg, log: log, base: context.Background()}
+	b := &Bus{cfg: cfg, log: log, base: context.Background(), queues: map[string]*thingQueue{}}
 	b.disp = mqttbus.NewDispatcher(withConnect(cfg.Handlers), log, cfg.HandlerTimeout)
 
 	opts := paho.NewClientOptions().
@@ -132,7 +145,9 @@ func New(cfg Config) (*Bus, error) {
 		// broker queues its share of QoS 1 messages, and in-flight
 		// publishes are resent after a reconnect.
 		SetCleanSession(false).
-		SetOrderMatters(false). // handlers may publish and wait for the PUBACK
+		// onMessage only queues (handlers, which may publish and wait for
+		// the PUBACK, run in per-thing workers), so it may be called in order.
+		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
@@ -186,7 +201,10 @@ func withConnect(h mqttbus.Handlers) mqttbus.Handlers {
 }
 
 // Run connects (retrying with backoff until it succeeds), keeps the session
-// until ctx ends, then disconnects and returns nil. Run may be called once.
+// until ctx ends, then disconnects, waits for the handlers running and
+// returns nil. Messages not acknowledged by then are delivered again by the
+// external broker (to another replica, or to this one when it returns).
+// Run may be called once.
 func (b *Bus) Run(ctx context.Context) error {
 	if !b.started.CompareAndSwap(false, true) {
 		return errors.New("external MQTT broker: Run called twice")
@@ -198,6 +216,7 @@ func (b *Bus) Run(ctx context.Context) error {
 	b.cl.Connect() // with ConnectRetry the token completes only once connected
 	<-ctx.Done()
 	b.cl.Disconnect(1000)
+	b.workers.Wait()
 	return nil
 }
 
@@ -249,15 +268,45 @@ func (b *Bus) filter(suffix string) string {
 	return "$share/" + b.cfg.Group + "/" + mqttmsg.Prefix + "+/" + suffix
 }
 
-// onMessage dispatches one agent message and then acknowledges it.
+// onMessage queues an agent message for its thing's worker. The external
+// broker limits the unacknowledged messages it sends (Mosquitto's
+// max_inflight_messages), which bounds the queues.
 func (b *Bus) onMessage(_ paho.Client, m paho.Message) {
-	defer m.Ack()
 	thing, _, ok := mqttmsg.ParseTopic(m.Topic())
 	if !ok {
 		b.log.Warn("MQTT message dropped", "topic", m.Topic(), "reason", "not a ggfleet topic")
+		m.Ack()
 		return
 	}
-	b.disp.Dispatch(b.baseContext(), thing, m.Topic(), m.Payload())
+	b.qmu.Lock()
+	defer b.qmu.Unlock()
+	q := b.queues[thing]
+	if q == nil {
+		q = &thingQueue{}
+		b.queues[thing] = q
+		b.workers.Add(1)
+		go b.drain(thing, q)
+	}
+	q.msgs = append(q.msgs, m)
+}
+
+// drain handles thing's messages in order, acknowledging each after its
+// handler returned, until the queue is empty.
+func (b *Bus) drain(thing string, q *thingQueue) {
+	defer b.workers.Done()
+	for {
+		b.qmu.Lock()
+		if len(q.msgs) == 0 {
+			delete(b.queues, thing)
+			b.qmu.Unlock()
+			return
+		}
+		m := q.msgs[0]
+		q.msgs = q.msgs[1:]
+		b.qmu.Unlock()
+		b.disp.Dispatch(b.baseContext(), thing, m.Topic(), m.Payload())
+		m.Ack()
+	}
 }
 
 // Publish sends payload at QoS 1 to ggfleet/things/{thing}/{suffix} and

@@ -363,3 +363,69 @@ func TestReportsQueuedWhileAwayAreHandledOnReturn(t *testing.T) {
 		t.Errorf("the stopped replica handled %v", got)
 	}
 }
+
+// One replica never handles two messages of the same thing at once (they
+// are handled in the order Mosquitto delivered them), while other things'
+// messages are handled meanwhile.
+func TestOneThingsMessagesHandledOneAtATime(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	active := map[string]int{}
+	handled := map[string]int{}
+	var overlaps, parallel int
+	h := mqttbus.Handlers{OnHealth: func(_ context.Context, thing string, m mqttmsg.HealthMsg) {
+		mu.Lock()
+		active[thing]++
+		if active[thing] > 1 {
+			overlaps++
+		}
+		if len(active) > 1 && active["thing-a"] > 0 && active["thing-b"] > 0 {
+			parallel++
+		}
+		mu.Unlock()
+		time.Sleep(time.Duration(1+m.UptimeSeconds%3) * time.Millisecond) // uneven handling times
+		mu.Lock()
+		active[thing]--
+		if active[thing] == 0 {
+			delete(active, thing)
+		}
+		handled[thing]++
+		mu.Unlock()
+	}}
+	e.startBus(t, "ggfleet.broker.order", h)
+	const n = 60
+	var wg sync.WaitGroup
+	for _, thing := range []string{"thing-a", "thing-b"} {
+		cert, _ := e.ca.issue(t, thing)
+		dev, err := e.device(t, thing, cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks := make([]paho.Token, 0, n)
+			for i := int64(1); i <= n; i++ {
+				b, _ := json.Marshal(health(i))
+				toks = append(toks, dev.Publish(mqttmsg.Topic(thing, mqttmsg.Health), 1, false, b))
+			}
+			for _, tok := range toks {
+				tok.WaitTimeout(waitLimit)
+			}
+		}()
+	}
+	wg.Wait()
+	waitUntil(t, "every report handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return handled["thing-a"] == n && handled["thing-b"] == n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if overlaps > 0 {
+		t.Errorf("%d times a thing's report was handled while another of its reports still was", overlaps)
+	}
+	if parallel == 0 {
+		t.Errorf("thing-a's and thing-b's reports were never handled at the same time: one thing holds up the others")
+	}
+}
