@@ -11,7 +11,8 @@
 //     the same with the OpenSSH client binaries, both against one real
 //     sshd on 127.0.0.1.
 //
-// It starts its own servers, needs root (sshd logs in root) and cleans up
+// It starts its own servers, needs root (sshd, and it creates the plain
+// /bin/sh login ggbench the SSH targets are reached as) and cleans up
 // after itself. It asserts nothing: the figures are for people to read
 // against the targets (serial ≥ 0.9 of the bound, ssh ≥ 10× the loop).
 // `make bench-patch` runs it with the sizes BENCHMARKS.md reports.

@@ -35,9 +35,9 @@ func TestMeasureSmall(t *testing.T) {
 	need(t, "ssh", "openssh-client")
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "" {
-			t.Skip("needs root: sshd must run as root to log in root")
+			t.Skip("needs root: sshd must run as root to log users in")
 		}
-		t.Fatal("needs root in CI: sshd must run as root to log in root")
+		t.Fatal("needs root in CI: sshd must run as root to log users in")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -98,7 +98,7 @@ func runWithAgentRunner(ctx context.Context, log *slog.Logger, srv *sshServer, t
 			PatchID: fmt.Sprintf("bench-%02d", i+1), TaskID: "bench-task", Attempt: 1, DeviceID: t.ID,
 			Deadline: time.Now().Add(time.Hour),
 			Target: patchmsg.Target{DeviceID: t.ID, CoreName: benchCore, Connection: patchmsg.Connection{
-				Type: patchmsg.ConnSSH, Host: "127.0.0.1", Port: port, Username: "root",
+				Type: patchmsg.ConnSSH, Host: "127.0.0.1", Port: port, Username: srv.User,
 				Auth:    &patchmsg.Auth{Method: patchmsg.AuthPrivateKey, CredentialRef: "core:bench-key"},
 				HostKey: hostKey, HostKeyPolicy: patchmsg.HostKeyStrict}},
 			Template: patchmsg.JobTemplate{Name: "bench", VersionNo: 1,

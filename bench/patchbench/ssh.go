@@ -96,6 +96,9 @@ func benchSSH(ctx context.Context, log *slog.Logger, logf func(string, ...any), 
 			if err := os.MkdirAll(t.Dir, 0o755); err != nil {
 				return err
 			}
+			if err := os.Chown(t.Dir, srv.UID, srv.GID); err != nil {
+				return err
+			}
 		}
 		return nil
 	}
@@ -136,12 +139,12 @@ func benchSSH(ctx context.Context, log *slog.Logger, logf func(string, ...any), 
 // patchWithOpenSSH is what an operator's shell loop does for one target:
 // scp the file, then ssh to check its sha256 and run the step.
 func patchWithOpenSSH(ctx context.Context, srv *sshServer, t sshTarget, local string, plan patchPlan) error {
-	scp := exec.CommandContext(ctx, "scp", append(append(srv.openSSHArgs(), "-q", "-P", srv.Port), local, "root@127.0.0.1:"+t.file())...)
+	scp := exec.CommandContext(ctx, "scp", append(append(srv.openSSHArgs(), "-q", "-P", srv.Port), local, srv.User+"@127.0.0.1:"+t.file())...)
 	if out, err := scp.CombinedOutput(); err != nil {
 		return fmt.Errorf("scp to %s: %w: %s", t.ID, err, out)
 	}
 	script := "cd " + patcher.ShellQuote(t.Dir) + " && echo " + plan.SHA256 + "'  payload.bin' | sha256sum -c --quiet && " + plan.Step
-	ssh := exec.CommandContext(ctx, "ssh", append(append(srv.openSSHArgs(), "-p", srv.Port, "root@127.0.0.1"), script)...)
+	ssh := exec.CommandContext(ctx, "ssh", append(append(srv.openSSHArgs(), "-p", srv.Port, srv.User+"@127.0.0.1"), script)...)
 	if out, err := ssh.CombinedOutput(); err != nil {
 		return fmt.Errorf("ssh to %s: %w: %s", t.ID, err, out)
 	}

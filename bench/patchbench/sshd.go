@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,13 +19,22 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// benchUser is the login the SSH targets are reached as: a plain /bin/sh
+// account with no shell start-up files, like the busybox or dash login of
+// an embedded device. Root's login shell on a build machine may source
+// heavy rc files (pyenv, cargo) on every SSH session, which would measure
+// the machine, not the patching.
+const benchUser = "ggbench"
+
 // sshServer is one OpenSSH sshd on 127.0.0.1 with its own keys and config,
 // tuned for many concurrent connections (MaxStartups, MaxSessions).
 type sshServer struct {
 	Addr       string
 	Port       string
+	User       string // the login, benchUser
+	UID, GID   int
 	HostKey    ssh.PublicKey
-	ClientKey  []byte // OpenSSH private key PEM accepted for root
+	ClientKey  []byte // OpenSSH private key PEM accepted for User
 	KeyFile    string // ClientKey on disk (0600) for the OpenSSH client
 	KnownHosts string // known_hosts naming Addr's host key
 
@@ -44,12 +55,15 @@ func startSSHD(dir string) (*sshServer, error) {
 		return nil, err
 	}
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("needs root: sshd must run as root to log in root")
+		return nil, fmt.Errorf("needs root: sshd must run as root to log users in")
 	}
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return nil, fmt.Errorf("create /run/sshd (sshd's privilege separation dir): %w", err)
 	}
-	s := &sshServer{done: make(chan struct{})}
+	s := &sshServer{done: make(chan struct{}), User: benchUser}
+	if s.UID, s.GID, err = ensureUser(benchUser); err != nil {
+		return nil, err
+	}
 	hostPub, hostPEM, err := newKey()
 	if err != nil {
 		return nil, err
@@ -60,13 +74,18 @@ func startSSHD(dir string) (*sshServer, error) {
 	}
 	s.HostKey, s.ClientKey = hostPub, clientPEM
 	s.KeyFile = filepath.Join(dir, "client_key")
-	files := map[string][]byte{
-		"host_key":        hostPEM,
-		"client_key":      clientPEM,
-		"authorized_keys": ssh.MarshalAuthorizedKey(clientPub),
+	// sshd reads authorized_keys as the logging-in user: it (and dir) must
+	// be readable by benchUser; the private keys stay 0600.
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{{"host_key", hostPEM, 0o600}, {"client_key", clientPEM, 0o600}, {"authorized_keys", ssh.MarshalAuthorizedKey(clientPub), 0o644}}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
 	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return nil, err
 		}
 	}
@@ -86,7 +105,7 @@ func startSSHD(dir string) (*sshServer, error) {
 		"Port " + s.Port, "ListenAddress 127.0.0.1",
 		"HostKey " + filepath.Join(dir, "host_key"), "PidFile " + filepath.Join(dir, "sshd.pid"),
 		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
-		"PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
+		"AllowUsers " + benchUser, "StrictModes no", "UsePAM no",
 		"PasswordAuthentication no", "KbdInteractiveAuthentication no", "LogLevel ERROR",
 		// 50 clients may connect within a second: never drop a startup.
 		"MaxStartups 1000", "MaxSessions 100",
@@ -149,6 +168,28 @@ func (s *sshServer) stop() {
 func (s *sshServer) openSSHArgs() []string {
 	return []string{"-i", s.KeyFile, "-o", "UserKnownHostsFile=" + s.KnownHosts, "-o", "StrictHostKeyChecking=yes",
 		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}
+}
+
+// ensureUser creates the login name (shell /bin/sh, home /tmp, no home
+// files, key login only) unless it exists, and returns its uid and gid.
+// The password field is "*" (no password) rather than useradd's "!"
+// (locked): sshd refuses every login of a locked account.
+func ensureUser(name string) (uid, gid int, err error) {
+	if exec.Command("id", "-u", name).Run() != nil {
+		if out, err := exec.Command("useradd", "-M", "-d", "/tmp", "-s", "/bin/sh", "-p", "*", name).CombinedOutput(); err != nil {
+			return 0, 0, fmt.Errorf("useradd %s: %v: %s", name, err, out)
+		}
+	}
+	if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("usermod -p '*' %s (unlock for key login): %v: %s", name, err, out)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, nil
 }
 
 func newKey() (ssh.PublicKey, []byte, error) {

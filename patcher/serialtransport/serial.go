@@ -70,6 +70,9 @@ type Transport struct {
 	afterChunk func(off int)
 	// firstChunk records the base64 offset the last upload started at.
 	firstChunk int
+	// chunkLine, when set (tests), may rewrite a chunk line before it is
+	// sent, or drop it by returning "" (a line lost on the wire).
+	chunkLine func(off int, line string) string
 }
 
 var _ patcher.Transport = (*Transport)(nil)
@@ -700,8 +703,13 @@ func (t *Transport) stream(ctx context.Context, part, b64 string, off int) error
 			if len(pending) > 0 && inflight+size > streamWindow {
 				break
 			}
-			if err := t.send(l); err != nil {
-				return fmt.Errorf("%w: %w", errResync, err)
+			if t.chunkLine != nil {
+				l = t.chunkLine(sent, l)
+			}
+			if l != "" {
+				if err := t.send(l); err != nil {
+					return fmt.Errorf("%w: %w", errResync, err)
+				}
 			}
 			pending = append(pending, line{sent + n, size})
 			inflight += size

@@ -155,3 +155,37 @@ func checkFile(t *testing.T, path string, data []byte) {
 		t.Errorf("temporary files left: %s", strings.Join(left, " "))
 	}
 }
+
+// TestUploadRecoversALostLine: chunk lines are pipelined, so a line lost
+// on the wire must never let the next one be appended out of place; the
+// device refuses it (its offset differs), and the upload resyncs from
+// what the device has and completes intact.
+func TestUploadRecoversALostLine(t *testing.T) {
+	for _, shell := range []string{"bash", "dash", "busybox"} {
+		t.Run(shell, func(t *testing.T) {
+			con := testservers.StartPtyShell(t, shell, true)
+			tr := mustOpen(t, con.Path)
+			defer tr.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			data := make([]byte, 20<<10)
+			_, _ = rand.Read(data)
+			path := filepath.Join(t.TempDir(), "blob")
+			lines, dropped := 0, -1
+			tr.chunkLine = func(off int, line string) string {
+				if lines++; lines == 4 && dropped < 0 {
+					dropped = off
+					return ""
+				}
+				return line
+			}
+			if err := tr.Upload(ctx, patcher.File{Path: path, Data: bytes.NewReader(data)}); err != nil {
+				t.Fatalf("upload with a lost line: %v", err)
+			}
+			if dropped < 0 {
+				t.Fatal("no line was dropped: the upload was too small for the test")
+			}
+			checkFile(t, path, data)
+		})
+	}
+}
