@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,17 @@ func TestAWSProviderLifecycle(t *testing.T) {
 		t.Fatal("BatchAssociateClientDeviceWithCoreDevice was not called")
 	}
 
+	// Deployments are Greengrass V2 deployments to the template version's
+	// thing group; outcomes come from the IoT job executions.
+	b.awsDeploy(t, fake, name, "AwsT", "1", "SUCCEEDED", "Success")
+	b.must(204, "PUT", "/templates/AwsT", map[string]any{"components": []map[string]any{
+		{"key": "aws.greengrass.Cli", "version": "2.5.0"}}})
+	b.awsDeploy(t, fake, name, "AwsT", "2", "FAILED", "Failure")
+	deps := fake.Deployments()
+	if len(deps) != 2 || deps[0].TargetArn == deps[1].TargetArn {
+		t.Fatalf("fake deployments = %+v", deps)
+	}
+
 	// Delete with deprovisioning: thing, certificates, core device gone.
 	r = b.must(202, "POST", "/coreTasks", map[string]any{"coreVersion": "2.5.0", "type": "Delete",
 		"options": map[string]any{"deprovisionCores": true, "deprovisionClientDevices": true},
@@ -164,6 +176,45 @@ func TestAWSProviderLifecycle(t *testing.T) {
 		}
 		return seen["Core Created Event"] && seen["Device Created Event"] && seen["Core Deleted Event"]
 	})
+}
+
+// awsDeploy deploys a template version to core, lets the fake's job
+// execution end with jobStatus, and checks the task ends with want.
+func (b *broker) awsDeploy(t *testing.T, fake *awsfake.Fake, core, template, version, jobStatus, want string) {
+	t.Helper()
+	r := b.must(202, "POST", "/deploymentTasks", map[string]any{"template": map[string]any{"name": template, "version": version},
+		"targets": map[string]any{"thingNames": []string{core}}})
+	taskID := r.Header.Get("x-taskid")
+	group := "cdf_ggv2_deploymentForTemplate_" + template + "_" + version
+	var dep awsfake.Deployment
+	waitFor(t, time.Minute, "the Greengrass deployment of task "+taskID, func() bool {
+		for _, d := range fake.Deployments() {
+			if d.Tags["ggfleet:taskId"] == taskID {
+				dep = d
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.HasSuffix(dep.TargetArn, ":thinggroup/"+group) || len(dep.Components) != 1 || dep.Components["aws.greengrass.Cli"] == nil {
+		t.Fatalf("deployment = %+v", dep)
+	}
+	waitFor(t, time.Minute, "the job execution on "+core, func() bool {
+		n, err := fake.FinishJobExecutions(core, jobStatus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
+	task := b.waitTask("/deploymentTasks/"+taskID, 2*time.Minute)
+	if task["taskStatus"] != want {
+		t.Fatalf("deployment task = %v, want %s; log:\n%s", task, want, b.log())
+	}
+	var th thingView
+	b.must(200, "GET", "/registry/things/"+core, nil).JSON(t, &th)
+	if !slices.Contains(th.ThingGroups, group) {
+		t.Fatalf("core groups = %v, want %s", th.ThingGroups, group)
+	}
 }
 
 // TestAWSProviderFlags: bad aws settings stop serve with a message naming

@@ -33,6 +33,8 @@ type cloud struct {
 	registry   health.Registry
 	registrar  enroll.Registrar
 	forwarders []events.Forwarder
+	// deployer delivers deployments through Greengrass (aws mode), else nil.
+	deployer *greengrassDeployer
 	// dataEndpoint and credEndpoint are the AWS IoT endpoints (aws mode).
 	dataEndpoint, credEndpoint string
 	close                      func() error
@@ -71,7 +73,7 @@ func newCloud(ctx context.Context, cfg Config, db *sqlstore.DB, log *slog.Logger
 	if _, err := p.PutPolicy(epCtx, awsprov.AgentPolicyName, awsprov.AgentPolicyDocument); err != nil {
 		return cloud{}, fmt.Errorf("aws provider: create the agent policy %q: %w", awsprov.AgentPolicyName, err)
 	}
-	c := cloud{prov: p, enrollProv: agentPolicyAttacher{Provider: p}, artifacts: p, authorizer: p, dataEndpoint: eps.Data, credEndpoint: eps.Credential, close: func() error { return nil }}
+	c := cloud{prov: p, enrollProv: agentPolicyAttacher{Provider: p}, deployer: newGreengrassDeployer(p, log, cfg.awsJobPollInterval), artifacts: p, authorizer: p, dataEndpoint: eps.Data, credEndpoint: eps.Credential, close: func() error { return nil }}
 	if cfg.EventBus != "-" {
 		bus := cfg.EventBus
 		c.forwarders = []events.Forwarder{{Name: "eventbridge:" + bus, Batch: 10, Send: func(ctx context.Context, evs []events.Event) error {

@@ -65,6 +65,8 @@ type Config struct {
 
 	// awsDataEndpoint and awsCredEndpoint are learnt at start (aws mode).
 	awsDataEndpoint, awsCredEndpoint string
+	// awsJobPollInterval is how often deployment job executions are read (default 5s).
+	awsJobPollInterval time.Duration
 
 	Logger *slog.Logger
 	// Banner receives the human start-up message (URL, token file, next steps).

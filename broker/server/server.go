@@ -198,8 +198,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		al = c
 	}
+	// In aws mode Greengrass delivers deployments (awsdeploy.go).
+	var deployPub deploy.Publisher = msgBus
+	if cl.deployer != nil {
+		deployPub = cl.deployer
+	}
 	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
-		Publisher: msgBus, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
+		Publisher: deployPub, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
 	patchSvc = patches.New(patches.Config{Store: db, Publisher: msgBus, Blobs: prov, URLKey: patchURLKey(secretsKey),
 		BaseURL: cfg.publicURL(), DispatchTimeout: cfg.PatchDispatchTimeout, Logger: log})
 
@@ -320,6 +325,10 @@ func Run(ctx context.Context, cfg Config) error {
 		defer eventSvc.Close()
 		return db.RunAsLeader(ctx, "events", eventSvc.Run)
 	})
+	if cl.deployer != nil {
+		cl.deployer.report = deploySvc.HandleStatus
+		goRun("greengrass deployment outcomes", cl.deployer.Run)
+	}
 	goRun("deployment deadlines", func(ctx context.Context) error { return db.RunAsLeader(ctx, "deployment-deadlines", deploySvc.Run) })
 	goRun("job rescue", func(ctx context.Context) error { return db.RunAsLeader(ctx, "job-rescue", queue.RunRescuer) })
 	goRun("job queue liveness", queue.Watch)

@@ -109,6 +109,10 @@ var DefaultLimits = map[string]float64{
 
 	"DescribeEndpoint": 10,
 
+	"DescribeThingGroup":   100,
+	"DescribeJobExecution": 10,
+	"CreateDeployment":     1,
+
 	"PutObject": 3500,
 	"GetObject": 5500,
 

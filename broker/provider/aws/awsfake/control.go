@@ -13,6 +13,8 @@ import (
 //	POST /_fake/coreDevices/{name}?status=HEALTHY  register a core device
 //	GET  /_fake/calls                               calls per operation
 //	GET  /_fake/events                              events received by PutEvents
+//	GET  /_fake/deployments                         deployments made by CreateDeployment
+//	POST /_fake/jobExecutions/{thing}?status=S      finish the thing's queued/in-progress executions
 func (f *Fake) routeControl(mux *http.ServeMux) {
 	mux.HandleFunc("POST /_fake/coreDevices/{name}", func(w http.ResponseWriter, r *http.Request) {
 		status := r.URL.Query().Get("status")
@@ -36,6 +38,17 @@ func (f *Fake) routeControl(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /_fake/events", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, f.Events())
+	})
+	mux.HandleFunc("GET /_fake/deployments", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, f.Deployments())
+	})
+	mux.HandleFunc("POST /_fake/jobExecutions/{thing}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := f.FinishJobExecutions(r.PathValue("thing"), r.URL.Query().Get("status"))
+		if err != nil {
+			writeJSONError(w, invalid("%v", err))
+			return
+		}
+		writeJSON(w, map[string]int{"finished": n})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errorf(http.StatusNotFound, "NotFound", "the fake's control API has no %s %s", r.Method, r.URL.Path))

@@ -70,7 +70,10 @@ var DefaultQuotas = map[string]float64{
 	"BatchDisassociateClientDeviceFromCoreDevice": 10,
 	"ListClientDevicesAssociatedWithCoreDevice":   10,
 
-	"DescribeEndpoint": 10,
+	"DescribeEndpoint":     10,
+	"DescribeThingGroup":   100,
+	"DescribeJobExecution": 10,
+	"CreateDeployment":     1,
 
 	"PutObject": 3500,
 	"GetObject": 5500,
@@ -94,6 +97,10 @@ type Fake struct {
 	gg        map[string]*coreDevice
 	s3        map[string]map[string]object
 	events    []Event
+
+	deployments  map[string]*Deployment
+	deployTokens map[string]string                // client token -> deployment id
+	jobs         map[string]map[string]*execution // job id -> thing -> execution
 }
 
 // New starts a fake with AWS's default quotas and no S3 buckets on a
@@ -132,6 +139,10 @@ func newFake() *Fake {
 		iot:       newIoTState(),
 		gg:        map[string]*coreDevice{},
 		s3:        map[string]map[string]object{},
+
+		deployments:  map[string]*Deployment{},
+		deployTokens: map[string]string{},
+		jobs:         map[string]map[string]*execution{},
 	}
 	for op, q := range DefaultQuotas {
 		f.quotas[op] = q
@@ -147,6 +158,8 @@ func (f *Fake) Handler() http.Handler {
 	f.routeGreengrass(ggMux)
 	f.routeS3(s3Mux)
 	f.routeControl(ctlMux)
+	f.routeDeployments(func(pattern, op string, fn handlerFunc) { f.handle(iotMux, "iot", pattern, op, fn) },
+		func(pattern, op string, fn handlerFunc) { f.handle(ggMux, "greengrass", pattern, op, fn) })
 	extra := f.extraMuxes()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/_fake/") && r.Header.Get("Authorization") == "" {
