@@ -228,6 +228,15 @@ type CoreEvent struct {
 	Message  string `json:"message,omitempty"`
 }
 
+// EventKey names the task item the event is about, so an item re-run after
+// a crash publishes its event once (events.Keyed).
+func (e CoreEvent) EventKey() string {
+	if e.TaskID == "" {
+		return ""
+	}
+	return e.TaskID + "/" + e.CoreName
+}
+
 // Event detail-types emitted by core tasks.
 const (
 	EventCoreCreated = "Core Created Event"

@@ -59,6 +59,15 @@ type DeploymentTaskCreatedEvent struct {
 	Message  string `json:"message,omitempty"`
 }
 
+// EventKey names the task item the event is about, so an item re-run after
+// a crash publishes its event once (events.Keyed).
+func (e DeploymentTaskCreatedEvent) EventKey() string {
+	if e.TaskID == "" {
+		return ""
+	}
+	return e.TaskID + "/" + e.CoreName
+}
+
 // CoreTemplateUpdatedEvent is the detail of EventCoreTemplateUpdated.
 type CoreTemplateUpdatedEvent struct {
 	CoreName         string `json:"coreName"`
@@ -68,6 +77,15 @@ type CoreTemplateUpdatedEvent struct {
 	TemplateName     string `json:"templateName"`
 	TemplateVersion  int    `json:"templateVersion"`
 	Status           string `json:"status"` // success | failed
+}
+
+// EventKey names the deployment outcome the event is about (one per core,
+// deployment task and deployment), so it is published once (events.Keyed).
+func (e CoreTemplateUpdatedEvent) EventKey() string {
+	if e.DeploymentTaskID == "" {
+		return ""
+	}
+	return e.DeploymentTaskID + "/" + e.CoreName + "/" + e.DeploymentID
 }
 
 // Templates resolves template versions (broker/templates.Service).

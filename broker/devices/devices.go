@@ -42,6 +42,16 @@ type DeviceEvent struct {
 	Message    string `json:"message,omitempty"`
 }
 
+// EventKey names the task item the event is about (the device within its
+// task), so an item re-run after a crash publishes its event once
+// (events.Keyed).
+func (e DeviceEvent) EventKey() string {
+	if e.TaskID == "" {
+		return ""
+	}
+	return e.TaskID + "/" + e.DeviceName
+}
+
 // BatchSize is the number of devices per batch (spec §4.0).
 const BatchSize = 20
 

@@ -47,6 +47,19 @@ type Event struct {
 	DetailType string          // envelope "detail-type"
 	Time       time.Time       // when it was published (millisecond precision, UTC)
 	Detail     json.RawMessage // envelope "detail": the JSON payload
+	// Key, when set, names what the event is about (for a task item: its
+	// task id and item name): the Store keeps at most one event per
+	// DetailType and Key. It is not part of the wire form.
+	Key string
+}
+
+// Keyed is implemented by event details that must be published once per
+// occurrence even when their producer runs again: the task items that emit
+// them are re-run after a crash or on another replica (issue #8). EventKey
+// names the occurrence, unique per detail-type; a second Publish with the
+// same detail-type and key stores and delivers nothing. "" means unkeyed.
+type Keyed interface {
+	EventKey() string
 }
 
 // ID is the envelope id: the sequence number, zero-padded so ids sort as
@@ -104,8 +117,11 @@ func (e Event) Envelope() ([]byte, error) { return json.Marshal(e) }
 // Store keeps events and webhook cursors durably; sqlstore.DB implements it.
 type Store interface {
 	// AppendEvent stores e (its Seq is ignored) under the next sequence
-	// number and returns that number. Numbers only grow, even after pruning.
-	AppendEvent(ctx context.Context, e Event) (int64, error)
+	// number and returns that number with added true. Numbers only grow,
+	// even after pruning. When e.Key is set and an event with the same
+	// DetailType and Key is stored already, it stores nothing and returns
+	// that event's number with added false.
+	AppendEvent(ctx context.Context, e Event) (seq int64, added bool, err error)
 	// EventsAfter returns up to limit events with Seq > after, oldest first.
 	EventsAfter(ctx context.Context, after int64, limit int) ([]Event, error)
 	// LatestEventSeq returns the last sequence number assigned (0 if none).
@@ -234,6 +250,8 @@ const writeAttempts = 3
 // event is stored: live subscribers get it through a non-blocking queue and
 // webhook deliverers are only woken, so a slow sink never slows the caller.
 // A storage failure is retried briefly, then logged; Publish never panics.
+// A detail that implements Keyed is published once per key: publishing it
+// again (its task item re-run) changes nothing.
 func (s *Service) Publish(ctx context.Context, detailType string, detail any) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -251,15 +269,23 @@ func (s *Service) Publish(ctx context.Context, detailType string, detail any) {
 		Time:       s.cfg.Now().UTC().Truncate(time.Millisecond),
 		Detail:     body,
 	}
+	if k, ok := detail.(Keyed); ok {
+		ev.Key = k.EventKey()
+	}
 	// The caller's cancellation (a task ending) must not lose the event.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 
 	s.mu.Lock()
-	seq, err := s.append(wctx, ev)
+	seq, added, err := s.append(wctx, ev)
 	if err != nil {
 		s.mu.Unlock()
 		s.log.Error("publish event: could not store it; the event is lost", "detailType", detailType, "detail", string(body), "err", err)
+		return
+	}
+	if !added {
+		s.mu.Unlock()
+		s.log.Debug("publish event: already published; not sent again", "detailType", detailType, "key", ev.Key, "seq", seq)
 		return
 	}
 	ev.Seq = seq
@@ -274,15 +300,14 @@ func (s *Service) Sink() func(ctx context.Context, detailType string, detail any
 	return s.Publish
 }
 
-// append stores ev, retrying briefly.
-func (s *Service) append(ctx context.Context, ev Event) (int64, error) {
-	var err error
+// append stores ev, retrying briefly; added is false when ev's key was
+// stored already.
+func (s *Service) append(ctx context.Context, ev Event) (seq int64, added bool, err error) {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		var seq int64
-		seq, err = s.store.AppendEvent(ctx, ev)
+		seq, added, err = s.store.AppendEvent(ctx, ev)
 		if err == nil {
-			return seq, nil
+			return seq, added, nil
 		}
 		if attempt == writeAttempts {
 			break
@@ -293,7 +318,7 @@ func (s *Service) append(ctx context.Context, ev Event) (int64, error) {
 		}
 		wait *= 4
 	}
-	return 0, fmt.Errorf("store %s: %w", ev.DetailType, err)
+	return 0, false, fmt.Errorf("store %s: %w", ev.DetailType, err)
 }
 
 // wakeDeliverers tells every webhook deliverer there is news, without blocking.

@@ -260,3 +260,41 @@ func TestPublishNeverPanics(t *testing.T) {
 		t.Errorf("latest seq = %d, want 1", seq)
 	}
 }
+
+// itemEvent is a keyed detail, like the task items' events (cores.CoreEvent).
+type itemEvent struct {
+	TaskID   string `json:"taskId"`
+	CoreName string `json:"coreName"`
+	Status   string `json:"status"`
+}
+
+func (e itemEvent) EventKey() string { return e.TaskID + "/" + e.CoreName }
+
+// TestPublishKeyedOnce: a task item re-run after a crash publishes its
+// event again; live subscribers and the history get it once.
+func TestPublishKeyedOnce(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	svc := events.New(fastConfig(db))
+	ch, err := svc.Subscribe(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	svc.Publish(ctx, events.CoreCreated, itemEvent{TaskID: "t1", CoreName: "a", Status: "success"})
+	svc.Publish(ctx, events.CoreCreated, itemEvent{TaskID: "t1", CoreName: "a", Status: "success"}) // the re-run
+	svc.Publish(ctx, events.CoreCreated, itemEvent{TaskID: "t1", CoreName: "b", Status: "success"})
+
+	if got := coreName(t, recv(t, ch)); got != "a" {
+		t.Fatalf("first live event %s, want a", got)
+	}
+	if got := coreName(t, recv(t, ch)); got != "b" {
+		t.Fatalf("second live event %s, want b (a only once)", got)
+	}
+	stored, err := db.EventsAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 2 {
+		t.Fatalf("%d events stored, want 2: %+v", len(stored), stored)
+	}
+}

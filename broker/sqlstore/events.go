@@ -7,20 +7,36 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/events"
 )
 
 // The DB is the event store.
 var _ events.Store = (*DB)(nil)
 
+// errDuplicateEvent rolls back an append whose key is already stored.
+var errDuplicateEvent = errors.New("event already stored")
+
 // AppendEvent stores e under the next sequence number (events.Store). The
-// counter row is updated in the same transaction, which serialises writers
-// on both engines.
-func (d *DB) AppendEvent(ctx context.Context, e events.Event) (int64, error) {
+// counter row is updated first in the same transaction, which serialises
+// writers on both engines, so the look-up of e.Key that follows sees every
+// committed event: an event whose (DetailType, Key) is stored already is
+// not stored again, and its sequence number is returned with added false
+// (the unique index events_detail_type_key backs this up).
+func (d *DB) AppendEvent(ctx context.Context, e events.Event) (int64, bool, error) {
 	var seq int64
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, d.q(`UPDATE event_sequence SET last_seq = last_seq + 1 WHERE id = 1`)); err != nil {
 			return mapErr(err, "advance event sequence")
+		}
+		if e.Key != "" {
+			err := tx.QueryRowContext(ctx, d.q(`SELECT seq FROM events WHERE detail_type = ? AND event_key = ?`), e.DetailType, e.Key).Scan(&seq)
+			if err == nil {
+				return errDuplicateEvent
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return mapErr(err, fmt.Sprintf("look up event %s %q", e.DetailType, e.Key))
+			}
 		}
 		if err := tx.QueryRowContext(ctx, d.q(`SELECT last_seq FROM event_sequence WHERE id = 1`)).Scan(&seq); err != nil {
 			return mapErr(err, "read event sequence")
@@ -29,14 +45,28 @@ func (d *DB) AppendEvent(ctx context.Context, e events.Event) (int64, error) {
 		if detail == "" {
 			detail = "null"
 		}
-		_, err := tx.ExecContext(ctx, d.q(`INSERT INTO events (seq, source, detail_type, created_at, detail) VALUES (?, ?, ?, ?, ?)`),
-			seq, e.Source, e.DetailType, millis(e.Time), detail)
+		var key any
+		if e.Key != "" {
+			key = e.Key
+		}
+		_, err := tx.ExecContext(ctx, d.q(`INSERT INTO events (seq, source, detail_type, created_at, detail, event_key) VALUES (?, ?, ?, ?, ?, ?)`),
+			seq, e.Source, e.DetailType, millis(e.Time), detail, key)
 		return mapErr(err, fmt.Sprintf("insert event %d", seq))
 	})
-	if err != nil {
-		return 0, err
+	switch {
+	case errors.Is(err, errDuplicateEvent):
+		return seq, false, nil
+	case errkind.Is(err, errkind.Conflict) && e.Key != "":
+		// Only the key can collide (seq is taken under the counter's lock).
+		var existing int64
+		if qerr := d.sql.QueryRowContext(ctx, d.q(`SELECT seq FROM events WHERE detail_type = ? AND event_key = ?`), e.DetailType, e.Key).Scan(&existing); qerr != nil {
+			return 0, false, err
+		}
+		return existing, false, nil
+	case err != nil:
+		return 0, false, err
 	}
-	return seq, nil
+	return seq, true, nil
 }
 
 // EventsAfter returns up to limit events with seq > after, oldest first (events.Store).
