@@ -129,15 +129,10 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 		Publish:      func(ctx context.Context, m mqttmsg.HealthMsg) error { return publishHealth(ctx, m) },
 		PollInterval: pollInterval(cfg), StatFS: dir.Path(), Logger: log})
 
-	// The patch runner reaches client devices from this core; it publishes
-	// through client, which exists before any message can arrive.
-	runner, err := patch.New(patch.Config{StateDir: dir.Path(), CoreName: id.ThingName,
-		Publisher: publisherFunc{client: &client}, Concurrency: cfg.PatchConcurrency, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer runner.Close()
-
+	// The patch runner is made right after the client: it publishes through
+	// it (re-sending unreported completions at once), and hello lists its
+	// journal, which is asked for only once the session connects.
+	var runner *patch.Runner
 	client, err = mqttclient.New(mqttclient.Config{
 		Endpoint: id.MQTTEndpoint, ClientID: id.ClientID(), Thing: id.ThingName, TLS: tlsCfg,
 		OutboxDir: dir.File("outbox"), Logger: log,
@@ -152,6 +147,12 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 	if err != nil {
 		return err
 	}
+	runner, err = patch.New(patch.Config{StateDir: dir.Path(), CoreName: id.ThingName,
+		Publisher: client, Concurrency: cfg.PatchConcurrency, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer runner.Close()
 	if applier != nil {
 		client.Subscribe(mqttmsg.Deployments, func(ctx context.Context, payload []byte) {
 			d, err := mqttmsg.Decode[mqttmsg.DeploymentMsg](payload)
@@ -204,18 +205,6 @@ func Run(ctx context.Context, cfg cli.RunConfig) error {
 		return errors.Join(all...)
 	}
 	return ctx.Err()
-}
-
-// publisherFunc lets the patch runner publish through the MQTT client
-// created after it.
-type publisherFunc struct{ client **mqttclient.Client }
-
-func (p publisherFunc) Publish(ctx context.Context, suffix string, payload []byte) error {
-	return (*p.client).Publish(ctx, suffix, payload)
-}
-
-func (p publisherFunc) PublishNow(ctx context.Context, suffix string, payload []byte, retained bool) error {
-	return (*p.client).PublishNow(ctx, suffix, payload, retained)
 }
 
 // EnvSimulatedStepDelay makes each component step of the simulated runtime

@@ -106,7 +106,8 @@ func (p *recorder) allRaw() string {
 // waitEvent polls until an event of patch/attempt satisfies match.
 func (p *recorder) waitEvent(t *testing.T, patchID string, attempt int, what string, match func(patchmsg.Event) bool) patchmsg.Event {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	// Generous: a loaded CI machine can take seconds per SSH session.
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		for _, e := range p.eventsOf(patchID, attempt) {
 			if match(e) {
@@ -114,7 +115,7 @@ func (p *recorder) waitEvent(t *testing.T, patchID string, attempt int, what str
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("patch %s/%d: no %s event within 90s; events: %s", patchID, attempt, what, p.dump(patchID, attempt))
+			t.Fatalf("patch %s/%d: no %s event within 5 minutes; events: %s", patchID, attempt, what, p.dump(patchID, attempt))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -219,10 +220,10 @@ func ptr[T any](v T) *T { return &v }
 
 func waitBriefly() { time.Sleep(50 * time.Millisecond) }
 
-// waitFor polls cond for up to 60s.
+// waitFor polls cond for up to 5 minutes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

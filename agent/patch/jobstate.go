@@ -81,6 +81,7 @@ func (js *jobState) finish(ctx context.Context, status, message string) {
 	js.r.publishEvent(ctx, ev, js.red)
 	js.rec.Reported = true
 	js.saveLocked()
+	js.rec.slim() // the journal keeps the full record; memory only what duplicates need
 	js.r.log.Info("patch finished", "patchId", ev.PatchID, "attempt", ev.Attempt, "status", status, "statusMessage", ev.StatusMessage)
 }
 

@@ -49,6 +49,16 @@ type record struct {
 	UpdatedAt  time.Time       `json:"updatedAt"`
 }
 
+// slim drops what a finished record no longer needs in memory: the job
+// (templates, inline files) and the step results. Its identity and the
+// completed event stay, which is all a duplicate start needs.
+func (rec *record) slim() {
+	j := rec.Job
+	rec.Job = patchmsg.Job{Version: j.Version, Schema: j.Schema, PatchID: j.PatchID, TaskID: j.TaskID,
+		Attempt: j.Attempt, DeviceID: j.DeviceID, Deadline: j.Deadline}
+	rec.Steps = nil
+}
+
 // journal is the folder of records.
 type journal struct {
 	dir string

@@ -14,6 +14,7 @@ import (
 )
 
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	pub := &recorder{}
@@ -45,6 +46,7 @@ func TestCancel(t *testing.T) {
 }
 
 func TestJournalResume(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	dev := deviceDir(t)
@@ -139,6 +141,7 @@ func TestJournalResume(t *testing.T) {
 }
 
 func TestDuplicateDispatch(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	ran := filepath.Join(deviceDir(t), "ran")
@@ -186,6 +189,7 @@ func TestDuplicateDispatch(t *testing.T) {
 }
 
 func TestConcurrencyAndLanes(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	pub := &recorder{}
@@ -239,6 +243,7 @@ func TestConcurrencyAndLanes(t *testing.T) {
 }
 
 func TestRejections(t *testing.T) {
+	t.Parallel()
 	state := t.TempDir()
 	pub := &recorder{}
 	// A device that accepts TCP but never speaks SSH keeps the first patch

@@ -184,12 +184,18 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	now := time.Now()
+	r.mu.Lock() // workers start as soon as a patch is queued
+	defer r.mu.Unlock()
+	defer r.pruneLocked(now)
 	for _, rec := range recs {
 		if rec.State == stateFinished && rec.Reported && now.Sub(rec.UpdatedAt) > journalRetention {
 			if err := j.remove(rec); err != nil {
 				r.log.Warn("could not prune an old patch record", "patchId", rec.Job.PatchID, "err", err)
 			}
 			continue
+		}
+		if rec.State == stateFinished {
+			rec.slim()
 		}
 		js := r.newJobState(rec)
 		r.jobs[js.key()] = js
@@ -309,7 +315,8 @@ func (r *Runner) start(job patchmsg.Job, patchID string, payload []byte, err err
 
 // Handle accepts (or rejects) a patch job. It returns quickly: the job runs
 // on the runner's workers. A job already in the journal is not run again:
-// its state is reported instead.
+// its state is reported instead. The runner keeps job: do not change it,
+// or what its pointers reach, afterwards.
 func (r *Runner) Handle(job patchmsg.Job) {
 	k := key{job.PatchID, job.Attempt}
 	r.mu.Lock()
@@ -347,9 +354,57 @@ func (r *Runner) Handle(job patchmsg.Job) {
 	rec := &record{Version: 1, Job: job, State: stateQueued, AcceptedAt: now, UpdatedAt: now}
 	js := r.newJobState(rec)
 	r.jobs[k] = js
-	r.enqueueLocked(job.DeviceID, laneItem{job: js})
+	r.queued++ // reserved now so BUSY holds; enqueueLocked counts it again
+	r.pruneLocked(now)
 	r.mu.Unlock()
+	// Journaled (queued) and reported before any worker can touch it, so
+	// accepted always comes first.
 	js.emit(r.ctx, patchmsg.Event{Type: patchmsg.EventAccepted})
+	r.mu.Lock()
+	r.queued--
+	if !r.closed { // else the journal keeps it queued for the next start
+		r.enqueueLocked(job.DeviceID, laneItem{job: js})
+	}
+	r.mu.Unlock()
+}
+
+// Bounds on the finished patches remembered (memory and journal).
+const maxFinished = 1000
+
+// pruneLocked forgets finished, reported patches past the retention time
+// or beyond the newest maxFinished. r.mu must be held.
+func (r *Runner) pruneLocked(now time.Time) {
+	var done []*jobState
+	for _, js := range r.jobs {
+		js.mu.Lock()
+		if js.rec.State == stateFinished && js.rec.Reported {
+			done = append(done, js)
+		}
+		js.mu.Unlock()
+	}
+	if len(done) <= maxFinished && (len(done) == 0 || now.Sub(oldest(done)) <= journalRetention) {
+		return
+	}
+	slices.SortFunc(done, func(a, b *jobState) int { return a.rec.UpdatedAt.Compare(b.rec.UpdatedAt) })
+	for i, js := range done {
+		if i >= len(done)-maxFinished && now.Sub(js.rec.UpdatedAt) <= journalRetention {
+			break
+		}
+		delete(r.jobs, js.key())
+		if err := r.journal.remove(js.rec); err != nil {
+			r.log.Warn("could not prune an old patch record", "patchId", js.rec.Job.PatchID, "err", err)
+		}
+	}
+}
+
+func oldest(jss []*jobState) time.Time {
+	t := jss[0].rec.UpdatedAt
+	for _, js := range jss[1:] {
+		if js.rec.UpdatedAt.Before(t) {
+			t = js.rec.UpdatedAt
+		}
+	}
+	return t
 }
 
 // Cancel stops a queued or running patch attempt (Attempt 0: any attempt
@@ -381,6 +436,10 @@ func (r *Runner) Cancel(c patchmsg.Cancel) {
 		return
 	}
 	for _, js := range hits {
+		if js.state() == stateFinished {
+			js.reReport(r.ctx) // the broker missed the outcome
+			continue
+		}
 		if slices.Contains(dequeued, js) {
 			r.log.Info("patch cancelled before it started", "patchId", c.PatchID, "attempt", js.rec.Job.Attempt)
 			js.finish(r.ctx, patchmsg.PatchFailed, "AGENT:Cancelled")

@@ -12,6 +12,7 @@ import (
 )
 
 func TestTOFUProbeAndChangedKey(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	pub := &recorder{}
@@ -50,7 +51,7 @@ func TestTOFUProbeAndChangedKey(t *testing.T) {
 	}
 
 	// A probe with a credential the core lacks says so.
-	target.Connection.Auth.CredentialRef = "core:absent"
+	target.Connection.Auth = &patchmsg.Auth{Method: patchmsg.AuthPrivateKey, CredentialRef: "core:absent"} // p-2 still holds the old one
 	r.Probe(patchmsg.ProbeRequest{Version: 1, ProbeID: "pr-2", DeviceID: "dev-tofu", Target: target})
 	waitFor(t, "the second probe result", func() bool {
 		pub.mu.Lock()
@@ -63,6 +64,7 @@ func TestTOFUProbeAndChangedKey(t *testing.T) {
 }
 
 func TestExpectDisconnect(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
 	state := t.TempDir()
 	pub := &recorder{}
@@ -98,6 +100,7 @@ func TestExpectDisconnect(t *testing.T) {
 }
 
 func TestSerialConsole(t *testing.T) {
+	t.Parallel()
 	con := testservers.StartPtyShell(t, "dash", true)
 	state := t.TempDir()
 	pub := &recorder{}
