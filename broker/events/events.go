@@ -239,8 +239,10 @@ func New(cfg Config) *Service {
 	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, subs: map[*subscriber]struct{}{}}
 }
 
-// writeTimeout bounds one Publish's database write, retries included.
-const writeTimeout = 5 * time.Second
+// writeTimeout bounds one attempt to store an event. It starts once the
+// publisher holds the append lock: waiting behind other publishers (a task's
+// many items finishing at once, on a busy database) must not use it up.
+const writeTimeout = 10 * time.Second
 
 // writeAttempts is how many times Publish tries to store an event.
 const writeAttempts = 3
@@ -273,8 +275,7 @@ func (s *Service) Publish(ctx context.Context, detailType string, detail any) {
 		ev.Key = k.EventKey()
 	}
 	// The caller's cancellation (a task ending) must not lose the event.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
+	wctx := context.WithoutCancel(ctx)
 
 	s.mu.Lock()
 	seq, added, err := s.append(wctx, ev)
@@ -300,12 +301,14 @@ func (s *Service) Sink() func(ctx context.Context, detailType string, detail any
 	return s.Publish
 }
 
-// append stores ev, retrying briefly; added is false when ev's key was
-// stored already.
+// append stores ev, trying writeAttempts times; added is false when ev's
+// key was stored already.
 func (s *Service) append(ctx context.Context, ev Event) (seq int64, added bool, err error) {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		seq, added, err = s.store.AppendEvent(ctx, ev)
+		actx, cancel := context.WithTimeout(ctx, writeTimeout)
+		seq, added, err = s.store.AppendEvent(actx, ev)
+		cancel()
 		if err == nil {
 			return seq, added, nil
 		}
