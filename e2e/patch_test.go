@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -328,6 +329,13 @@ func TestPatchJourney(t *testing.T) {
 			{"name": "slow", "onInterrupt": "rerun", "timeoutSeconds": 120,
 				"run": "cd \"$PATCH_VAR_OUT_DIR\" && if [ -f started ]; then echo second run; exit 0; fi; touch started; sleep 43"}}})
 		task := e.task([2]string{"ssh-dev", "e2e-slow-fail"}, [2]string{"ssh-dev-2", "e2e-slow-rerun"})
+		// The killed agent's remote commands outlive it (an SSH session's
+		// command is not killed when its client dies); do not leave them.
+		t.Cleanup(func() {
+			for _, pid := range append(testservers.ProcessesRunning("sleep", "41"), testservers.ProcessesRunning("sleep", "43")...) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
 		waitFor(t, 2*time.Minute, "both slow steps to be running on the device", func() bool {
 			return len(testservers.ProcessesRunning("sleep", "41")) > 0 && len(testservers.ProcessesRunning("sleep", "43")) > 0
 		})
