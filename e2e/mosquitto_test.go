@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -134,4 +136,56 @@ func mqttConnect(addr, clientID string, cert tls.Certificate, roots *x509.CertPo
 	}
 	c.Disconnect(100)
 	return nil
+}
+
+// Two replicas on one PostgreSQL share one Mosquitto: the agent enrolled
+// through one of them reports to both (whichever takes the message), and a
+// deployment submitted to the other reaches it and ends Success.
+func TestMosquittoTwoReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: two replicas, PostgreSQL and Mosquitto")
+	}
+	mosquittotest.Binary(t)
+	dbURL, _ := testPostgresDB(t)
+	dir := mosquittotest.Dir(t)
+	srvCA := mosquittotest.ServerTLS(t, dir)
+	srvCAFile := filepath.Join(dir, "server-ca.pem")
+	if err := os.WriteFile(srvCAFile, srvCA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	keyFile := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := mosquittotest.FreeAddr(t)
+	common := []string{"--database", dbURL, "--secrets-key-file", keyFile, "--mqtt-url", "mqtts://" + addr, "--mqtt-server-ca-file", srvCAFile}
+	r1 := startBroker(t, append(common, "--mqtt-client-id", "ggfleet.broker.r1",
+		"--mqtt-crl-file", filepath.Join(dir, "crl.pem"), "--mqtt-ca-file", filepath.Join(dir, "ca.pem"))...)
+	r2 := startReplica(t, r1, append(common, "--mqtt-client-id", "ggfleet.broker.r2")...)
+	keepReplicaLogs(t, r1, r2)
+	waitFor(t, time.Minute, "ca.pem and crl.pem", func() bool {
+		_, e1 := os.Stat(filepath.Join(dir, "crl.pem"))
+		_, e2 := os.Stat(filepath.Join(dir, "ca.pem"))
+		return e1 == nil && e2 == nil
+	})
+	srv := mosquittotest.Start(t, dir, addr)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", tail(srv.Log(), 6000))
+		}
+	})
+
+	r1.readyCore("mq-r")
+	state := r1.enrollAgent("mq-r")
+	start := time.Now()
+	startAgent(t, state)
+	r1.waitOnline("mq-r", start.Add(-time.Second))
+	r2.waitOnline("mq-r", start.Add(-time.Second))
+	r2.must(201, "POST", "/templates", map[string]any{"name": "MqR",
+		"components": []map[string]any{{"key": "aws.greengrass.Cli", "version": "2.4.0"}}})
+	if task := r2.waitTask("/deploymentTasks/"+r2.deploy("MqR", "mq-r"), 2*time.Minute); task["taskStatus"] != "Success" {
+		t.Fatalf("deployment through replica 2 = %v", task)
+	}
 }
