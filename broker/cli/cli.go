@@ -44,7 +44,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage+clientUsage)
 		return 0
-	case "templates", "provisioning-templates", "cas", "cores", "devices", "deploy", "tasks", "fleet", "events":
+	case "templates", "provisioning-templates", "cas", "cores", "devices", "deploy", "tasks", "fleet", "events", "patch":
 		return runClient(ctx, args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "ggfleet: unknown command %q\n\n%s", args[0], usage+clientUsage)

@@ -41,6 +41,12 @@ Operator commands (talk to a running broker):
   ggfleet devices delete --core CORE NAME... [--deprovision] [--no-wait] [--plan]
   ggfleet deploy --template NAME [--version N] --core NAME... [--group G...] [--no-wait] [--plan]
   ggfleet tasks show ID | watch ID
+  ggfleet patch templates create -f FILE | update NAME -f FILE | list | show NAME [--version N] | delete NAME
+  ggfleet patch templates upload NAME ARTIFACT FILE
+  ggfleet patch targets set DEVICE --core CORE --ssh user@host[:port] --credential-ref REF | -f FILE
+  ggfleet patch targets list [--core CORE] | show DEVICE | delete DEVICE | probe DEVICE
+  ggfleet patch run --template NAME --device ID... [--var K=V] [--no-wait]
+  ggfleet patch show PATCH_ID | retry PATCH_ID | cancel PATCH_ID | logs PATCH_ID [--step S]
   ggfleet fleet summary
   ggfleet events
 
@@ -145,6 +151,7 @@ func clientCommands() []subcommand {
 	all = append(all, deviceTaskCommands()...)
 	all = append(all, caCommands()...)
 	all = append(all, bootstrapCommand())
+	all = append(all, patchCommands()...)
 	all = append(all, deployCommands()...)
 	all = append(all, fleetCommands()...)
 	return all
@@ -161,20 +168,36 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			verbs = append(verbs, c)
 		}
 	}
-	sub, ok := byName[args[0]]
-	rest := args[1:]
-	if !ok {
-		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
-			fmt.Fprintf(stderr, "ggfleet %s: which one? %s\n", args[0], listVerbs(verbs, args[0]))
-			return exitUsage
+	// The longest name the words start with: "patch templates create"
+	// before "patch run", "cores create" before "deploy".
+	for n := min(3, len(args)); n >= 1; n-- {
+		if sub, ok := byName[strings.Join(args[:n], " ")]; ok {
+			return runSubcommand(ctx, sub, args[n:], stdout, stderr)
 		}
-		if sub, ok = byName[args[0]+" "+args[1]]; !ok {
-			fmt.Fprintf(stderr, "ggfleet %s: unknown command %q: use %s\n", args[0], args[1], listVerbs(verbs, args[0]))
-			return exitUsage
-		}
-		rest = args[2:]
 	}
-	return runSubcommand(ctx, sub, rest, stdout, stderr)
+	group := args[0]
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		// A known two-word group ("patch templates") with a missing or unknown verb.
+		for _, c := range verbs {
+			if strings.HasPrefix(c.name, args[0]+" "+args[1]+" ") {
+				group = args[0] + " " + args[1]
+				break
+			}
+		}
+	}
+	var groupVerbs []subcommand
+	for _, c := range verbs {
+		if strings.HasPrefix(c.name, group+" ") {
+			groupVerbs = append(groupVerbs, c)
+		}
+	}
+	words := strings.Count(group, " ") + 1
+	if len(args) <= words || strings.HasPrefix(args[words], "-") {
+		fmt.Fprintf(stderr, "ggfleet %s: which one? %s\n", group, listVerbs(groupVerbs, group))
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "ggfleet %s: unknown command %q: use %s\n", group, args[words], listVerbs(groupVerbs, group))
+	return exitUsage
 }
 
 func listVerbs(cmds []subcommand, group string) string {

@@ -105,6 +105,8 @@ func fetchTask(ctx context.Context, api *apiclient.Client, kind, id string) (tas
 		for _, it := range t.Deployments {
 			v.Items = append(v.Items, taskItem{Name: it.CoreName, Status: it.TaskStatus, StatusMessage: it.StatusMessage})
 		}
+	case kindPatch:
+		return fetchPatchTask(&cmdCtx{ctx: ctx, api: api}, id)
 	default:
 		return v, fmt.Errorf("unknown task kind %q", kind)
 	}
@@ -117,7 +119,7 @@ func fetchTask(ctx context.Context, api *apiclient.Client, kind, id string) (tas
 // findTask reads a task of any kind: it tries core, device and deployment
 // tasks in turn and returns the first that the broker knows.
 func findTask(ctx context.Context, api *apiclient.Client, id string) (taskView, error) {
-	for _, kind := range []string{kindCore, kindDeployment, kindDevice} {
+	for _, kind := range []string{kindCore, kindDeployment, kindDevice, kindPatch} {
 		v, err := fetchTask(ctx, api, kind, id)
 		if err == nil {
 			return v, nil
@@ -127,7 +129,7 @@ func findTask(ctx context.Context, api *apiclient.Client, id string) (taskView, 
 		}
 		return v, fmt.Errorf("read task %s: %w", id, err)
 	}
-	return taskView{}, fmt.Errorf("no core, device or deployment task has the id %q", id)
+	return taskView{}, fmt.Errorf("no core, device, deployment or patch task has the id %q", id)
 }
 
 // waitTask polls the task until it is done, showing progress on
@@ -261,7 +263,7 @@ func submitted(c *cmdCtx, kind, id string, noWait bool) error {
 
 func taskCommands() []subcommand {
 	return []subcommand{
-		{name: "tasks show", args: "ID", summary: "Show a core, device or deployment task",
+		{name: "tasks show", args: "ID", summary: "Show a core, device, deployment or patch task",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				return func(c *cmdCtx, args []string) error {
 					if err := needArgs(args, 1, "the task ID"); err != nil {
@@ -274,7 +276,7 @@ func taskCommands() []subcommand {
 					return reportTask(c, v)
 				}
 			}},
-		{name: "tasks watch", args: "ID", summary: "Wait for a core, device or deployment task to finish, showing progress",
+		{name: "tasks watch", args: "ID", summary: "Wait for a core, device, deployment or patch task to finish, showing progress",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				return func(c *cmdCtx, args []string) error {
 					if err := needArgs(args, 1, "the task ID"); err != nil {

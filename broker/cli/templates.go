@@ -348,5 +348,8 @@ func cursorParam(key string) string {
 	if key == "" {
 		return key
 	}
+	if key == "nextToken" { // patch lists
+		return "exclusiveStartToken"
+	}
 	return "exclusiveStart" + strings.ToUpper(key[:1]) + key[1:]
 }
