@@ -256,6 +256,9 @@ func (l *limiters) get(op string) *limiter {
 // middleware adds the limiter to a client's stack after the retry step, so
 // every attempt (retries included) takes a token before it is signed.
 func (l *limiters) middleware(stack *middleware.Stack) error {
+	if _, ok := stack.Finalize.Get("Retry"); !ok {
+		return nil // a presigning stack: it sends nothing
+	}
 	return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("ggfleetRateLimit",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 			if lim := l.get(awsmiddleware.GetOperationName(ctx)); lim != nil {
