@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -170,20 +171,22 @@ func (x *execution) currentStep() string {
 // status and statusMessage, or "" when ctx ended (see execute).
 func (x *execution) run(ctx context.Context) (status, message string) {
 	js, p := x.js, x.plan
+	js.mu.Lock()
+	filesDone, start := js.rec.FilesDone, js.rec.NextStep
+	js.mu.Unlock()
 	if msg := x.connect(ctx, time.Now().Add(connectWindow(p.job.Target))); msg != "" {
 		if ctx.Err() != nil {
 			return "", ""
 		}
+		x.skipFrom(ctx, start)
 		return patchmsg.PatchFailed, msg
 	}
-	js.mu.Lock()
-	filesDone, start := js.rec.FilesDone, js.rec.NextStep
-	js.mu.Unlock()
 	if !filesDone {
 		if msg := x.placeFiles(ctx); msg != "" {
 			if ctx.Err() != nil {
 				return "", ""
 			}
+			x.skipFrom(ctx, start)
 			return patchmsg.PatchFailed, msg
 		}
 		js.update(func(rec *record) { rec.FilesDone = true })
@@ -329,18 +332,17 @@ func (x *execution) placeFile(ctx context.Context, i int, f planFile) (int64, st
 		return n, f.sha256, nil
 	}
 
-	data, err := x.source(ctx, f)
+	src, err := x.source(ctx, f)
 	if err != nil {
 		return 0, "", err
 	}
-	sum := sha256.Sum256(data)
-	hexSum := hex.EncodeToString(sum[:])
+	defer src.close()
 	dst := f.path
 	viaSudo := p.become && p.user != "root"
 	if viaSudo {
 		dst = path.Join(p.workdir, ".file-"+strconv.Itoa(i))
 	}
-	if err := x.tr.Upload(ctx, patcher.File{Path: dst, Mode: f.mode, Data: bytes.NewReader(data), Size: int64(len(data)), SHA256: hexSum}); err != nil {
+	if err := x.tr.Upload(ctx, patcher.File{Path: dst, Mode: f.mode, Data: src.r, Size: src.size, SHA256: src.sha256}); err != nil {
 		return 0, "", err
 	}
 	var fix []string
@@ -355,49 +357,82 @@ func (x *execution) placeFile(ctx context.Context, i int, f planFile) (int64, st
 			return 0, "", fmt.Errorf("place %s: %s", f.path, msg)
 		}
 	}
-	return int64(len(data)), hexSum, nil
+	return src.size, src.sha256, nil
 }
 
-// maxDownload bounds a url source the agent fetches into memory; bigger
-// artifacts should use transfer "pull".
-const maxDownload = 256 << 20
+// maxDownload bounds a url source the agent fetches (to a temporary file
+// in the journal folder, streamed from there to the device).
+const maxDownload = 1 << 30
 
-// source returns a file's bytes: inline, or downloaded and checked.
-func (x *execution) source(ctx context.Context, f planFile) ([]byte, error) {
+// fileSource is a file's bytes, ready to upload.
+type fileSource struct {
+	r      io.Reader
+	size   int64
+	sha256 string
+	close  func()
+}
+
+// source returns a file's bytes: inline, or downloaded to a temporary file
+// and checked against the declared sha256 (rendered first if a template).
+func (x *execution) source(ctx context.Context, f planFile) (fileSource, error) {
 	if f.url == "" {
-		return f.data, nil
+		return memSource(f.data), nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
 	if err != nil {
-		return nil, downloadError{err}
+		return fileSource{}, downloadError{err}
 	}
 	resp, err := x.r.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, downloadError{fmt.Errorf("download %s: %w", redactURL(f.url), err)}
+		return fileSource{}, downloadError{fmt.Errorf("download %s: %w", redactURL(f.url), err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, downloadError{fmt.Errorf("download %s: HTTP %s", redactURL(f.url), resp.Status)}
+		return fileSource{}, downloadError{fmt.Errorf("download %s: HTTP %s", redactURL(f.url), resp.Status)}
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxDownload+1))
+	tmp, err := os.CreateTemp(x.r.journal.dir, ".download-*")
 	if err != nil {
-		return nil, downloadError{fmt.Errorf("download %s: %w", redactURL(f.url), err)}
+		return fileSource{}, fmt.Errorf("download %s: %w", redactURL(f.url), err)
 	}
-	if len(data) > maxDownload {
-		return nil, downloadError{fmt.Errorf("download %s: over %d bytes; use transfer pull for big files", redactURL(f.url), maxDownload)}
+	cleanup := func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
 	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != f.sha256 {
-		return nil, downloadError{fmt.Errorf("download %s: sha256 %s, expected %s", redactURL(f.url), got, f.sha256)}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, maxDownload+1))
+	if err == nil && n > maxDownload {
+		err = fmt.Errorf("over %d bytes; use transfer pull for big files", int64(maxDownload))
+	}
+	if err != nil {
+		cleanup()
+		return fileSource{}, downloadError{fmt.Errorf("download %s: %w", redactURL(f.url), err)}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.sha256 {
+		cleanup()
+		return fileSource{}, downloadError{fmt.Errorf("download %s: sha256 %s, expected %s", redactURL(f.url), got, f.sha256)}
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		cleanup()
+		return fileSource{}, err
 	}
 	if f.render {
-		s, err := render(f.path, string(data), x.templateData())
+		defer cleanup()
+		text, err := io.ReadAll(tmp)
 		if err != nil {
-			return nil, err
+			return fileSource{}, err
 		}
-		data = []byte(s)
+		s, err := render(f.path, string(text), x.templateData())
+		if err != nil {
+			return fileSource{}, err
+		}
+		return memSource([]byte(s)), nil
 	}
-	return data, nil
+	return fileSource{r: tmp, size: n, sha256: f.sha256, close: cleanup}, nil
+}
+
+func memSource(b []byte) fileSource {
+	sum := sha256.Sum256(b)
+	return fileSource{r: bytes.NewReader(b), size: int64(len(b)), sha256: hex.EncodeToString(sum[:]), close: func() {}}
 }
 
 // redactURL drops the query (presigned URLs carry signatures there).
@@ -408,16 +443,7 @@ func redactURL(u string) string {
 	return u
 }
 
-func (x *execution) templateData() *tmplData {
-	p := x.plan
-	d := &tmplData{Vars: map[string]string{}, WorkDir: p.workdir}
-	for k, v := range p.job.Vars {
-		d.Vars[k] = v
-	}
-	d.Patch.ID, d.Patch.Attempt = p.job.PatchID, p.job.Attempt
-	d.Device.ID, d.Core.Name = p.job.DeviceID, x.r.cfg.CoreName
-	return d
-}
+func (x *execution) templateData() *tmplData { return x.plan.data }
 
 // stepResult is step i's result so far (from the journal, or fresh).
 func (x *execution) stepResult(i int) patchmsg.StepResult {

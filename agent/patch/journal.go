@@ -135,8 +135,8 @@ func (j *journal) loadAll(log *slog.Logger) ([]*record, error) {
 	var recs []*record
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasPrefix(name, ".rec-") {
-			os.Remove(filepath.Join(j.dir, name)) // a write cut short by a crash
+		if strings.HasPrefix(name, ".rec-") || strings.HasPrefix(name, ".download-") {
+			os.Remove(filepath.Join(j.dir, name)) // a write or download cut short by a crash
 			continue
 		}
 		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".json") {

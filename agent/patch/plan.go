@@ -43,6 +43,8 @@ type plan struct {
 	steps []planStep
 	// credRef is the target's credential reference ("" if none).
 	credRef string
+	// data is what templates see (for sources rendered after download).
+	data *tmplData
 }
 
 type planFile struct {
@@ -243,6 +245,7 @@ func buildPlan(job patchmsg.Job, coreName string) (*plan, error) {
 	data := &tmplData{Vars: vars, WorkDir: p.workdir}
 	data.Patch.ID, data.Patch.Attempt = job.PatchID, job.Attempt
 	data.Device.ID, data.Core.Name = job.DeviceID, coreName
+	p.data = data
 
 	for i, f := range tp.Files {
 		where := fmt.Sprintf("files[%d]", i)

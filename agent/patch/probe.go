@@ -12,7 +12,7 @@ import (
 )
 
 // probeTimeout bounds one probe: connect, log in, uname.
-const probeTimeout = 2 * time.Minute
+const probeTimeout = 3 * time.Minute
 
 // probe connects to the target, runs `uname -a` and publishes the result
 // (durably: the broker records the host key and marks the target reached).
@@ -44,7 +44,7 @@ func (r *Runner) probe(p patchmsg.ProbeRequest) {
 		defer tr.Close()
 		res.HostKeyFingerprint = fp
 		var out, stderr bytes.Buffer
-		rr, err := tr.Run(ctx, patcher.Command{Script: "uname -a", Stdout: &out, Stderr: &stderr, Timeout: 30 * time.Second})
+		rr, err := tr.Run(ctx, patcher.Command{Script: "uname -a", Stdout: &out, Stderr: &stderr, Timeout: time.Minute})
 		switch {
 		case err != nil:
 			res.Error = transportCode(err) + ": " + err.Error()

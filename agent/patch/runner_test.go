@@ -23,7 +23,7 @@ func TestSuccessWithFilesAndSteps(t *testing.T) {
 	r := newRunner(t, state, pub, nil)
 	dev := deviceDir(t)
 
-	remote := "downloaded content\n"
+	remote := "downloaded for {{ .Device.ID }}\n"
 	sum := sha256.Sum256([]byte(remote))
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(remote)) }))
 	defer web.Close()
@@ -43,7 +43,7 @@ echo "custom=$CUSTOM workdir=$(pwd)"`, Env: map[string]string{"CUSTOM": "yes"}},
 	job.Template.Files = []patchmsg.FileSpec{
 		{Path: "{{ .Vars.install_dir }}/config.json", Mode: "0600", Template: true,
 			Source: patchmsg.FileSource{Inline: b64(`{"thingName": "{{ .Vars.thing_name }}"}`)}},
-		{Path: dev + "/sub/dir/remote.txt", Mode: "0640", SHA256: hex.EncodeToString(sum[:]),
+		{Path: dev + "/sub/dir/remote.txt", Mode: "0640", SHA256: hex.EncodeToString(sum[:]), Template: true,
 			Source: patchmsg.FileSource{URL: web.URL + "/remote.txt?X-Sig=secret"}},
 	}
 	r.Handle(job)
@@ -72,7 +72,7 @@ echo "custom=$CUSTOM workdir=$(pwd)"`, Env: map[string]string{"CUSTOM": "yes"}},
 	}
 	steps := stepsOf(evs)
 	check := steps["check"]
-	wantOut := `{"thingName": "thing-7"}` + "\n" + remote +
+	wantOut := `{"thingName": "thing-7"}` + "\n" + "downloaded for dev-1\n" +
 		"patch=p-ok attempt=1 device=dev-1 core=core-1 quoted='it'\\''s'\n" +
 		"custom=yes workdir=/tmp/ggpatch-p-ok-1\n"
 	if check.Status != patchmsg.StepSuccess || check.ExitCode == nil || *check.ExitCode != 0 || check.StdoutTail != wantOut || check.StderrTail != "to stderr\n" {
@@ -132,6 +132,8 @@ func TestStepOutcomes(t *testing.T) {
 	pub := &recorder{}
 	r := newRunner(t, state, pub, nil)
 	dev := deviceDir(t)
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("other")) }))
+	defer web.Close()
 	counter := func(name string) string {
 		f := filepath.Join(dev, name)
 		return `n=$(cat ` + f + ` 2>/dev/null || echo 0); n=$((n+1)); echo $n > ` + f + `; echo "try $n"; `
@@ -144,7 +146,16 @@ func TestStepOutcomes(t *testing.T) {
 		check    func(t *testing.T, steps map[string]patchmsg.StepResult)
 		leftover []string // argv of a process that must be gone
 		deadline time.Duration
+		files    []patchmsg.FileSpec
 	}{
+		{id: "bad-download", steps: []patchmsg.StepSpec{{Name: "s", Run: "true"}},
+			files: []patchmsg.FileSpec{{Path: dev + "/never", SHA256: strings.Repeat("ab", 32), Source: patchmsg.FileSource{URL: web.URL + "/x"}}},
+			status: patchmsg.PatchFailed, message: "AGENT:Transport:DOWNLOAD",
+			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
+				if s["s"].Status != patchmsg.StepSkipped {
+					t.Errorf("step after the failed download: %+v, want skipped", s["s"])
+				}
+			}},
 		{id: "fail", steps: []patchmsg.StepSpec{{Name: "a", Run: "echo before; exit 3"}, {Name: "b", Run: "echo never"}},
 			status: patchmsg.PatchFailed, message: "AGENT:Failed:a:exit=3",
 			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
@@ -202,6 +213,7 @@ func TestStepOutcomes(t *testing.T) {
 		if c.deadline > 0 {
 			job.Deadline = time.Now().Add(c.deadline)
 		}
+		job.Template.Files = c.files
 		r.Handle(job)
 	}
 	for _, c := range cases {
