@@ -149,7 +149,7 @@ func TestStepOutcomes(t *testing.T) {
 		files    []patchmsg.FileSpec
 	}{
 		{id: "bad-download", steps: []patchmsg.StepSpec{{Name: "s", Run: "true"}},
-			files: []patchmsg.FileSpec{{Path: dev + "/never", SHA256: strings.Repeat("ab", 32), Source: patchmsg.FileSource{URL: web.URL + "/x"}}},
+			files:  []patchmsg.FileSpec{{Path: dev + "/never", SHA256: strings.Repeat("ab", 32), Source: patchmsg.FileSource{URL: web.URL + "/x"}}},
 			status: patchmsg.PatchFailed, message: "AGENT:Transport:DOWNLOAD",
 			check: func(t *testing.T, s map[string]patchmsg.StepResult) {
 				if s["s"].Status != patchmsg.StepSkipped {
