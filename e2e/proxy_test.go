@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // proxy is a TCP relay standing between the agent and the broker's MQTT
@@ -13,10 +14,11 @@ type proxy struct {
 	addr string
 	ln   net.Listener
 
-	mu     sync.Mutex
-	target string
-	down   bool // the network is cut
-	conns  map[net.Conn]struct{}
+	mu      sync.Mutex
+	target  string
+	down    bool          // the network is cut
+	latency time.Duration // added to every chunk relayed, each way
+	conns   map[net.Conn]struct{}
 }
 
 // startProxy relays 127.0.0.1:<free port> to target until the test ends
@@ -77,11 +79,63 @@ func (p *proxy) relay(c net.Conn) {
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(up, c); up.Close(); c.Close() }()
-	go func() { defer wg.Done(); _, _ = io.Copy(c, up); up.Close(); c.Close() }()
+	go func() { defer wg.Done(); _ = p.pipe(up, c); up.Close(); c.Close() }()
+	go func() { defer wg.Done(); _ = p.pipe(c, up); up.Close(); c.Close() }()
 	wg.Wait()
 	p.drop(c)
 	p.drop(up)
+}
+
+// pipe copies src to dst, holding each chunk for the current latency.
+func (p *proxy) pipe(dst, src net.Conn) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			d := p.latency
+			p.mu.Unlock()
+			if d > 0 {
+				time.Sleep(d)
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// setLatency delays every relayed chunk by d from now on.
+func (p *proxy) setLatency(d time.Duration) {
+	p.mu.Lock()
+	p.latency = d
+	p.mu.Unlock()
+}
+
+// reset aborts every relayed connection with a TCP RST (SO_LINGER 0);
+// new connections are let through.
+func (p *proxy) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// connections returns how many connections are relayed now (both legs).
+func (p *proxy) connections() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
 }
 
 func (p *proxy) drop(c net.Conn) {
