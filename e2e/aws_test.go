@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -80,6 +81,20 @@ func TestAWSProviderLifecycle(t *testing.T) {
 		}
 		if _, _, ok := fake.Object(awsBucket, "fleet1/"+a.Key); !ok {
 			t.Fatalf("artifact %s: s3://%s/fleet1/%s is missing", kind, awsBucket, a.Key)
+		}
+	}
+	// Downloads redirect to a short-lived presigned S3 URL.
+	noRedirect := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for key, want := range map[string]int{c.Artifacts["certs"].Key: http.StatusTemporaryRedirect, "greengrass2/artifacts/nope/nope/certs.zip": http.StatusNotFound} {
+		req, _ := http.NewRequest("GET", b.url+"/artifacts/"+key, nil)
+		req.Header.Set("Authorization", "Bearer "+b.token)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == http.StatusTemporaryRedirect && !strings.Contains(resp.Header.Get("Location"), "X-Amz-Signature=")) {
+			t.Fatalf("GET /artifacts/%s: %d location %q, want %d", key, resp.StatusCode, resp.Header.Get("Location"), want)
 		}
 	}
 	files := b.certsZip(name)

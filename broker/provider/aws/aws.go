@@ -113,8 +113,9 @@ var DefaultLimits = map[string]float64{
 	"DescribeJobExecution": 10,
 	"CreateDeployment":     1,
 
-	"PutObject": 3500,
-	"GetObject": 5500,
+	"PutObject":  3500,
+	"GetObject":  5500,
+	"HeadObject": 5500,
 
 	"PutEvents": 10000,
 }
@@ -303,7 +304,7 @@ func (l *limiter) wait(ctx context.Context) error {
 
 // Error codes by the kind they map to.
 var (
-	notFoundCodes = []string{"ResourceNotFoundException", "NoSuchKey"}
+	notFoundCodes = []string{"ResourceNotFoundException", "NoSuchKey", "NotFound"}
 	conflictCodes = []string{"ResourceAlreadyExistsException", "ConflictException", "DeleteConflictException",
 		"CertificateStateException", "VersionConflictException", "VersionsLimitExceededException"}
 	invalidCodes = []string{"InvalidRequestException", "ValidationException", "MalformedPolicyException",

@@ -65,14 +65,19 @@ func (p *Provider) DescribeEndpoints(ctx context.Context) (Endpoints, error) {
 	return e, nil
 }
 
-// PresignArtifact returns a short-lived URL that downloads an artifact
-// straight from S3 without AWS credentials; ttl is clamped to 1 s..1 h.
+// PresignArtifact returns a short-lived URL that downloads an existing
+// artifact straight from S3 without AWS credentials (errkind.NotFound when
+// it does not exist); ttl is clamped to 1 s..1 h.
 func (p *Provider) PresignArtifact(ctx context.Context, key string, ttl time.Duration) (string, error) {
 	if err := local.CheckArtifactKey(key); err != nil {
 		return "", err
 	}
 	ttl = min(max(ttl, time.Second), time.Hour)
 	full := p.prefix + key
+	// A missing artifact is the API's 404, not S3's at the redirect target.
+	if _, err := p.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &p.bucket, Key: &full}); err != nil {
+		return "", mapErr(err, "artifact s3://%s/%s", p.bucket, full)
+	}
 	req, err := p.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &p.bucket, Key: &full}, s3.WithPresignExpires(ttl))
 	if err != nil {
 		return "", fmt.Errorf("presign s3://%s/%s: %w", p.bucket, full, err)

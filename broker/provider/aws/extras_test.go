@@ -87,6 +87,9 @@ func TestPresignArtifact(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("GET expired presigned URL: %d, want 403", resp.StatusCode)
 	}
+	if _, err := p.PresignArtifact(ctx, "greengrass2/artifacts/none/none/certs.zip", time.Minute); !errkind.Is(err, errkind.NotFound) {
+		t.Fatalf("missing artifact: %v", err)
+	}
 	if _, err := p.PresignArtifact(ctx, "/bad", time.Minute); !errkind.Is(err, errkind.Invalid) {
 		t.Fatalf("bad key: %v", err)
 	}

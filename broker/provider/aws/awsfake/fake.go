@@ -75,8 +75,9 @@ var DefaultQuotas = map[string]float64{
 	"DescribeJobExecution": 10,
 	"CreateDeployment":     1,
 
-	"PutObject": 3500,
-	"GetObject": 5500,
+	"PutObject":  3500,
+	"GetObject":  5500,
+	"HeadObject": 5500,
 
 	"PutEvents": 10000,
 }

@@ -40,6 +40,7 @@ func (f *Fake) routeS3(mux *http.ServeMux) {
 	h := func(pattern, op string, fn handlerFunc) { f.handle(mux, "s3", pattern, op, fn) }
 	h("PUT /{bucket}/{key...}", "PutObject", f.putObject)
 	h("GET /{bucket}/{key...}", "GetObject", f.getObject)
+	h("HEAD /{bucket}/{key...}", "HeadObject", f.getObject)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeXMLError(w, errorf(http.StatusNotImplemented, "NotImplemented", "the fake does not serve %s %s (path-style requests only)", r.Method, r.URL.Path))
 	})
