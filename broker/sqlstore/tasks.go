@@ -198,6 +198,14 @@ func (d *DB) StartTask(ctx context.Context, id string, now time.Time) error {
 func (d *DB) CompleteBatch(ctx context.Context, id string, batch int, failed bool, message string, now time.Time) (tasks.Task, error) {
 	var out tasks.Task
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
+		// Lock the task row first. On PostgreSQL (read committed) two
+		// replicas completing the task's last two batches at once would
+		// otherwise each count only their own new batch and both save
+		// total-1: the task stayed InProgress for ever. The lock also keeps
+		// a concurrent completion from overwriting a sticky Failure.
+		if _, err := tx.ExecContext(ctx, d.q(`UPDATE tasks SET batches_complete = batches_complete WHERE id = ?`), id); err != nil {
+			return mapErr(err, fmt.Sprintf("lock task %s", id))
+		}
 		t, err := getTask(ctx, d, tx, id)
 		if err != nil {
 			return err

@@ -303,3 +303,41 @@ func TestTaskEnqueueInsideTransaction(t *testing.T) {
 		}
 	})
 }
+
+// TestTaskCompleteBatchConcurrently completes every batch of a task at once
+// from many goroutines (replicas finishing their batches together): each is
+// counted and the task ends Success. On PostgreSQL concurrent completions
+// used to count only their own batch, leaving the task InProgress for ever.
+func TestTaskCompleteBatchConcurrently(t *testing.T) {
+	ctx := context.Background()
+	now := time.UnixMilli(1_700_000_100_000).UTC()
+	db, _ := newTaskTestDB(t)
+	const batches = 12
+	task, items := newTestTask("task00002", tasks.KindCore, batches, 1)
+	if err := db.CreateTask(ctx, task, items); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.StartTask(ctx, task.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, batches)
+	for b := range batches {
+		go func() {
+			_, err := db.CompleteBatch(ctx, task.ID, b, b == 3, "batch 3 failed", now)
+			errs <- err
+		}()
+	}
+	for range batches {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored, err := db.GetTask(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.BatchesComplete != batches || stored.Status != cdf.StatusFailure || stored.StatusMessage != "batch 3 failed" {
+		t.Fatalf("task = %s %q %d/%d, want Failure %q with all %d batches counted",
+			stored.Status, stored.StatusMessage, stored.BatchesComplete, stored.BatchesTotal, "batch 3 failed", batches)
+	}
+}
