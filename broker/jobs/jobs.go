@@ -87,6 +87,9 @@ type Queue struct {
 	client   *river.Client[*sql.Tx]
 	runner   *tasks.Runner
 	log      *slog.Logger
+	// stuckAfter is how long a job may stay running before the rescuer
+	// takes it back even from a live replica (RescueOrphans).
+	stuckAfter time.Duration
 
 	mu       sync.Mutex
 	liveness *sql.Conn // holds the liveness lock while the queue runs (PostgreSQL)
@@ -116,7 +119,8 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
-	q := &Queue{db: cfg.DB, postgres: cfg.Postgres, id: newClientID(), runner: cfg.Runner, log: cfg.Logger}
+	q := &Queue{db: cfg.DB, postgres: cfg.Postgres, id: newClientID(), runner: cfg.Runner, log: cfg.Logger,
+		stuckAfter: cfg.JobTimeout + stuckMargin}
 	if cfg.Postgres {
 		q.driver = riverdatabasesql.New(cfg.DB)
 	} else {

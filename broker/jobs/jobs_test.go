@@ -188,6 +188,12 @@ func TestJobFailsTaskAfterLastAttempt(t *testing.T) {
 	h.start(t)
 	id := h.createTask(t, 3, 2) // 2 batches
 	task := h.waitFinal(t, id)
+	// Failure is sticky from the first failed batch (spec §6): wait for
+	// the other batch to give up too.
+	for deadline := time.Now().Add(60 * time.Second); task.BatchesComplete < task.BatchesTotal && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		task = h.waitFinal(t, id)
+	}
 	if task.Status != cdf.StatusFailure || task.BatchesComplete != 2 {
 		t.Fatalf("task = %s %d/%d, want Failure with every batch complete", task.Status, task.BatchesComplete, task.BatchesTotal)
 	}

@@ -21,6 +21,18 @@ const (
 	// rescuer considers it: a live replica takes its liveness lock before
 	// fetching any job, so this only absorbs clock skew.
 	rescueGrace = 2 * time.Second
+	// stuckMargin is how long past its JobTimeout a job may still be
+	// running before the rescuer takes it back from a live replica. The
+	// worker's context ended at JobTimeout, so such a job's result was
+	// lost: river's completer gives up after three writes that time out on
+	// a busy database, and river's own rescue would wait an hour, leaving
+	// the task InProgress. The margin covers the completer's retries.
+	stuckMargin = 2 * time.Minute
+	// pingTimeout bounds one liveness check. A check that times out closes
+	// its connection (pgx), which releases the lock and makes the replica
+	// stop, so it is generous: a busy database is not a dead session. A
+	// session that really ended fails the check at once.
+	pingTimeout = 30 * time.Second
 )
 
 // ErrLivenessLost is returned by Watch when the session holding this
@@ -81,7 +93,7 @@ func (q *Queue) Watch(ctx context.Context) error {
 		if conn == nil {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, 3*LivenessCheckInterval)
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 		err := conn.PingContext(pctx)
 		cancel()
 		if ctx.Err() != nil {
@@ -119,8 +131,10 @@ func (q *Queue) RunRescuer(ctx context.Context) error {
 }
 
 // RescueOrphans makes the running jobs of replicas that no longer hold
-// their liveness lock available again, and returns how many it rescued.
-// The interrupted attempt still counts toward MaxAttempts.
+// their liveness lock available again, and the jobs that have been running
+// for longer than JobTimeout plus stuckMargin (their result was lost), and
+// returns how many it rescued. The interrupted attempt still counts toward
+// MaxAttempts.
 func (q *Queue) RescueOrphans(ctx context.Context) (int, error) {
 	if !q.postgres {
 		return 0, errors.New("jobs: RescueOrphans is for PostgreSQL; SQLite recovers at Start")
@@ -161,6 +175,15 @@ func (q *Queue) RescueOrphans(ctx context.Context) (int, error) {
 		}
 		n, _ := res.RowsAffected()
 		q.log.Info("replica is gone; its running batches go to the others", "replica", owner, "jobs", n)
+		total += int(n)
+	}
+	res, err := q.db.ExecContext(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now()
+		WHERE state = 'running' AND attempted_at < now() - make_interval(secs => $1)`, q.stuckAfter.Seconds())
+	if err != nil {
+		return total, fmt.Errorf("jobs: rescue stuck jobs: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		q.log.Warn("batches were running long past their timeout (their outcome was lost); running them again", "jobs", n, "runningFor", q.stuckAfter)
 		total += int(n)
 	}
 	return total, nil

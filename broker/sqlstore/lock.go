@@ -53,15 +53,23 @@ func releaseLock(conn *sql.Conn, key int64) {
 }
 
 // Leader timings: how often a replica that is not the leader tries to become
-// it, how often the leader checks that its lock session is alive (each check
-// bounded by the same interval), and how long a new leader waits before it
-// starts working. A leader whose session died notices within two check
-// intervals and stops its work; the new leader waits three, so their work
-// does not overlap unless the old process is frozen (leader work is
-// idempotent, so even then nothing is done twice to completion).
+// it, how often the leader checks that its lock session is alive, how long
+// one check may take, and how long a new leader waits before it starts
+// working. A leader whose session ended (PostgreSQL restarted or terminated
+// it, the connection broke) fails its next check at once, so it notices
+// within one check interval and stops its work; the new leader waits three,
+// so their work does not overlap unless the old process is frozen (leader
+// work is idempotent, so even then nothing is done twice to completion).
+//
+// A check that times out closes its connection (pgx cancels a query by
+// closing it), which releases the lock, so the timeout is generous: on a
+// busy database a slow check is not a lost session, and treating it as one
+// made replicas exit under load. A session that PostgreSQL cannot reach
+// keeps its lock until PostgreSQL notices, so nobody else leads meanwhile.
 const (
 	LeaderRetryInterval = 2 * time.Second
 	LeaderCheckInterval = 2 * time.Second
+	LeaderCheckTimeout  = 30 * time.Second
 	LeaderTakeoverDelay = 3 * LeaderCheckInterval
 )
 
@@ -143,7 +151,7 @@ func (d *DB) lead(ctx context.Context, name string, conn *sql.Conn, key int64, f
 				return
 			case <-t.C:
 			}
-			pctx, pcancel := context.WithTimeout(lctx, LeaderCheckInterval)
+			pctx, pcancel := context.WithTimeout(lctx, LeaderCheckTimeout)
 			var held bool
 			err := conn.QueryRowContext(pctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
 				AND granted AND ((classid::bigint << 32) | objid::bigint) = $1)`, key).Scan(&held)

@@ -1,0 +1,161 @@
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/tasks"
+)
+
+// defaultTestPostgres is the server the PostgreSQL tests use unless
+// GGFLEET_TEST_POSTGRES names another.
+const defaultTestPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// postgresQueue creates a fresh PostgreSQL database (dropped at the end),
+// migrates the store and the queue there, and returns the store and an
+// unstarted queue with the given JobTimeout. Without a reachable server the
+// test is skipped outside CI and fails in CI.
+func postgresQueue(t *testing.T, jobTimeout time.Duration) (*sqlstore.DB, *Queue) {
+	t.Helper()
+	admin := os.Getenv("GGFLEET_TEST_POSTGRES")
+	if admin == "" {
+		admin = defaultTestPostgres
+	}
+	ctx := context.Background()
+	adb, err := sql.Open("pgx", admin)
+	if err == nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = adb.PingContext(pctx)
+		cancel()
+	}
+	if err != nil {
+		msg := fmt.Sprintf("PostgreSQL (GGFLEET_TEST_POSTGRES or %s) is not reachable: %v; install and start PostgreSQL", defaultTestPostgres, err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() { adb.Close() })
+	name := fmt.Sprintf("ggfleet_jobs_%d_%d", os.Getpid(), time.Now().UnixNano())
+	if _, err := adb.Exec(`CREATE DATABASE ` + name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := adb.Exec(`DROP DATABASE ` + name + ` WITH (FORCE)`); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	db, err := sqlstore.OpenPostgres(ctx, u.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runner := &tasks.Runner{Store: db, Processors: map[tasks.Kind]tasks.Processor{tasks.KindCore: &fakeProcessor{}}}
+	q, err := New(Config{DB: db.SQL(), Postgres: true, Runner: runner, JobTimeout: jobTimeout, RetryPolicy: fastRetry{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db.SetEnqueuer(q.EnqueueTx)
+	return db, q
+}
+
+// TestRescueOrphans: the rescuer hands back the running jobs of a replica
+// whose liveness lock is free, and the jobs a live replica has been running
+// far past JobTimeout (their outcome was lost, which used to leave the task
+// InProgress for river's one-hour rescue); it leaves a live replica's
+// recent jobs alone.
+func TestRescueOrphans(t *testing.T) {
+	ctx := context.Background()
+	db, q := postgresQueue(t, 10*time.Second)
+	h := &harness{db: db, queue: q}
+	id := h.createTask(t, 4, 1) // 4 batches, 4 jobs
+
+	// A live replica: it holds its liveness lock on a session of its own.
+	live, err := db.SQL().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { live.Close() })
+	if _, err := live.ExecContext(ctx, `SELECT pg_advisory_lock(`+livenessKeySQL+`)`, "live-replica"); err != nil {
+		t.Fatal(err)
+	}
+
+	jobs := []struct {
+		owner       string
+		runningFor  time.Duration
+		wantRescued bool
+	}{
+		{"dead-replica", 10 * time.Second, true},
+		{"live-replica", 10 * time.Second, false},
+		{"live-replica", 10*time.Second + stuckMargin + time.Minute, true},
+	}
+	var ids []int64
+	rows, err := db.SQL().QueryContext(ctx, `SELECT id FROM river_job WHERE args->>'taskId' = $1 ORDER BY id`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var jid int64
+		if err := rows.Scan(&jid); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, jid)
+	}
+	rows.Close()
+	if len(ids) != 4 {
+		t.Fatalf("%d jobs enqueued, want 4", len(ids))
+	}
+	for i, j := range jobs {
+		if _, err := db.SQL().ExecContext(ctx, `UPDATE river_job SET state = 'running', attempt = 1,
+			attempted_at = now() - make_interval(secs => $1), attempted_by = ARRAY[$2::text] WHERE id = $3`,
+			j.runningFor.Seconds(), j.owner, ids[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	n, err := q.RescueOrphans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("RescueOrphans rescued %d jobs, want 2", n)
+	}
+	for i, j := range jobs {
+		var state string
+		if err := db.SQL().QueryRowContext(ctx, `SELECT state FROM river_job WHERE id = $1`, ids[i]).Scan(&state); err != nil {
+			t.Fatal(err)
+		}
+		want := "running"
+		if j.wantRescued {
+			want = "available"
+		}
+		if state != want {
+			t.Errorf("job of %s running for %s is %s, want %s", j.owner, j.runningFor, state, want)
+		}
+	}
+	// The live replica's lock is still its own: checking it did not steal it.
+	var held bool
+	if err := db.SQL().QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+livenessKeySQL+`)`, "live-replica").Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if held {
+		t.Error("the live replica's liveness lock was free after the rescue")
+	}
+}
