@@ -379,3 +379,29 @@ func (d *deliverer) post(ctx context.Context, ev Event, body []byte) error {
 	}
 	return nil
 }
+
+// StartWebhooks gives every configured webhook that has no cursor yet one
+// at the latest event, so it receives every event published from now on.
+// Call it when the process starts, before it publishes: delivery itself
+// (Run) starts later on the replica that leads it, and a new webhook's
+// cursor made only then would skip the events published meanwhile.
+func (s *Service) StartWebhooks(ctx context.Context) error {
+	for _, h := range s.cfg.Webhooks {
+		_, ok, err := s.store.WebhookCursor(ctx, h.URL)
+		if err != nil {
+			return fmt.Errorf("webhook cursor: %w", err)
+		}
+		if ok {
+			continue
+		}
+		cur, err := s.store.LatestEventSeq(ctx)
+		if err != nil {
+			return fmt.Errorf("webhook cursor: %w", err)
+		}
+		if err := s.store.SetWebhookCursor(ctx, h.URL, cur); err != nil {
+			return fmt.Errorf("webhook cursor: %w", err)
+		}
+		s.log.Info("webhook: new; delivering events from now on", "webhook", redact(h.URL), "after", FormatID(cur))
+	}
+	return nil
+}

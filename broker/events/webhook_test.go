@@ -387,3 +387,27 @@ func TestLoadSecret(t *testing.T) {
 		})
 	}
 }
+
+// TestStartWebhooksBeforeDelivery: a replica that publishes before the
+// delivering replica (the leader) runs still owes a new webhook those
+// events once StartWebhooks made its cursor at startup; a known webhook's
+// cursor is left alone.
+func TestStartWebhooksBeforeDelivery(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	rc, srv := newReceiver(t, nil)
+	hook := events.Webhook{URL: srv.URL + "/hook", Secret: testSecret}
+	svc := events.New(fastConfig(db, hook))
+	publishN(svc, 1, 2) // before the webhook was configured: not owed
+	if err := svc.StartWebhooks(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	publishN(svc, 3, 5) // published while no replica delivers yet
+	if err := svc.StartWebhooks(context.Background()); err != nil { // another replica starting
+		t.Fatal(err)
+	}
+	if cur, ok, err := db.WebhookCursor(context.Background(), hook.URL); err != nil || !ok || cur != 2 {
+		t.Fatalf("cursor = %d, %v, %v; want 2", cur, ok, err)
+	}
+	run(t, svc, db, hook)
+	rc.waitAcked(3, 3)
+}

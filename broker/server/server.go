@@ -97,6 +97,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	eventSvc := events.New(events.Config{Store: db, Webhooks: webhooks, PollInterval: cfg.eventPollInterval(), Forwarders: cl.forwarders, Logger: log})
 	defer eventSvc.Close()
+	if err := eventSvc.StartWebhooks(ctx); err != nil {
+		return err
+	}
 
 	// The embedded MQTT broker. Its handlers call services built below; the
 	// bus only starts serving (and calling them) once Run starts it.
@@ -155,7 +158,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-
 	// With --mqtt-url an external broker is used instead (docs/mosquitto.md).
 	msgBus, mqttConns, err := chooseMQTTBus(ctx, cfg, authority, bus, log)
 	if err != nil {
@@ -330,9 +332,9 @@ func Run(ctx context.Context, cfg Config) error {
 		goRun("greengrass deployment outcomes", cl.deployer.Run)
 	}
 	goRun("deployment deadlines", func(ctx context.Context) error { return db.RunAsLeader(ctx, "deployment-deadlines", deploySvc.Run) })
+	goRun("patch dispatch", func(ctx context.Context) error { return db.RunAsLeader(ctx, "patch-dispatch", patchSvc.Run) })
 	goRun("job rescue", func(ctx context.Context) error { return db.RunAsLeader(ctx, "job-rescue", queue.RunRescuer) })
 	goRun("job queue liveness", queue.Watch)
-	goRun("patch dispatch", patchSvc.Run)
 	if err := queue.Start(runCtx); err != nil {
 		cancel()
 		wg.Wait()
