@@ -140,6 +140,9 @@ func (r *Runner) execute(js *jobState) {
 	}()
 
 	status, message := x.run(ctx)
+	// No heartbeat may follow the completed event.
+	stopBG()
+	wg.Wait()
 	if status == "" { // stopped by the context
 		switch cause := context.Cause(ctx); {
 		case errors.Is(cause, errShutdown):

@@ -43,6 +43,10 @@ func TestCancel(t *testing.T) {
 		t.Errorf("running patch: %s %q, want failed AGENT:Cancelled", done.Status, done.StatusMessage)
 	}
 	waitGone(t, "sleep", "3021")
+	time.Sleep(time.Second) // five heartbeat intervals: none may follow completed
+	if evs := pub.eventsOf("running", 1); evs[len(evs)-1].Type != patchmsg.EventCompleted {
+		t.Errorf("%s event after completed", evs[len(evs)-1].Type)
+	}
 }
 
 func TestJournalResume(t *testing.T) {
