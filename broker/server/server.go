@@ -471,10 +471,19 @@ func printBanner(w io.Writer, cfg Config, tokenPath string, tokenCreated bool, d
 	fmt.Fprintf(w, "ggfleet %s is running (provider %s)\n", version.Version, cfg.Provider)
 	fmt.Fprintf(w, "  API:          %s\n", url)
 	fmt.Fprintf(w, "  MQTT:         %s (mutual TLS)\n", cfg.mqttEndpoint())
-	if tokenCreated {
+	tokenHere := tokenCreated
+	if _, err := os.Stat(tokenPath); err == nil {
+		tokenHere = true
+	}
+	switch {
+	case tokenCreated:
 		fmt.Fprintf(w, "  Admin token:  written to %s (0600; shown nowhere else)\n", tokenPath)
-	} else {
+	case tokenHere:
 		fmt.Fprintf(w, "  Admin token:  %s\n", tokenPath)
+	default:
+		// Another replica of the database created it (docs/scaling.md).
+		fmt.Fprintf(w, "  Admin token:  not in this data dir: the first replica of this database wrote it to admin.token in its own data dir; it works on every replica\n")
+		tokenPath = "admin.token"
 	}
 	fmt.Fprintf(w, "  Default CA:   %s\n", def.ID)
 	if pin != "" {
