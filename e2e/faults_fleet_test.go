@@ -83,6 +83,7 @@ func (b *broker) simFleet(prefix string, n int, cfg loadgen.Config) *fleet {
 				f.errs <- err
 			}
 		})
+		time.Sleep(10 * time.Millisecond) // a fleet comes up over time, not in one instant
 	}
 	b.t.Cleanup(f.stop)
 	return f
@@ -103,10 +104,10 @@ func (f *fleet) stats() loadgen.Stats {
 	return s
 }
 
-// connectErrors returns the agents' failed first connections.
+// connectErrors returns (up to five of) the agents' failed first connections.
 func (f *fleet) connectErrors() []error {
 	var out []error
-	for {
+	for len(out) < 5 {
 		select {
 		case err := <-f.errs:
 			out = append(out, err)
@@ -114,6 +115,7 @@ func (f *fleet) connectErrors() []error {
 			return out
 		}
 	}
+	return out
 }
 
 // deployTo starts a deployment task of template's latest version to cores.

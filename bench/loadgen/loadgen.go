@@ -171,7 +171,8 @@ func (a *Agent) Applied() map[string]int {
 
 // Run keeps the agent's session and reports until ctx ends, then waits for
 // every report in flight to be acknowledged or counted lost, and
-// disconnects. It returns an error only if the first connection fails.
+// disconnects. It returns an error only if the first connection attempt
+// fails outright (not when it is merely slow: that is retried).
 func (a *Agent) Run(ctx context.Context) error {
 	name := a.cfg.Identity.Name
 	host, _, _ := net.SplitHostPort(a.cfg.Endpoint)
@@ -203,9 +204,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	client := mqtt.NewClient(opts)
-	if tok := client.Connect(); !tok.WaitTimeout(a.cfg.AckTimeout) || tok.Error() != nil {
+	// With ConnectRetry the first connection is retried in the background
+	// until it succeeds (a fleet starting at once queues at the broker);
+	// only a configuration error ends the token early.
+	if tok := client.Connect(); tok.WaitTimeout(time.Second) && tok.Error() != nil {
 		client.Disconnect(0)
-		return fmt.Errorf("agent %s: connect to %s: %v", name, a.cfg.Endpoint, tok.Error())
+		return fmt.Errorf("agent %s: connect to %s: %w", name, a.cfg.Endpoint, tok.Error())
 	}
 	var inflight sync.WaitGroup
 	defer func() {

@@ -77,8 +77,9 @@ func FuzzExecFraming(f *testing.F) {
 			t.Fatalf("frame around %q with status %d: got %q status %d (%v), want %q", out, rc, got.Bytes(), code, err, want)
 		}
 
-		// Arbitrary console output: an answer or an error, soon.
-		tr = fuzzTransport(raw, int(chunk%64)+1)
+		// Arbitrary console output: an answer or an error, soon. (A prompt
+		// ends it, so a frame the fuzzer finds does not wait for one.)
+		tr = fuzzTransport(append(raw, "__P_f00d__ "...), int(chunk%64)+1)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
