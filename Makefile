@@ -62,8 +62,8 @@ test-unit: ## run the unit tests only (no e2e)
 e2e: ## run the behaviour tests against the built binaries
 	$(GO) test -count=1 -timeout 30m -v ./e2e/...
 
-e2e-device: package ## the fresh-device test (root): boot Debian under systemd-nspawn, install ggagent from the .deb and from install.sh
-	$(GO) test -tags devicetest -count=1 -timeout 20m -v -run TestFreshDevice ./e2e/device/
+e2e-device: package ## the fresh-device test (root): boot Debian under systemd-nspawn, install ggagent from the .deb, from install.sh and with ggfleet cores bootstrap over SSH
+	$(GO) test -tags devicetest -count=1 -timeout 30m -v -run 'TestFreshDevice|TestBootstrapOverSSH' ./e2e/device/
 
 faults: ## the fault and abuse suite at full size (GGFLEET_FAULTS=full: 10 crash seeds, 2-minute outages, 5,000 agents for 10 minutes); `go test ./e2e` runs it reduced
 	GGFLEET_FAULTS=full $(GO) test -count=1 -timeout 240m -v -run 'TestFaults' ./e2e/
