@@ -91,10 +91,12 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 
 // Pool limits of OpenPostgres: each replica keeps at most this many
 // connections, so N replicas fit PostgreSQL's default max_connections (100)
-// with room for the leader and liveness sessions and for operators.
+// with room for the leader and liveness sessions and for operators. Idle
+// connections are kept up to the same limit: closing and reopening them under
+// load showed up as connect timeouts.
 const (
 	PostgresMaxOpenConns = 20
-	PostgresMaxIdleConns = 10
+	PostgresMaxIdleConns = PostgresMaxOpenConns
 )
 
 // OpenPostgres connects to the PostgreSQL database at url
