@@ -269,13 +269,17 @@ func (s *Service) publishJob(ctx context.Context, p Patch, job patchmsg.Job) {
 // buildJob turns a template version, a target and a patch into the job
 // the agent runs: variables merged (patch wins), a CDF playbook template
 // turned into one file and the ansible-playbook step (§6.3), big inline
-// files and artifacts turned into signed URLs.
+// files and artifacts turned into signed URLs, presign expressions in
+// the variables resolved (presign.go).
 func (s *Service) buildJob(ctx context.Context, p Patch, tpl Template, target Target) (patchmsg.Job, error) {
 	vars := maps.Clone(tpl.ExtraVars)
 	if vars == nil {
 		vars = map[string]string{}
 	}
 	maps.Copy(vars, p.ExtraVars)
+	if err := s.resolvePresign(ctx, vars); err != nil {
+		return patchmsg.Job{}, err
+	}
 	jt := patchmsg.JobTemplate{Name: tpl.Name, VersionNo: tpl.VersionNo, VarsEncoding: tpl.VarsEncoding,
 		Files: []patchmsg.FileSpec{}, Steps: []patchmsg.StepSpec{}}
 	if tpl.Defaults != nil {

@@ -314,6 +314,10 @@ type Config struct {
 	Store     Store
 	Publisher Publisher // nil: jobs are stored but not sent
 	Blobs     Blobs
+	// Presigner, when set (aws mode), signs the URLs of
+	// ${aws:s3:presign:...} variables; without it they are signed
+	// /patchBlobs URLs of Blobs.
+	Presigner Presigner
 	// URLKey signs blob URLs (at least 32 random bytes, stable across
 	// restarts so URLs of dispatched jobs stay valid).
 	URLKey []byte

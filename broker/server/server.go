@@ -207,7 +207,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
 		Publisher: deployPub, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
-	patchSvc = patches.New(patches.Config{Store: db, Publisher: msgBus, Blobs: prov, URLKey: patchURLKey(secretsKey),
+	// In aws mode ${aws:s3:presign:...} patch variables are S3 presigned URLs.
+	presigner, _ := prov.(patches.Presigner)
+	patchSvc = patches.New(patches.Config{Store: db, Publisher: msgBus, Blobs: prov, Presigner: presigner, URLKey: patchURLKey(secretsKey),
 		BaseURL: cfg.publicURL(), DispatchTimeout: cfg.PatchDispatchTimeout, Logger: log})
 
 	runner := &tasks.Runner{Store: db, Logger: log, Processors: map[tasks.Kind]tasks.Processor{
