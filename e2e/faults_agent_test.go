@@ -156,6 +156,7 @@ func TestFaultsCorruptStateFiles(t *testing.T) {
 	for _, file := range files {
 		t.Run(file, func(t *testing.T) {
 			path := filepath.Join(dir, file)
+			before := applies(t, dir)
 			orig, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatalf("%s: %v", file, err)
@@ -192,9 +193,16 @@ func TestFaultsCorruptStateFiles(t *testing.T) {
 			if strings.Contains(a.log(), "panic:") {
 				t.Fatalf("the agent panicked after %s was damaged", file)
 			}
+			// Nothing is applied again, except after the deployment record
+			// itself was lost: then agent/deploy applies the document once
+			// more, deliberately and saying so (applying again is safe,
+			// never applying is not).
 			for id, c := range applies(t, dir) {
-				if c != 1 {
-					t.Errorf("deployment %s applied %d times after %s was damaged", id, c, file)
+				again := c - before[id]
+				switch {
+				case file == deploymentFile && again == 1 && strings.Contains(res.out+a.log(), "deployment record unreadable"):
+				case again != 0:
+					t.Errorf("deployment %s applied %d more times after %s was damaged", id, again, file)
 				}
 			}
 		})

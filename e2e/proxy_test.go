@@ -131,13 +131,6 @@ func (p *proxy) reset() {
 	}
 }
 
-// connections returns how many connections are relayed now (both legs).
-func (p *proxy) connections() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns)
-}
-
 func (p *proxy) drop(c net.Conn) {
 	c.Close()
 	p.mu.Lock()
