@@ -67,12 +67,14 @@ func (p *Provider) DescribeEndpoints(ctx context.Context) (Endpoints, error) {
 
 // PresignArtifact returns a short-lived URL that downloads an existing
 // artifact straight from S3 without AWS credentials (errkind.NotFound when
-// it does not exist); ttl is clamped to 1 s..1 h.
+// it does not exist); ttl is clamped to 1 s..7 days, S3's SigV4 limit (CDF
+// templates ask for up to 604800 s). With temporary credentials (a role) the
+// URL stops working when those credentials expire, whatever ttl says.
 func (p *Provider) PresignArtifact(ctx context.Context, key string, ttl time.Duration) (string, error) {
 	if err := local.CheckArtifactKey(key); err != nil {
 		return "", err
 	}
-	ttl = min(max(ttl, time.Second), time.Hour)
+	ttl = min(max(ttl, time.Second), 7*24*time.Hour)
 	full := p.prefix + key
 	// A missing artifact is the API's 404, not S3's at the redirect target.
 	if _, err := p.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &p.bucket, Key: &full}); err != nil {
