@@ -38,10 +38,10 @@ type Config struct {
 	DeploymentTimeout time.Duration
 	// PatchDispatchTimeout fails a dispatched patch no agent accepted (AGENT:NoAck); 0 means 24h.
 	PatchDispatchTimeout time.Duration
-	AssetLibraryURL   string
-	Webhooks          []string
-	WebhookSecretFile string
-	MetricsListen     string
+	AssetLibraryURL      string
+	Webhooks             []string
+	WebhookSecretFile    string
+	MetricsListen        string
 	// DownloadsDir holds the ggagent builds served at /downloads (make cross's dist/).
 	DownloadsDir string
 
