@@ -105,6 +105,14 @@ func redact(raw string) string {
 // is kept in the database, so restarts resume where delivery stopped.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.Close()
+	return s.Deliver(ctx)
+}
+
+// Deliver is Run without the closing of live subscriptions: the leader-only
+// part (webhook and forwarder delivery, pruning), which a replica may start
+// and stop several times as it gains and loses the leadership. Whoever
+// calls it calls Close once at shutdown.
+func (s *Service) Deliver(ctx context.Context) error {
 	if err := ValidateWebhooks(s.cfg.Webhooks); err != nil {
 		return err
 	}

@@ -35,9 +35,8 @@ const (
 	pingTimeout = 30 * time.Second
 )
 
-// ErrLivenessLost is returned by Watch when the session holding this
-// replica's liveness lock died: other replicas will rescue its running jobs,
-// so it must stop working (the broker exits and is restarted).
+// ErrLivenessLost is logged by Watch when the session holding this
+// replica's liveness lock died (PostgreSQL restarted, the connection cut).
 var ErrLivenessLost = errors.New("jobs: lost the database session that tells other replicas this one is alive")
 
 // livenessKeySQL computes the advisory lock key of a client id in SQL, so
@@ -76,8 +75,13 @@ func (q *Queue) releaseLiveness() {
 }
 
 // Watch checks the liveness session every LivenessCheckInterval until ctx
-// ends (then it returns nil) or the session dies (ErrLivenessLost). Run it
-// for the queue's lifetime on PostgreSQL; on SQLite it just waits for ctx.
+// ends (then it returns nil). When the session died it takes the lock again
+// on a new session as soon as the database answers, and the replica keeps
+// serving: a PostgreSQL restart does not need a supervisor to restart every
+// replica. Until the lock is back the leader may rescue this replica's
+// running batches; a batch then runs twice at most, which is safe because
+// its steps are idempotent (keyed by thing name) and a batch completes once.
+// Run it for the queue's lifetime on PostgreSQL; on SQLite it just waits.
 func (q *Queue) Watch(ctx context.Context) error {
 	t := time.NewTicker(LivenessCheckInterval)
 	defer t.Stop()
@@ -91,6 +95,18 @@ func (q *Queue) Watch(ctx context.Context) error {
 		conn := q.liveness
 		q.mu.Unlock()
 		if conn == nil {
+			if !q.postgres {
+				continue
+			}
+			// Lost earlier: take it again once the database answers.
+			lctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			err := q.takeLiveness(lctx)
+			cancel()
+			if err == nil {
+				q.log.Info("liveness lock taken again; this replica is known alive", "replica", q.id)
+			} else if ctx.Err() == nil {
+				q.log.Debug("liveness lock: database not reachable yet", "err", err)
+			}
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
@@ -100,8 +116,9 @@ func (q *Queue) Watch(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			q.log.Error("liveness session died; stopping so others can take over this replica's jobs", "err", err)
-			return fmt.Errorf("%w: %v", ErrLivenessLost, err)
+			q.log.Error("liveness session died; taking the lock again when the database answers",
+				"replica", q.id, "err", fmt.Errorf("%w: %v", ErrLivenessLost, err))
+			q.releaseLiveness()
 		}
 	}
 }
@@ -190,8 +207,9 @@ func (q *Queue) RescueOrphans(ctx context.Context) (int, error) {
 }
 
 // ownerDead reports whether the replica owner's liveness lock is free. A
-// replica takes it before its first job and holds it until it stops, and
-// client ids are never reused, so a free lock means it is gone for good.
+// replica takes it before its first job and holds it until it stops (taking
+// it again after its session died, see Watch), so a free lock means it is
+// gone or cut off from the database.
 func (q *Queue) ownerDead(ctx context.Context, owner string) (bool, error) {
 	conn, err := q.db.Conn(ctx)
 	if err != nil {

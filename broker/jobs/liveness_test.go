@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -157,5 +158,68 @@ func TestRescueOrphans(t *testing.T) {
 	}
 	if held {
 		t.Error("the live replica's liveness lock was free after the rescue")
+	}
+}
+
+// TestWatchTakesLivenessAgain: when the session holding a replica's
+// liveness lock dies (as when PostgreSQL restarts), Watch does not stop the
+// replica: it takes the lock again on a new session, so other replicas see
+// it alive again and it keeps working.
+func TestWatchTakesLivenessAgain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, q := postgresQueue(t, 10*time.Second)
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer scancel()
+		_ = q.Stop(sctx)
+	})
+	watched := make(chan error, 1)
+	go func() { watched <- q.Watch(ctx) }()
+
+	holder := func() int {
+		t.Helper()
+		var pid int
+		err := db.SQL().QueryRowContext(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND ((classid::bigint << 32) | objid::bigint) = `+livenessKeySQL, q.ID()).Scan(&pid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	first := holder()
+	if first == 0 {
+		t.Fatal("no session holds the liveness lock after Start")
+	}
+	if _, err := db.SQL().ExecContext(ctx, `SELECT pg_terminate_backend($1)`, first); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if pid := holder(); pid != 0 && pid != first {
+			break
+		}
+		select {
+		case err := <-watched:
+			t.Fatalf("Watch returned %v after the liveness session died, want it to take the lock again", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the liveness lock was not taken again within 2 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if dead, err := q.ownerDead(ctx, q.ID()+"-other"); err != nil || !dead {
+		t.Fatalf("ownerDead(unknown replica) = %v, %v; want true", dead, err)
+	}
+	cancel()
+	if err := <-watched; err != nil {
+		t.Fatalf("Watch = %v after its context ended, want nil", err)
 	}
 }

@@ -323,11 +323,12 @@ func Run(ctx context.Context, cfg Config) error {
 		goRun("CRL file", crlFile.Run)
 	}
 	// Periodic work runs on one replica only: the leader of each (on
-	// SQLite the process is always the leader). Webhook delivery and event
-	// pruning end live subscriptions when they stop, so Close comes last.
+	// SQLite the process is always the leader). A replica that loses a
+	// leadership (PostgreSQL restarted) stops that work and stands for
+	// election again. Live event subscriptions are closed once, at shutdown.
 	goRun("events", func(ctx context.Context) error {
 		defer eventSvc.Close()
-		return db.RunAsLeader(ctx, "events", eventSvc.Run)
+		return db.RunAsLeader(ctx, "events", eventSvc.Deliver)
 	})
 	if cl.deployer != nil {
 		cl.deployer.report = deploySvc.HandleStatus

@@ -73,20 +73,23 @@ const (
 	LeaderTakeoverDelay = 3 * LeaderCheckInterval
 )
 
-// ErrLostLeadership is returned by RunAsLeader when the session holding the
-// leadership died while fn ran. fn's context was cancelled; another replica
-// may already be the leader. The broker exits on it (its supervisor
-// restarts it), which is simpler and safer than resuming half-stopped work.
+// ErrLostLeadership is what lead reports when the session holding the
+// leadership died while fn ran (PostgreSQL restarted, the connection cut):
+// fn's context was cancelled and another replica may already lead.
+// RunAsLeader logs it and stands for election again, so a replica survives a
+// database restart without its supervisor.
 var ErrLostLeadership = errors.New("lost the leadership: its database session ended")
 
 // RunAsLeader runs fn on exactly one replica at a time: the one holding the
-// named leadership. It waits until this replica holds it (or ctx ends, then
-// it returns nil), runs fn with a context cancelled if the leadership is
-// lost, and returns fn's result, or ErrLostLeadership when the lock's
-// session died. The leadership is a PostgreSQL session advisory lock on a
-// dedicated connection, so a replica that dies (even by SIGKILL) releases it
-// as soon as PostgreSQL notices its connection closed. On SQLite the process
-// is always the leader (the data-dir lock makes it the only one).
+// named leadership. It waits until this replica holds it, runs fn with a
+// context cancelled if the leadership is lost, and returns fn's result once
+// fn ends while still leading, or nil when ctx ends. When the leadership is
+// lost, fn is stopped and this replica stands for election again, so fn must
+// be restartable (periodic work that keeps its state in the database). The
+// leadership is a PostgreSQL session advisory lock on a dedicated
+// connection, so a replica that dies (even by SIGKILL) releases it as soon as
+// PostgreSQL notices its connection closed. On SQLite the process is always
+// the leader (the data-dir lock makes it the only one).
 func (d *DB) RunAsLeader(ctx context.Context, name string, fn func(ctx context.Context) error) error {
 	if d.dialect != Postgres {
 		return fn(ctx)
@@ -98,7 +101,11 @@ func (d *DB) RunAsLeader(ctx context.Context, name string, fn func(ctx context.C
 			d.log.Warn("leader election: cannot reach the database; trying again", "work", name, "err", err)
 		}
 		if got {
-			return d.lead(ctx, name, conn, key, fn)
+			err := d.lead(ctx, name, conn, key, fn)
+			if !errors.Is(err, ErrLostLeadership) || ctx.Err() != nil {
+				return err
+			}
+			d.log.Warn("standing for election again after losing the leadership", "work", name)
 		}
 		select {
 		case <-ctx.Done():
