@@ -94,7 +94,16 @@ type Authority struct {
 	signers map[string]crypto.Signer     // decrypted CA keys by CA id
 	servers map[string]*tls.Certificate  // server certificates by host set
 	parsed  map[string]*x509.Certificate // CA certificates by CA id
+	pool    *x509.CertPool               // Pool's answer, valid until poolAt+PoolTTL
+	poolAt  time.Time
 }
+
+// PoolTTL is how long Pool reuses the CA list it read. Every MQTT handshake
+// asks for it: a reconnect storm of hundreds of agents must not queue as
+// many database reads in front of the broker's own work (on SQLite's single
+// connection that starved the job queue at start-up). A CA created on this
+// replica is seen at once; one created on another replica within PoolTTL.
+const PoolTTL = 5 * time.Second
 
 // New returns an Authority over the store.
 func New(cfg Config) *Authority {
@@ -138,6 +147,7 @@ func (a *Authority) Init(ctx context.Context) (CA, bool, error) {
 	}
 	if created {
 		a.remember(rec.ID, key)
+		a.forgetPool()
 		a.log.Info("created the default certificate authority", "caId", rec.ID, "subject", rec.Subject, "notAfter", rec.NotAfter)
 		return stored.CA, true, nil
 	}
@@ -229,6 +239,7 @@ func (a *Authority) Import(ctx context.Context, certPEM, keyPEM string) (CA, err
 		return CA{}, fmt.Errorf("store certificate authority %s: %w", rec.ID, err)
 	}
 	a.remember(rec.ID, key)
+	a.forgetPool()
 	a.log.Info("imported a certificate authority", "caId", rec.ID, "subject", rec.Subject, "notAfter", rec.NotAfter)
 	return rec.CA, nil
 }
@@ -260,6 +271,7 @@ func (a *Authority) Generate(ctx context.Context, commonName string, days int, k
 		return CA{}, fmt.Errorf("store certificate authority %s: %w", rec.ID, err)
 	}
 	a.remember(rec.ID, key)
+	a.forgetPool()
 	a.log.Info("generated a certificate authority", "caId", rec.ID, "subject", rec.Subject, "notAfter", rec.NotAfter)
 	return rec.CA, nil
 }
@@ -388,7 +400,16 @@ func (a *Authority) ServerCertificate(ctx context.Context, hosts []string) (tls.
 }
 
 // Pool returns every CA certificate, to verify device client certificates.
+// The answer is reused for PoolTTL (and dropped when this replica adds a CA).
 func (a *Authority) Pool(ctx context.Context) (*x509.CertPool, error) {
+	now := a.now()
+	a.mu.Lock()
+	if a.pool != nil && now.Sub(a.poolAt) < PoolTTL && !now.Before(a.poolAt) {
+		pool := a.pool
+		a.mu.Unlock()
+		return pool, nil
+	}
+	a.mu.Unlock()
 	recs, err := a.store.ListCAs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list certificate authorities: %w", err)
@@ -401,7 +422,17 @@ func (a *Authority) Pool(ctx context.Context) (*x509.CertPool, error) {
 		}
 		pool.AddCert(c)
 	}
+	a.mu.Lock()
+	a.pool, a.poolAt = pool, now
+	a.mu.Unlock()
 	return pool, nil
+}
+
+// forgetPool makes the next Pool read the CA list again.
+func (a *Authority) forgetPool() {
+	a.mu.Lock()
+	a.pool = nil
+	a.mu.Unlock()
 }
 
 // lookup returns the CA record for caID, "" meaning the default.

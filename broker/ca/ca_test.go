@@ -629,3 +629,42 @@ func TestLoadOrCreateSecretsKey(t *testing.T) {
 		}
 	})
 }
+
+// TestPoolCache: Pool reuses its answer for PoolTTL (every MQTT handshake
+// asks for it), sees a CA this Authority creates at once, and one another
+// replica created after PoolTTL.
+func TestPoolCache(t *testing.T) {
+	a, store, _ := initialised(t)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	ctx := context.Background()
+	count := func() int {
+		t.Helper()
+		pool, err := a.Pool(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(pool.Subjects()) //lint:ignore SA1019 only counting the CAs of a pool we built
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("pool has %d CAs, want 1", got)
+	}
+	if _, err := a.Generate(ctx, "Second", 365, certs.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("after Generate the pool has %d CAs, want 2 at once", got)
+	}
+	// Another replica adds a CA straight to the shared store.
+	other := newTestAuthority(t, store, a.secretsKey)
+	if _, err := other.Generate(ctx, "Third", 365, certs.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("within PoolTTL the pool has %d CAs, want the cached 2", got)
+	}
+	now = now.Add(PoolTTL)
+	if got := count(); got != 3 {
+		t.Fatalf("after PoolTTL the pool has %d CAs, want 3", got)
+	}
+}
