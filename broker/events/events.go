@@ -247,6 +247,15 @@ const writeTimeout = 10 * time.Second
 // writeAttempts is how many times Publish tries to store an event.
 const writeAttempts = 3
 
+// unavailableBudget is how long Publish keeps trying while the database is
+// unavailable (errkind.Unavailable: PostgreSQL restarting, disk full), with
+// backoff up to maxWriteWait: an outage of a minute or two must not lose
+// the events of the work that finished just before it.
+const (
+	unavailableBudget = 2 * time.Minute
+	maxWriteWait      = 5 * time.Second
+)
+
 // Publish stores the event and hands it to every sink. It matches the sink
 // type producers take (cores.EventSink and friends). It returns once the
 // event is stored: live subscribers get it through a non-blocking queue and
@@ -301,10 +310,12 @@ func (s *Service) Sink() func(ctx context.Context, detailType string, detail any
 	return s.Publish
 }
 
-// append stores ev, trying writeAttempts times; added is false when ev's
-// key was stored already.
+// append stores ev, trying writeAttempts times, or for unavailableBudget
+// while the database is unavailable; added is false when ev's key was
+// stored already.
 func (s *Service) append(ctx context.Context, ev Event) (seq int64, added bool, err error) {
 	wait := 50 * time.Millisecond
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, writeTimeout)
 		seq, added, err = s.store.AppendEvent(actx, ev)
@@ -312,14 +323,15 @@ func (s *Service) append(ctx context.Context, ev Event) (seq int64, added bool, 
 		if err == nil {
 			return seq, added, nil
 		}
-		if attempt == writeAttempts {
+		down := errkind.Is(err, errkind.Unavailable) && time.Since(start) < unavailableBudget
+		if attempt >= writeAttempts && !down {
 			break
 		}
 		s.log.Warn("publish event: store failed, retrying", "detailType", ev.DetailType, "attempt", attempt, "err", err)
 		if !sleep(ctx, wait) {
 			break
 		}
-		wait *= 4
+		wait = min(wait*4, maxWriteWait)
 	}
 	return 0, false, fmt.Errorf("store %s: %w", ev.DetailType, err)
 }

@@ -13,7 +13,10 @@ import (
 
 // Authenticator checks API bearer tokens (and dashboard session cookies).
 type Authenticator interface {
-	// Authenticate returns nil when token is a valid API token.
+	// Authenticate returns nil when token is a valid API token, and an
+	// errkind.Unauthorized error when it is not; any other error means the
+	// token could not be checked (the API answers with that error's status,
+	// 503 when the database is unavailable).
 	Authenticate(ctx context.Context, token string) error
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/events"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
@@ -24,7 +24,7 @@ type evtAuth struct{}
 
 func (evtAuth) Authenticate(_ context.Context, token string) error {
 	if token != evtToken {
-		return errors.New("bad token")
+		return errkind.New(errkind.Unauthorized, "bad token")
 	}
 	return nil
 }

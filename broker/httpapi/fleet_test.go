@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +16,7 @@ type fleetTestAuth struct{}
 
 func (fleetTestAuth) Authenticate(_ context.Context, token string) error {
 	if token != "fleet-token" {
-		return errors.New("bad token")
+		return errkind.New(errkind.Unauthorized, "bad token")
 	}
 	return nil
 }

@@ -2,13 +2,13 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
@@ -18,7 +18,7 @@ type tokenAuth string
 
 func (a tokenAuth) Authenticate(_ context.Context, token string) error {
 	if token != string(a) {
-		return errors.New("bad token")
+		return errkind.New(errkind.Unauthorized, "bad token")
 	}
 	return nil
 }

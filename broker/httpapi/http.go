@@ -39,10 +39,25 @@ func (a *API) wrap(rt Route) http.Handler {
 				writeMessage(w, r, http.StatusUnauthorized, "missing credentials: send Authorization: Bearer <token> (the admin token is in <data-dir>/admin.token)")
 				return
 			}
-			if !viaSession && (a.d.Auth == nil || a.d.Auth.Authenticate(r.Context(), token) != nil) {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="ggfleet", error="invalid_token"`)
-				writeMessage(w, r, http.StatusUnauthorized, "invalid or expired token")
-				return
+			if !viaSession {
+				var err error
+				if a.d.Auth == nil {
+					err = errkind.New(errkind.Unauthorized, "no authenticator")
+				} else {
+					err = a.d.Auth.Authenticate(r.Context(), token)
+				}
+				switch {
+				case err == nil:
+				case errkind.Is(err, errkind.Unauthorized):
+					w.Header().Set("WWW-Authenticate", `Bearer realm="ggfleet", error="invalid_token"`)
+					writeMessage(w, r, http.StatusUnauthorized, "invalid or expired token")
+					return
+				default:
+					// The token could not be checked (database down): say
+					// so with 503, not a 401 that sends people after their token.
+					a.writeError(w, r, fmt.Errorf("check the API token: %w", err))
+					return
+				}
 			}
 		}
 		limit := a.d.MaxBodyBytes

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/ggfleet/ggfleet/broker/errkind"
 )
 
 const metricsToken = "metrics-test-token"
@@ -16,7 +18,7 @@ type metricsAuth struct{}
 
 func (metricsAuth) Authenticate(_ context.Context, token string) error {
 	if token != metricsToken {
-		return errors.New("bad token")
+		return errkind.New(errkind.Unauthorized, "bad token")
 	}
 	return nil
 }

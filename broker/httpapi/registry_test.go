@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/httpapi"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provider/providertest"
@@ -24,7 +24,7 @@ type registryTestAuth struct{}
 
 func (registryTestAuth) Authenticate(_ context.Context, token string) error {
 	if token != registryTestToken {
-		return errors.New("bad token")
+		return errkind.New(errkind.Unauthorized, "bad token")
 	}
 	return nil
 }
