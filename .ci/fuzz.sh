@@ -27,7 +27,16 @@ for pkg in $(go list ./...); do
         status=1
       else
         echo "== fuzz $pkg $target: the fuzzer timed out without a finding; running it once more"
-        fuzz_once "$pkg" "$target" || status=1
+        if ! fuzz_once "$pkg" "$target"; then
+          if grep -q "Failing input written" "$log" || ! grep -q "context deadline exceeded" "$log"; then
+            status=1
+          else
+            # Twice no finding: the coordinator was again minimising a new
+            # interesting input when -fuzztime ended (execs stay flat while
+            # it does, then jump). Not a failure; a longer run covers it.
+            echo "== fuzz $pkg $target: WARNING: timed out twice while minimising, without a finding; not a failure"
+          fi
+        fi
       fi
     fi
   done
