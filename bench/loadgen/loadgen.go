@@ -218,15 +218,28 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	publish := func(suffix string, retained bool, v any) {
 		payload, _ := json.Marshal(v)
-		tok := client.Publish(mqttmsg.Topic(name, suffix), 1, retained, payload)
+		topic := mqttmsg.Topic(name, suffix)
+		tok := client.Publish(topic, 1, retained, payload)
 		a.sent.Add(1)
 		inflight.Add(1)
 		go func() { // owned by inflight: Run waits for every one
 			defer inflight.Done()
-			if tok.WaitTimeout(a.cfg.AckTimeout) && tok.Error() == nil {
-				a.acked.Add(1)
-			} else {
-				a.lost.Add(1)
+			// Like ggagent's outbox: a report whose publish failed (the
+			// connection dropped under it) is sent again until it is
+			// acknowledged; it is lost only if AckTimeout passes first.
+			deadline := time.Now().Add(a.cfg.AckTimeout)
+			for {
+				left := time.Until(deadline)
+				if left > 0 && tok.WaitTimeout(left) && tok.Error() == nil {
+					a.acked.Add(1)
+					return
+				}
+				if time.Until(deadline) <= time.Second {
+					a.lost.Add(1)
+					return
+				}
+				time.Sleep(time.Second)
+				tok = client.Publish(topic, 1, retained, payload)
 			}
 		}()
 	}
