@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -281,6 +282,23 @@ func isTerminal(w io.Writer) bool {
 }
 
 // needArgs checks the count of positional arguments.
+// deleteByName is the setup of a "delete NAME" command: DELETE
+// prefix+NAME, then print what was deleted (what names the resource in
+// messages, label the argument in the usage error).
+func deleteByName(what, label, prefix string) func(fs *pflag.FlagSet) runFunc {
+	return func(fs *pflag.FlagSet) runFunc {
+		return func(c *cmdCtx, args []string) error {
+			if err := needArgs(args, 1, label); err != nil {
+				return err
+			}
+			if err := c.api.Do(c.ctx, http.MethodDelete, prefix+url.PathEscape(args[0]), nil, nil); err != nil {
+				return fmt.Errorf("delete %s %q: %w", what, args[0], err)
+			}
+			return emit(c, map[string]string{"deleted": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "deleted %s %s\n", what, args[0]) })
+		}
+	}
+}
+
 func needArgs(args []string, n int, what string) error {
 	if len(args) != n {
 		return usagef("expected %s, got %d argument(s)", what, len(args))

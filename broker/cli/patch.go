@@ -228,17 +228,7 @@ func patchTemplateCommands() []subcommand {
 				}
 			}},
 		{name: "patch templates delete", args: "NAME", summary: "Delete a patch template and all its versions",
-			setup: func(fs *pflag.FlagSet) runFunc {
-				return func(c *cmdCtx, args []string) error {
-					if err := needArgs(args, 1, "the patch template NAME"); err != nil {
-						return err
-					}
-					if err := c.api.Do(c.ctx, http.MethodDelete, "/patchTemplates/"+url.PathEscape(args[0]), nil, nil); err != nil {
-						return fmt.Errorf("delete patch template %q: %w", args[0], err)
-					}
-					return emit(c, map[string]string{"deleted": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "deleted patch template %s\n", args[0]) })
-				}
-			}},
+			setup: deleteByName("patch template", "the patch template NAME", "/patchTemplates/")},
 		{name: "patch templates upload", args: "NAME ARTIFACT FILE", summary: "Upload a file as a template's artifact (files[].source.artifact)",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				return func(c *cmdCtx, args []string) error {
@@ -391,17 +381,7 @@ func patchTargetCommands() []subcommand {
 				}
 			}},
 		{name: "patch targets delete", args: "DEVICE", summary: "Delete a target profile",
-			setup: func(fs *pflag.FlagSet) runFunc {
-				return func(c *cmdCtx, args []string) error {
-					if err := needArgs(args, 1, "the DEVICE id"); err != nil {
-						return err
-					}
-					if err := c.api.Do(c.ctx, http.MethodDelete, "/targets/"+url.PathEscape(args[0]), nil, nil); err != nil {
-						return fmt.Errorf("delete target %q: %w", args[0], err)
-					}
-					return emit(c, map[string]string{"deleted": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "deleted target %s\n", args[0]) })
-				}
-			}},
+			setup: deleteByName("target", "the DEVICE id", "/targets/")},
 		{name: "patch targets probe", args: "DEVICE [--no-wait]", summary: "Ask the core to reach the device (log in, uname -a, host key) and wait for the answer",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				noWait := fs.Bool("no-wait", false, "print the probe id and return at once")

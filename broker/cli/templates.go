@@ -153,17 +153,7 @@ func templateCommands() []subcommand {
 				}
 			}},
 		{name: "templates delete", args: "NAME", summary: "Delete a component template and all its versions",
-			setup: func(fs *pflag.FlagSet) runFunc {
-				return func(c *cmdCtx, args []string) error {
-					if err := needArgs(args, 1, "the template NAME"); err != nil {
-						return err
-					}
-					if err := c.api.Do(c.ctx, http.MethodDelete, "/templates/"+url.PathEscape(args[0]), nil, nil); err != nil {
-						return fmt.Errorf("delete template %q: %w", args[0], err)
-					}
-					return emit(c, map[string]string{"deleted": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "deleted template %s\n", args[0]) })
-				}
-			}},
+			setup: deleteByName("template", "the template NAME", "/templates/")},
 		{name: "provisioning-templates list", args: "", summary: "List provisioning templates",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				return func(c *cmdCtx, args []string) error {
