@@ -274,7 +274,24 @@ func (b *broker) waitTask(path string, timeout time.Duration) map[string]any {
 		task = map[string]any{}
 		r.JSON(b.t, &task)
 		s := task["taskStatus"]
-		return s == "Success" || s == "Failure"
+		if s != "Success" && s != "Failure" {
+			return false
+		}
+		// Failure is sticky and set by the first failed batch (CDF), so a
+		// Failure task may still have batches running: wait for them too.
+		if total, ok := task["batchesTotal"]; ok && task["batchesComplete"] != total {
+			return false
+		}
+		for _, key := range []string{"cores", "devices", "deployments"} {
+			items, _ := task[key].([]any)
+			for _, it := range items {
+				m, _ := it.(map[string]any)
+				if st := m["taskStatus"]; st == "Waiting" || st == "InProgress" {
+					return false
+				}
+			}
+		}
+		return true
 	})
 	return task
 }

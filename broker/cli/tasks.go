@@ -45,9 +45,22 @@ type taskView struct {
 	raw           any        // the broker's own task document, for -o json|yaml
 }
 
-// done reports whether the task reached a final status.
+// done reports whether the task reached a final status and, for CDF
+// tasks, every item did too: CDF makes a task Failure as soon as its first
+// batch fails, while later batches may still be running.
 func (t taskView) done() bool {
-	return t.Status == cdf.StatusSuccess || t.Status == cdf.StatusFailure
+	if t.Status != cdf.StatusSuccess && t.Status != cdf.StatusFailure {
+		return false
+	}
+	if t.Kind == kindPatch {
+		return true
+	}
+	for _, it := range t.Items {
+		if it.Status == cdf.StatusWaiting || it.Status == cdf.StatusInProgress {
+			return false
+		}
+	}
+	return true
 }
 
 // counts tallies the items by status.
