@@ -41,6 +41,8 @@ var DefaultQuotas = map[string]float64{
 	"AddThingToThingGroup":         100,
 	"AttachPolicy":                 15,
 	"AttachThingPrincipal":         15,
+	"CreateCertificateFromCsr":     15,
+	"CreateKeysAndCertificate":     10,
 	"CreatePolicy":                 10,
 	"CreatePolicyVersion":          10,
 	"CreateThing":                  15,
@@ -61,6 +63,7 @@ var DefaultQuotas = map[string]float64{
 	"ListThingsInThingGroup":       25,
 	"RegisterCertificate":          10,
 	"RegisterCertificateWithoutCA": 10,
+	"RegisterThing":                10,
 	"RemoveThingFromThingGroup":    100,
 	"UpdateCertificate":            10,
 
@@ -69,6 +72,9 @@ var DefaultQuotas = map[string]float64{
 	"BatchAssociateClientDeviceWithCoreDevice":    10,
 	"BatchDisassociateClientDeviceFromCoreDevice": 10,
 	"ListClientDevicesAssociatedWithCoreDevice":   10,
+	"ListInstalledComponents":                     10,
+	"ListEffectiveDeployments":                    10,
+	"DescribeComponent":                           10,
 
 	"DescribeEndpoint":     10,
 	"DescribeThingGroup":   100,
