@@ -90,12 +90,16 @@ type patchRetry struct {
 	PatchStatus string `json:"patchStatus"`
 }
 
-func (a *API) patchSvc(w http.ResponseWriter, r *http.Request) (PatchService, bool) {
-	if a.d.Patches == nil {
-		writeMessage(w, r, http.StatusServiceUnavailable, "device patching is not available on this broker")
-		return nil, false
+// patching adapts a patch handler to a route: without a patch service the
+// broker answers 503 before the handler runs.
+func (a *API) patching(h func(http.ResponseWriter, *http.Request, PatchService)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.d.Patches == nil {
+			writeMessage(w, r, http.StatusServiceUnavailable, "device patching is not available on this broker")
+			return
+		}
+		h(w, r, a.d.Patches)
 	}
-	return a.d.Patches, true
 }
 
 // templateView hides the playbook bytes (CDF returns playbookSource only).
@@ -104,11 +108,7 @@ func templateView(t patches.Template) patches.Template {
 	return t
 }
 
-func (a *API) createPatchTemplate(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) createPatchTemplate(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	var in patches.TemplateInput
 	if err := decodeJSON(r, &in); err != nil {
 		a.writeError(w, r, err)
@@ -121,11 +121,7 @@ func (a *API) createPatchTemplate(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) listPatchTemplates(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) listPatchTemplates(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := parsePage(r, "exclusiveStartName")
 	if err != nil {
 		a.writeError(w, r, err)
@@ -148,11 +144,7 @@ func (a *API) listPatchTemplates(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, out)
 }
 
-func (a *API) getPatchTemplate(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getPatchTemplate(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	v := 0
 	if raw := r.URL.Query().Get("versionNo"); raw != "" {
 		n, err := strconv.Atoi(raw)
@@ -170,11 +162,7 @@ func (a *API) getPatchTemplate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, templateView(t))
 }
 
-func (a *API) updatePatchTemplate(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) updatePatchTemplate(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	var in patches.TemplateInput
 	if err := decodeJSON(r, &in); err != nil {
 		a.writeError(w, r, err)
@@ -187,11 +175,7 @@ func (a *API) updatePatchTemplate(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) deletePatchTemplate(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) deletePatchTemplate(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	if err := svc.DeleteTemplate(r.Context(), r.PathValue("name")); err != nil {
 		a.writeError(w, r, err)
 		return
@@ -199,11 +183,7 @@ func (a *API) deletePatchTemplate(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) putPatchArtifact(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) putPatchArtifact(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -224,11 +204,7 @@ func (a *API) putPatchArtifact(w http.ResponseWriter, r *http.Request) {
 // getPatchBlob serves a blob named by a signed URL of a patch job: open,
 // because the agent (or the client device itself) has no API token; the
 // signature and expiry are the authorisation.
-func (a *API) getPatchBlob(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getPatchBlob(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	q := r.URL.Query()
 	data, err := svc.Blob(r.Context(), r.PathValue("sha256"), q.Get("expires"), q.Get("signature"))
 	if err != nil {
@@ -246,11 +222,7 @@ func (a *API) getPatchBlob(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *API) putTarget(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) putTarget(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -274,11 +246,7 @@ func (a *API) putTarget(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, t)
 }
 
-func (a *API) getTarget(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getTarget(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	t, err := svc.GetTarget(r.Context(), r.PathValue("deviceId"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -287,11 +255,7 @@ func (a *API) getTarget(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, t)
 }
 
-func (a *API) listTargets(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) listTargets(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := parsePage(r, "exclusiveStartDeviceId")
 	if err != nil {
 		a.writeError(w, r, err)
@@ -319,11 +283,7 @@ func (a *API) listTargets(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, targetList{Targets: list, Pagination: patchPage(p, "deviceId", next)})
 }
 
-func (a *API) deleteTarget(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) deleteTarget(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	if err := svc.DeleteTarget(r.Context(), r.PathValue("deviceId")); err != nil {
 		a.writeError(w, r, err)
 		return
@@ -331,11 +291,7 @@ func (a *API) deleteTarget(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) probeTarget(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) probeTarget(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := svc.ProbeTarget(r.Context(), r.PathValue("deviceId"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -344,11 +300,7 @@ func (a *API) probeTarget(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusAccepted, p)
 }
 
-func (a *API) createPatchTask(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) createPatchTask(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	var in patches.NewTask
 	if err := decodeJSON(r, &in); err != nil {
 		a.writeError(w, r, err)
@@ -364,11 +316,7 @@ func (a *API) createPatchTask(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func (a *API) getPatchTask(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getPatchTask(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	t, err := svc.GetTask(r.Context(), r.PathValue("id"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -388,11 +336,7 @@ func (a *API) writePatchList(w http.ResponseWriter, r *http.Request, p Page, lis
 	writeJSON(w, r, http.StatusOK, patchList{Patches: list, Pagination: patchPage(p, "nextToken", next)})
 }
 
-func (a *API) listPatchTaskPatches(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) listPatchTaskPatches(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := parsePage(r, "exclusiveStartToken")
 	if err != nil {
 		a.writeError(w, r, err)
@@ -404,11 +348,7 @@ func (a *API) listPatchTaskPatches(w http.ResponseWriter, r *http.Request) {
 
 // listDevicePatches filters by patchStatus, or status as the CDF client
 // sends it.
-func (a *API) listDevicePatches(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) listDevicePatches(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := parsePage(r, "exclusiveStartToken")
 	if err != nil {
 		a.writeError(w, r, err)
@@ -422,11 +362,7 @@ func (a *API) listDevicePatches(w http.ResponseWriter, r *http.Request) {
 	a.writePatchList(w, r, p, list, next, err)
 }
 
-func (a *API) getPatch(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getPatch(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := svc.GetPatch(r.Context(), r.PathValue("id"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -437,11 +373,7 @@ func (a *API) getPatch(w http.ResponseWriter, r *http.Request) {
 
 // retryPatch is PATCH /patches/{id} and its POST alias (the CDF client
 // sends POST): the body must be {"patchStatus":"retry"}.
-func (a *API) retryPatch(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) retryPatch(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	var in patchRetry
 	if err := decodeJSON(r, &in); err != nil {
 		a.writeError(w, r, err)
@@ -458,11 +390,7 @@ func (a *API) retryPatch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) deletePatch(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) deletePatch(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	if err := svc.DeletePatch(r.Context(), r.PathValue("id")); err != nil {
 		a.writeError(w, r, err)
 		return
@@ -470,11 +398,7 @@ func (a *API) deletePatch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *API) cancelPatch(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) cancelPatch(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	p, err := svc.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -483,11 +407,7 @@ func (a *API) cancelPatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, p)
 }
 
-func (a *API) getPatchSteps(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getPatchSteps(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	steps, err := svc.Steps(r.Context(), r.PathValue("id"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -498,11 +418,7 @@ func (a *API) getPatchSteps(w http.ResponseWriter, r *http.Request) {
 
 // getPatchLogs answers text/plain: the stored output of the current
 // attempt (or ?attempt=N), of one step and stream when asked.
-func (a *API) getPatchLogs(w http.ResponseWriter, r *http.Request) {
-	svc, ok := a.patchSvc(w, r)
-	if !ok {
-		return
-	}
+func (a *API) getPatchLogs(w http.ResponseWriter, r *http.Request, svc PatchService) {
 	q := r.URL.Query()
 	attempt := 0
 	if raw := q.Get("attempt"); raw != "" {

@@ -248,3 +248,21 @@ func TestPatchBlobsAreOpenButSigned(t *testing.T) {
 		t.Errorf("templates without a token: %d", code)
 	}
 }
+
+// A broker without a patch service answers every patch route 503 with a
+// message, never a panic or a 404.
+func TestPatchRoutesWithoutPatchService(t *testing.T) {
+	srv := httptest.NewServer(New(Deps{Auth: tokenAuth("tok")}).Handler())
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/patchTemplates", ""},
+		{"POST", "/patchTasks", `{"patches":[]}`},
+		{"GET", "/targets/dev-1", ""},
+		{"DELETE", "/patches/p1", ""},
+	} {
+		code, _, body := doAPI(t, srv.URL, "tok", tc.method, tc.path, tc.body, "")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "device patching is not available") {
+			t.Errorf("%s %s = %d %s, want 503 naming patching", tc.method, tc.path, code, body)
+		}
+	}
+}
