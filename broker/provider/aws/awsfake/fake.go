@@ -91,7 +91,8 @@ var DefaultQuotas = map[string]float64{
 // Fake is the fake AWS endpoint. Create it with New; it closes itself when
 // the test ends.
 type Fake struct {
-	srv *httptest.Server
+	srv  *httptest.Server
+	mqtt *mqttEndpoint // the IoT data endpoint (mqtt.go)
 
 	mu        sync.Mutex
 	calls     map[string]int
@@ -117,6 +118,10 @@ func New(t testing.TB) *Fake {
 	f := newFake()
 	f.srv = httptest.NewServer(f.Handler())
 	t.Cleanup(f.srv.Close)
+	if err := f.startMQTT("127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.mqtt.close)
 	return f
 }
 
@@ -128,13 +133,21 @@ func Start(addr string) (*Fake, error) {
 		return nil, fmt.Errorf("awsfake: listen on %s: %w", addr, err)
 	}
 	f := newFake()
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	if err := f.startMQTT(host); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	f.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 10 * time.Second}}
 	f.srv.Start()
 	return f, nil
 }
 
 // Close stops a fake made by Start.
-func (f *Fake) Close() { f.srv.Close() }
+func (f *Fake) Close() {
+	f.srv.Close()
+	f.mqtt.close()
+}
 
 func newFake() *Fake {
 	f := &Fake{
