@@ -19,6 +19,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/tasks"
+	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
@@ -261,8 +262,8 @@ func (s *Service) check(ctx context.Context, in cdf.NewDeploymentTask) (int, err
 	if q := in.Targets.AssetLibraryQuery; len(q) > 0 && string(q) != "null" && q[0] != '{' {
 		return 0, errkind.New(errkind.Invalid, "targets.assetLibraryQuery must be an Asset Library search request object")
 	}
-	if c := in.IotJobConfig; len(c) > 0 && string(c) != "null" && c[0] != '{' {
-		return 0, errkind.New(errkind.Invalid, "iotJobConfig must be an object")
+	if _, err := templates.ParseJobConfig("iotJobConfig", in.IotJobConfig); err != nil {
+		return 0, err
 	}
 	version := int(in.Template.Version)
 	if version == 0 {

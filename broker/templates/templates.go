@@ -98,8 +98,9 @@ func CheckName(name string) error {
 }
 
 // Validate checks a template request for form: name, at least one
-// component, each with a well-formed key and version, no key twice, and
-// jobConfig/deploymentPolicies that are JSON objects when given.
+// component, each with a well-formed key and version, no key twice, a
+// jobConfig of the shape Greengrass accepts (ParseJobConfig) and
+// deploymentPolicies that is a JSON object when given.
 func Validate(t cdf.EditableTemplate) error {
 	if err := CheckName(t.Name); err != nil {
 		return err
@@ -126,13 +127,13 @@ func Validate(t cdf.EditableTemplate) error {
 			return errkind.New(errkind.Invalid, "components[%d].configurationUpdate.merge of component %s must be a string holding serialised JSON", i, c.Key)
 		}
 	}
-	for field, raw := range map[string]json.RawMessage{"jobConfig": t.JobConfig, "deploymentPolicies": t.DeploymentPolicies} {
-		if len(raw) == 0 || string(raw) == "null" {
-			continue
-		}
+	if _, err := ParseJobConfig("jobConfig", t.JobConfig); err != nil {
+		return err
+	}
+	if raw := t.DeploymentPolicies; !isAbsent(raw) {
 		var obj map[string]any
 		if err := json.Unmarshal(raw, &obj); err != nil {
-			return errkind.New(errkind.Invalid, "%s must be a JSON object", field)
+			return errkind.New(errkind.Invalid, "deploymentPolicies must be a JSON object")
 		}
 	}
 	return nil

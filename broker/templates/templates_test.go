@@ -172,7 +172,7 @@ func TestTemplateValidation(t *testing.T) {
 		{"bad merge", cdf.EditableTemplate{Name: "t", Components: []cdf.Component{{Key: "a.b", Version: "1.0.0",
 			ConfigurationUpdate: &cdf.ConfigurationUpdate{Merge: "{not json"}}}}, "merge of component a.b"},
 		{"jobConfig not an object", cdf.EditableTemplate{Name: "t", Components: []cdf.Component{{Key: "a.b", Version: "1.0.0"}},
-			JobConfig: json.RawMessage(`[1]`)}, "jobConfig must be a JSON object"},
+			JobConfig: json.RawMessage(`[1]`)}, "jobConfig is not a valid job configuration: it must be a JSON object"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,5 +284,36 @@ func TestTemplateListing(t *testing.T) {
 	}
 	if _, _, err := svc.ListVersions(ctx, "bravo", 10, "x"); !errkind.Is(err, errkind.Invalid) {
 		t.Fatalf("bad exclusiveStartVersion: %v, want Invalid", err)
+	}
+}
+
+// failingChecker fails every check with err, as a throttled or unreachable
+// catalogue would.
+type failingChecker struct{ err error }
+
+func (c failingChecker) CheckComponent(ctx context.Context, key, version string) error { return c.err }
+
+// TestTemplateCheckerUnavailable: a catalogue that cannot answer is not the
+// caller's fault (503, not 400), and nothing is stored.
+func TestTemplateCheckerUnavailable(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		err  error
+		kind errkind.Kind
+	}{
+		{"throttled", errkind.New(errkind.Unavailable, "describe component: AWS ThrottlingException"), errkind.Unavailable},
+		{"unclassified", fmt.Errorf("describe component: connection reset"), errkind.Other},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, _ := newService(t, failingChecker{err: tc.err})
+			_, err := svc.Create(ctx, editable("t", "aws.greengrass.Cli"))
+			if err == nil || errkind.KindOf(err) != tc.kind || errkind.Is(err, errkind.Invalid) {
+				t.Fatalf("create: %v (kind %v), want kind %v", err, errkind.KindOf(err), tc.kind)
+			}
+			if _, err := svc.Get(ctx, "t"); !errkind.Is(err, errkind.NotFound) {
+				t.Fatalf("a template whose components could not be checked was stored: %v", err)
+			}
+		})
 	}
 }

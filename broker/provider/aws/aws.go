@@ -107,8 +107,12 @@ var DefaultLimits = map[string]float64{
 	"BatchDisassociateClientDeviceFromCoreDevice": 10,
 	"ListClientDevicesAssociatedWithCoreDevice":   10,
 
+	"ListInstalledComponents":                     10,
+	"ListEffectiveDeployments":                    10,
+	"DescribeComponent":                           10,
 	"DescribeEndpoint": 10,
 
+	"TagResource":      10,
 	"DescribeThingGroup":   100,
 	"DescribeJobExecution": 10,
 	"CreateDeployment":     1,

@@ -4,15 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/greengrassv2"
 	ggtypes "github.com/aws/aws-sdk-go-v2/service/greengrassv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider"
+	"github.com/ggfleet/ggfleet/broker/templates"
 )
 
 // Component is one component of a Greengrass deployment.
@@ -35,8 +38,15 @@ type DeploymentSpec struct {
 	Components map[string]Component
 	// Policies is the CDF/Greengrass deploymentPolicies object (JSON), or nil.
 	Policies json.RawMessage
-	// Tags are set on the deployment (and so on its IoT job).
+	// JobConfig is the deployment's iotJobConfiguration, or nil for
+	// Greengrass's defaults.
+	JobConfig *templates.JobConfig
+	// Tags are set on the Greengrass deployment.
 	Tags map[string]string
+	// JobTags are set on the IoT job that delivers it (Greengrass does not
+	// copy the deployment's tags there): CDF finds a job's deployment task
+	// by its tag.
+	JobTags map[string]string
 	// ClientToken makes the call idempotent: the same token returns the
 	// deployment already made (after a crash, a re-run makes no second one).
 	ClientToken string
@@ -119,11 +129,73 @@ func (p *Provider) CreateDeployment(ctx context.Context, spec DeploymentSpec) (D
 		}
 		in.DeploymentPolicies = dp
 	}
+	in.IotJobConfiguration = jobConfiguration(spec.JobConfig)
 	out, err := p.gg.CreateDeployment(ctx, in)
 	if err != nil {
 		return Deployment{}, mapErr(err, "create deployment %q to thing group %q", spec.Name, spec.TargetGroup)
 	}
-	return Deployment{ID: sdkaws.ToString(out.DeploymentId), JobID: sdkaws.ToString(out.IotJobId)}, nil
+	dep := Deployment{ID: sdkaws.ToString(out.DeploymentId), JobID: sdkaws.ToString(out.IotJobId)}
+	if len(spec.JobTags) > 0 {
+		if err := p.tagJob(ctx, sdkaws.ToString(out.IotJobArn), spec.JobTags); err != nil {
+			return Deployment{}, fmt.Errorf("deployment %s: %w", dep.ID, err)
+		}
+	}
+	return dep, nil
+}
+
+// tagJob sets tags on an IoT job (TagResource is idempotent: a re-run after
+// a crash sets the same values again).
+func (p *Provider) tagJob(ctx context.Context, jobARN string, tags map[string]string) error {
+	if jobARN == "" {
+		return errkind.New(errkind.Unavailable, "Greengrass returned no IoT job ARN to tag")
+	}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	list := make([]iottypes.Tag, len(keys))
+	for i, k := range keys {
+		list[i] = iottypes.Tag{Key: sdkaws.String(k), Value: sdkaws.String(tags[k])}
+	}
+	if _, err := p.iot.TagResource(ctx, &iot.TagResourceInput{ResourceArn: &jobARN, Tags: list}); err != nil {
+		return mapErr(err, "tag IoT job %s", jobARN)
+	}
+	return nil
+}
+
+// jobConfiguration is the SDK form of a job configuration (nil for none).
+func jobConfiguration(jc *templates.JobConfig) *ggtypes.DeploymentIoTJobConfiguration {
+	if jc == nil {
+		return nil
+	}
+	out := &ggtypes.DeploymentIoTJobConfiguration{}
+	if r := jc.JobExecutionsRolloutConfig; r != nil {
+		out.JobExecutionsRolloutConfig = &ggtypes.IoTJobExecutionsRolloutConfig{MaximumPerMinute: r.MaximumPerMinute}
+		if e := r.ExponentialRate; e != nil {
+			rate := &ggtypes.IoTJobExponentialRolloutRate{BaseRatePerMinute: e.BaseRatePerMinute, IncrementFactor: e.IncrementFactor}
+			if c := e.RateIncreaseCriteria; c != nil {
+				rate.RateIncreaseCriteria = &ggtypes.IoTJobRateIncreaseCriteria{
+					NumberOfNotifiedThings: c.NumberOfNotifiedThings, NumberOfSucceededThings: c.NumberOfSucceededThings}
+			}
+			out.JobExecutionsRolloutConfig.ExponentialRate = rate
+		}
+	}
+	if a := jc.AbortConfig; a != nil {
+		out.AbortConfig = &ggtypes.IoTJobAbortConfig{CriteriaList: make([]ggtypes.IoTJobAbortCriteria, len(a.CriteriaList))}
+		for i, c := range a.CriteriaList {
+			out.AbortConfig.CriteriaList[i] = ggtypes.IoTJobAbortCriteria{
+				FailureType:               ggtypes.IoTJobExecutionFailureType(c.FailureType),
+				Action:                    ggtypes.IoTJobAbortAction(c.Action),
+				ThresholdPercentage:       sdkaws.ToFloat64(c.ThresholdPercentage),
+				MinNumberOfExecutedThings: c.MinNumberOfExecutedThings,
+			}
+		}
+	}
+	if t := jc.TimeoutConfig; t != nil {
+		out.TimeoutConfig = &ggtypes.IoTJobTimeoutConfig{InProgressTimeoutInMinutes: t.InProgressTimeoutInMinutes}
+	}
+	return out
 }
 
 // Job execution statuses (AWS IoT JobExecutionStatus).

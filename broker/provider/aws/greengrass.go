@@ -11,6 +11,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider"
+	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
 // batchSize is Greengrass's limit of entries per client-device batch call.
@@ -158,4 +159,62 @@ func (p *Provider) ListClientDevices(ctx context.Context, core string) ([]provid
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ThingName < list[j].ThingName })
 	return list, nil
+}
+
+// listPageSize is the largest page the Greengrass list operations return.
+const listPageSize = 100
+
+// ListInstalledComponents returns the components Greengrass reports the
+// core runs (root components, Greengrass's default view), in the order
+// Greengrass lists them; errkind.NotFound when the core is not registered.
+func (p *Provider) ListInstalledComponents(ctx context.Context, core string) ([]cdf.InstalledComponent, error) {
+	if err := provider.CheckName("core name", core); err != nil {
+		return nil, err
+	}
+	out := []cdf.InstalledComponent{}
+	pg := greengrassv2.NewListInstalledComponentsPaginator(p.gg, &greengrassv2.ListInstalledComponentsInput{CoreDeviceThingName: &core},
+		func(o *greengrassv2.ListInstalledComponentsPaginatorOptions) { o.Limit = listPageSize })
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err, "list installed components of core %q", core)
+		}
+		for _, c := range page.InstalledComponents {
+			out = append(out, cdf.InstalledComponent{Name: sdkaws.ToString(c.ComponentName), Version: sdkaws.ToString(c.ComponentVersion)})
+		}
+	}
+	return out, nil
+}
+
+// ListEffectiveDeployments returns the deployments Greengrass has sent to
+// the core, with their execution status on it (spec §7 field names);
+// errkind.NotFound when the core is not registered.
+func (p *Provider) ListEffectiveDeployments(ctx context.Context, core string) ([]cdf.EffectiveDeployment, error) {
+	if err := provider.CheckName("core name", core); err != nil {
+		return nil, err
+	}
+	out := []cdf.EffectiveDeployment{}
+	pg := greengrassv2.NewListEffectiveDeploymentsPaginator(p.gg, &greengrassv2.ListEffectiveDeploymentsInput{CoreDeviceThingName: &core},
+		func(o *greengrassv2.ListEffectiveDeploymentsPaginatorOptions) { o.Limit = listPageSize })
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err, "list effective deployments of core %q", core)
+		}
+		for _, d := range page.EffectiveDeployments {
+			out = append(out, cdf.EffectiveDeployment{
+				DeploymentID:              sdkaws.ToString(d.DeploymentId),
+				DeploymentName:            sdkaws.ToString(d.DeploymentName),
+				IotJobID:                  sdkaws.ToString(d.IotJobId),
+				IotJobArn:                 sdkaws.ToString(d.IotJobArn),
+				Description:               sdkaws.ToString(d.Description),
+				TargetArn:                 sdkaws.ToString(d.TargetArn),
+				CoreDeviceExecutionStatus: string(d.CoreDeviceExecutionStatus),
+				Reason:                    sdkaws.ToString(d.Reason),
+				CreatedAt:                 cdf.TimePtr(sdkaws.ToTime(d.CreationTimestamp)),
+				UpdatedAt:                 cdf.TimePtr(sdkaws.ToTime(d.ModifiedTimestamp)),
+			})
+		}
+	}
+	return out, nil
 }

@@ -15,7 +15,29 @@ import (
 //	GET  /_fake/events                              events received by PutEvents
 //	GET  /_fake/deployments                         deployments made by CreateDeployment
 //	POST /_fake/jobExecutions/{thing}?status=S      finish the thing's queued/in-progress executions
+//	POST /_fake/components/{name}/versions/{version} add a private component version
+//	PUT  /_fake/coreDevices/{name}/installedComponents  set the components a core reports
+//	     (body: [{"componentName": ..., "componentVersion": ...}])
 func (f *Fake) routeControl(mux *http.ServeMux) {
+	mux.HandleFunc("POST /_fake/components/{name}/versions/{version}", func(w http.ResponseWriter, r *http.Request) {
+		if err := f.AddComponent(r.PathValue("name"), r.PathValue("version")); err != nil {
+			writeJSONError(w, invalid("%v", err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("PUT /_fake/coreDevices/{name}/installedComponents", func(w http.ResponseWriter, r *http.Request) {
+		var list []InstalledComponent
+		if err := json.NewDecoder(r.Body).Decode(&list); err != nil {
+			writeJSONError(w, invalid("the body must be a JSON list of {componentName, componentVersion}: %v", err))
+			return
+		}
+		if err := f.SetInstalledComponents(r.PathValue("name"), list); err != nil {
+			writeJSONError(w, invalid("%v", err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("POST /_fake/coreDevices/{name}", func(w http.ResponseWriter, r *http.Request) {
 		status := r.URL.Query().Get("status")
 		if status == "" {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,9 +20,13 @@ type Deployment struct {
 	TargetArn  string                     `json:"targetArn"`
 	Components map[string]json.RawMessage `json:"components"`
 	Policies   json.RawMessage            `json:"deploymentPolicies,omitempty"`
-	Tags       map[string]string          `json:"tags,omitempty"`
-	Status     string                     `json:"deploymentStatus"` // ACTIVE | CANCELED
-	Created    time.Time                  `json:"creationTimestamp"`
+	// JobConfig is the iotJobConfiguration as the caller sent it.
+	JobConfig json.RawMessage   `json:"iotJobConfiguration,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"`
+	// JobTags are the tags of the deployment's IoT job (IoT TagResource).
+	JobTags map[string]string `json:"jobTags,omitempty"`
+	Status  string            `json:"deploymentStatus"` // ACTIVE | CANCELED
+	Created time.Time         `json:"creationTimestamp"`
 }
 
 // execution is a job execution on one thing.
@@ -68,18 +74,54 @@ func (f *Fake) FinishJobExecutions(thing, status string) (int, error) {
 	defer f.mu.Unlock()
 	f.materialize(thing)
 	n := 0
-	for _, execs := range f.jobs {
+	for jobID, execs := range f.jobs {
 		e := execs[thing]
 		if e == nil || slices.Contains(jobFinal, e.status) {
 			continue
 		}
 		e.status, e.updated = status, time.Now()
-		if status == "FAILED" {
+		switch status {
+		case "FAILED":
 			e.details = map[string]string{"detailed-deployment-status": "FAILED_NO_STATE_CHANGE", "deployment-failure-cause": "injected by the fake"}
+		case "SUCCEEDED":
+			e.details = map[string]string{"detailed-deployment-status": "SUCCESSFUL"}
+			f.install(thing, jobID)
 		}
 		n++
 	}
 	return n, nil
+}
+
+// install makes a core device's installed components those of the
+// deployment whose job just succeeded on it, as its nucleus reports them.
+// Callers hold f.mu.
+func (f *Fake) install(thing, jobID string) {
+	c := f.gg[thing]
+	if c == nil {
+		return
+	}
+	for _, d := range f.deployments {
+		if d.JobID != jobID {
+			continue
+		}
+		var list []InstalledComponent
+		for _, name := range sortedKeys(boolKeys(d.Components)) {
+			var spec struct {
+				ComponentVersion string `json:"componentVersion"`
+			}
+			_ = json.Unmarshal(d.Components[name], &spec) // checked by createDeployment
+			list = append(list, InstalledComponent{Name: name, Version: spec.ComponentVersion})
+		}
+		c.installed, c.updated = list, time.Now()
+	}
+}
+
+func boolKeys[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
 
 // materialize gives thing a QUEUED execution of every active deployment
@@ -105,6 +147,126 @@ func (f *Fake) routeDeployments(iotH, ggH func(pattern, op string, fn handlerFun
 	iotH("GET /thing-groups/{thingGroupName}", "DescribeThingGroup", f.describeThingGroup)
 	iotH("GET /things/{thingName}/jobs/{jobId}", "DescribeJobExecution", f.describeJobExecution)
 	ggH("POST /greengrass/v2/deployments", "CreateDeployment", f.createDeployment)
+	iotH("POST /tags", "TagResource", f.tagResource)
+}
+
+// jobARNRE matches an IoT job ARN.
+var jobARNRE = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:iot:[^:]+:[0-9]+:job/([a-zA-Z0-9_-]{1,64})$`)
+
+// tagResource is IoT TagResource. The fake tags IoT jobs (the resources
+// the broker tags this way); other ARNs are refused with a message saying so.
+func (f *Fake) tagResource(r *http.Request) (int, any, *apiError) {
+	var in struct {
+		ResourceArn *string `json:"resourceArn"`
+		Tags        []struct {
+			Key   *string `json:"Key"`
+			Value *string `json:"Value"`
+		} `json:"tags"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		return 0, nil, err
+	}
+	if in.ResourceArn == nil || in.Tags == nil {
+		return 0, nil, invalid("resourceArn and tags are required")
+	}
+	if len(in.Tags) > 50 {
+		return 0, nil, invalid("1 validation error detected: Value at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50")
+	}
+	for _, t := range in.Tags {
+		if t.Key == nil || len(*t.Key) < 1 || len(*t.Key) > 128 || strings.HasPrefix(*t.Key, "aws:") {
+			return 0, nil, invalid("tags[].Key is required, 1 to 128 characters, and may not start with aws:")
+		}
+		if t.Value != nil && len(*t.Value) > 256 {
+			return 0, nil, invalid("tags[].Value may have at most 256 characters")
+		}
+	}
+	m := jobARNRE.FindStringSubmatch(*in.ResourceArn)
+	if m == nil {
+		return 0, nil, invalid("the fake tags IoT jobs only; resourceArn '%s' is not a job ARN (arn:aws:iot:<region>:<account>:job/<jobId>)", *in.ResourceArn)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.deployments {
+		if d.JobID != m[2] {
+			continue
+		}
+		if d.JobTags == nil {
+			d.JobTags = map[string]string{}
+		}
+		for _, t := range in.Tags {
+			v := ""
+			if t.Value != nil {
+				v = *t.Value
+			}
+			d.JobTags[*t.Key] = v
+		}
+		return http.StatusOK, map[string]any{}, nil
+	}
+	return 0, nil, notFound("Job %s not found", m[2])
+}
+
+// effectiveStatus is a job execution status as Greengrass's
+// EffectiveDeploymentExecutionStatus.
+func effectiveStatus(jobStatus string) string {
+	if jobStatus == "REMOVED" {
+		return "CANCELED"
+	}
+	return jobStatus
+}
+
+func (f *Fake) listEffectiveDeployments(r *http.Request) (int, any, *apiError) {
+	n, err := coreName(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	size, token, err := listQuery(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gg[n] == nil {
+		return 0, nil, ggNotFound(n)
+	}
+	f.materialize(n)
+	var mine []*Deployment
+	for _, d := range f.deployments {
+		if f.jobs[d.JobID][n] != nil {
+			mine = append(mine, d)
+		}
+	}
+	// Newest first.
+	sort.Slice(mine, func(i, j int) bool {
+		if !mine[i].Created.Equal(mine[j].Created) {
+			return mine[i].Created.After(mine[j].Created)
+		}
+		return mine[i].ID < mine[j].ID
+	})
+	idx := make([]string, len(mine))
+	for i := range mine {
+		idx[i] = strconv.Itoa(i)
+	}
+	items, next, perr := page(idx, token, size, 50, 100)
+	if perr != nil {
+		return 0, nil, validation("%s", perr.Message)
+	}
+	out := []map[string]any{}
+	for _, i := range items {
+		k, _ := strconv.Atoi(i)
+		d := mine[k]
+		e := f.jobs[d.JobID][n]
+		item := map[string]any{"deploymentId": d.ID, "deploymentName": d.Name, "iotJobId": d.JobID, "iotJobArn": arn("job/" + d.JobID),
+			"targetArn": d.TargetArn, "coreDeviceExecutionStatus": effectiveStatus(e.status),
+			"creationTimestamp": epoch(d.Created), "modifiedTimestamp": epoch(e.updated)}
+		if cause := e.details["deployment-failure-cause"]; cause != "" {
+			item["reason"] = cause
+		}
+		if ds := e.details["detailed-deployment-status"]; ds != "" {
+			item["statusDetails"] = map[string]any{"detailedExecutionStatus": ds}
+		}
+		out = append(out, item)
+	}
+	return http.StatusOK, map[string]any{"effectiveDeployments": out, "nextToken": nilIfEmpty(next)}, nil
 }
 
 func (f *Fake) describeThingGroup(r *http.Request) (int, any, *apiError) {
@@ -211,6 +373,9 @@ func (f *Fake) createDeployment(r *http.Request) (int, any, *apiError) {
 			return 0, nil, validation("deploymentPolicies.componentUpdatePolicy.action '%s' must be NOTIFY_COMPONENTS or SKIP_NOTIFY_COMPONENTS", c.Action)
 		}
 	}
+	if err := checkJobConfiguration(in.IotJobConfiguration); err != nil {
+		return 0, nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if id, ok := f.deployTokens[in.ClientToken]; ok && in.ClientToken != "" {
@@ -233,7 +398,7 @@ func (f *Fake) createDeployment(r *http.Request) (int, any, *apiError) {
 	}
 	now := time.Now()
 	d := &Deployment{ID: newID(), JobID: newID(), Name: in.DeploymentName, TargetArn: in.TargetArn, Components: in.Components,
-		Policies: in.DeploymentPolicies, Tags: in.Tags, Status: "ACTIVE", Created: now}
+		Policies: in.DeploymentPolicies, JobConfig: in.IotJobConfiguration, Tags: in.Tags, Status: "ACTIVE", Created: now}
 	// A new deployment to a target replaces the previous one: its pending
 	// executions are canceled.
 	for _, old := range f.deployments {

@@ -77,6 +77,7 @@ var DefaultQuotas = map[string]float64{
 	"DescribeComponent":                           10,
 
 	"DescribeEndpoint":     10,
+	"TagResource":          10,
 	"DescribeThingGroup":   100,
 	"DescribeJobExecution": 10,
 	"CreateDeployment":     1,
@@ -109,6 +110,7 @@ type Fake struct {
 	deployments  map[string]*Deployment
 	deployTokens map[string]string                // client token -> deployment id
 	jobs         map[string]map[string]*execution // job id -> thing -> execution
+	components   map[string]time.Time             // component version ARN -> creation (components.go)
 }
 
 // New starts a fake with AWS's default quotas and no S3 buckets on a

@@ -18,6 +18,15 @@ type coreDevice struct {
 	name, status string
 	updated      time.Time
 	clients      map[string]time.Time // thing name -> association time
+	// installed are the components the core reports it runs, in order:
+	// those of its last succeeded deployment, or SetInstalledComponents's.
+	installed []InstalledComponent
+}
+
+// InstalledComponent is a component a core device runs.
+type InstalledComponent struct {
+	Name    string `json:"componentName"`
+	Version string `json:"componentVersion"`
 }
 
 // maxBatchEntries is the Greengrass limit of entries per batch call.
@@ -62,6 +71,9 @@ func (f *Fake) routeGreengrass(mux *http.ServeMux) {
 	h("POST "+base+"/associateClientDevices", "BatchAssociateClientDeviceWithCoreDevice", f.batchClientDevices(true))
 	h("POST "+base+"/disassociateClientDevices", "BatchDisassociateClientDeviceFromCoreDevice", f.batchClientDevices(false))
 	h("GET "+base+"/associatedClientDevices", "ListClientDevicesAssociatedWithCoreDevice", f.listClientDevices)
+	h("GET "+base+"/installedComponents", "ListInstalledComponents", f.listInstalledComponents)
+	h("GET "+base+"/effectiveDeployments", "ListEffectiveDeployments", f.listEffectiveDeployments)
+	h("GET /greengrass/v2/components/{arn}/metadata", "DescribeComponent", f.describeComponent)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errorf(http.StatusNotFound, "UnknownOperationException", "the fake does not serve %s %s", r.Method, r.URL.Path))
 	})
@@ -187,4 +199,71 @@ func (f *Fake) listClientDevices(r *http.Request) (int, any, *apiError) {
 		out = append(out, map[string]any{"thingName": name, "associationTimestamp": epoch(c.clients[name])})
 	}
 	return http.StatusOK, map[string]any{"associatedClientDevices": out, "nextToken": nilIfEmpty(next)}, nil
+}
+
+// SetInstalledComponents sets the components a registered core device
+// reports it runs, as its nucleus would after a local deployment.
+func (f *Fake) SetInstalledComponents(core string, components []InstalledComponent) error {
+	for _, c := range components {
+		if c.Name == "" || c.Version == "" {
+			return fmt.Errorf("installed component %+v: give componentName and componentVersion", c)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.gg[core]
+	if c == nil {
+		return fmt.Errorf("set installed components of %q: not a registered core device", core)
+	}
+	c.installed = append([]InstalledComponent(nil), components...)
+	c.updated = time.Now()
+	return nil
+}
+
+// listQuery validates the maxResults and nextToken of a Greengrass list call.
+func listQuery(r *http.Request) (maxResults, token string, err *apiError) {
+	q := r.URL.Query()
+	maxResults = q.Get("maxResults")
+	if maxResults != "" {
+		if m, err := strconv.Atoi(maxResults); err != nil || m < 1 || m > 100 {
+			return "", "", validation("1 validation error detected: Value '%s' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 100", maxResults)
+		}
+	}
+	return maxResults, q.Get("nextToken"), nil
+}
+
+func (f *Fake) listInstalledComponents(r *http.Request) (int, any, *apiError) {
+	n, err := coreName(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	size, token, err := listQuery(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if tf := r.URL.Query().Get("topologyFilter"); tf != "" && tf != "ALL" && tf != "ROOT" {
+		return 0, nil, validation("1 validation error detected: Value '%s' at 'topologyFilter' failed to satisfy constraint: Member must satisfy enum value set: [ALL, ROOT]", tf)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.gg[n]
+	if c == nil {
+		return 0, nil, ggNotFound(n)
+	}
+	idx := make([]string, len(c.installed))
+	for i := range c.installed {
+		idx[i] = strconv.Itoa(i)
+	}
+	items, next, perr := page(idx, token, size, 50, 100)
+	if perr != nil {
+		return 0, nil, validation("%s", perr.Message)
+	}
+	out := []map[string]any{}
+	for _, i := range items {
+		k, _ := strconv.Atoi(i)
+		ic := c.installed[k]
+		out = append(out, map[string]any{"componentName": ic.Name, "componentVersion": ic.Version, "lifecycleState": "RUNNING",
+			"isRoot": true, "lastStatusChangeTimestamp": epoch(c.updated), "lastReportedTimestamp": epoch(c.updated)})
+	}
+	return http.StatusOK, map[string]any{"installedComponents": out, "nextToken": nilIfEmpty(next)}, nil
 }
