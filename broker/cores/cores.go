@@ -103,6 +103,11 @@ type Config struct {
 	// DeviceView, when set, builds GET /cores/{name}'s device block (and
 	// Presence is not used).
 	DeviceView DeviceViewFunc
+	// Greengrass, when set (aws mode), is where the device block comes
+	// from (spec §7); DeviceView then only gives connectivity and lastSeenAt.
+	// GetCore alone calls it: three AWS calls per core would not fit the
+	// list endpoints within Greengrass's quotas.
+	Greengrass Greengrass
 	Logger     *slog.Logger
 	Now        func() time.Time
 }

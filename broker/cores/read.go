@@ -66,6 +66,9 @@ func toCoreTask(t tasks.Task) cdf.CoreTask {
 
 // GetCore returns a core with its artifacts and the live device block (spec
 // §2.3, §7). A core that has not registered shows device.status "UNKNOWN".
+// With Config.Greengrass (aws mode) the block comes from Greengrass;
+// otherwise from the agent's health reports, or the provider's status
+// until the first one.
 func (s *Service) GetCore(ctx context.Context, name string) (cdf.Core, error) {
 	rec, err := s.cfg.Store.GetCore(ctx, name)
 	if err != nil {
@@ -90,6 +93,21 @@ func (s *Service) GetCore(ctx context.Context, name string) (cdf.Core, error) {
 		EffectiveDeployments: []cdf.EffectiveDeployment{},
 		Status:               "UNKNOWN",
 		Connectivity:         "OFFLINE",
+	}
+	if s.cfg.Greengrass != nil {
+		// aws mode: Greengrass is the source; agents' reports only say
+		// whether the agent is connected.
+		if s.cfg.DeviceView != nil {
+			view, _, err := s.cfg.DeviceView(ctx, name)
+			if err != nil {
+				s.log.Warn("read agent connectivity failed; showing OFFLINE", "core", name, "err", err)
+			} else if view.Connectivity != "" {
+				dev.Connectivity, dev.LastSeenAt = view.Connectivity, view.LastSeenAt
+			}
+		}
+		s.greengrassDevice(ctx, name, dev)
+		out.Device = dev
+		return out, nil
 	}
 	if s.cfg.DeviceView != nil {
 		view, ok, err := s.cfg.DeviceView(ctx, name)

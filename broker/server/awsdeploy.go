@@ -10,11 +10,33 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ggfleet/ggfleet/broker/cores"
 	"github.com/ggfleet/ggfleet/broker/deploy"
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/provider"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
+	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
 )
+
+// componentChecker is the template service's component catalogue: the
+// provider when it has one (Greengrass's DescribeComponent in aws mode),
+// else nil, and component keys and versions are checked for form only.
+func componentChecker(p provider.Provider) templates.ComponentChecker {
+	if c, ok := p.(templates.ComponentChecker); ok {
+		return c
+	}
+	return nil
+}
+
+// greengrassReader is where GET /cores/{name} reads the device block in
+// aws mode (spec §7), else nil: agents' health reports are the source.
+func greengrassReader(p provider.Provider) cores.Greengrass {
+	if g, ok := p.(cores.Greengrass); ok {
+		return g
+	}
+	return nil
+}
 
 // greengrassDeployer is the deployment service's Publisher in aws mode:
 // Greengrass itself delivers deployments. The desired document of a core
@@ -27,10 +49,13 @@ import (
 // client-side rate limit keeps polling within the quota) and fed to the
 // deployment service as the agent's report would be.
 type greengrassDeployer struct {
-	prov     *awsprov.Provider
-	report   func(ctx context.Context, thing string, m mqttmsg.DeploymentStatusMsg) error
-	log      *slog.Logger
-	interval time.Duration
+	prov   *awsprov.Provider
+	report func(ctx context.Context, thing string, m mqttmsg.DeploymentStatusMsg) error
+	// jobConfig is a task's merged iotJobConfig/jobConfig
+	// (deploy.Service.JobConfig); nil leaves Greengrass's defaults.
+	jobConfig func(ctx context.Context, taskID string) (*templates.JobConfig, error)
+	log       *slog.Logger
+	interval  time.Duration
 
 	mu    sync.Mutex
 	made  map[string]*madeDeployment // by deploymentKey
@@ -114,7 +139,7 @@ func (g *greengrassDeployer) deployment(ctx context.Context, m mqttmsg.Deploymen
 		}
 		return md.dep, md.err
 	}
-	md.dep, md.err = g.prov.CreateDeployment(ctx, spec(m))
+	md.dep, md.err = g.create(ctx, m)
 	if md.err != nil {
 		g.mu.Lock()
 		delete(g.made, key) // the next core tries again
@@ -127,7 +152,27 @@ func (g *greengrassDeployer) deployment(ctx context.Context, m mqttmsg.Deploymen
 	return md.dep, md.err
 }
 
-// spec is the Greengrass deployment of a desired document.
+// create makes the Greengrass deployment of m, with its task's job
+// configuration.
+func (g *greengrassDeployer) create(ctx context.Context, m mqttmsg.DeploymentMsg) (awsprov.Deployment, error) {
+	s := spec(m)
+	if g.jobConfig != nil {
+		jc, err := g.jobConfig(ctx, m.TaskID)
+		if err != nil {
+			return awsprov.Deployment{}, fmt.Errorf("job configuration of task %s: %w", m.TaskID, err)
+		}
+		s.JobConfig = jc
+	}
+	return g.prov.CreateDeployment(ctx, s)
+}
+
+// TaskTagKey tags the IoT job of a task's deployment with the task id, under
+// CDF's key, so job events can be mapped back to the task (spec §5.3).
+const TaskTagKey = "cdf-greengrass2-provisioning-deployment-task-id"
+
+// spec is the Greengrass deployment of a desired document: its components
+// (with configuration updates and runWith), deploymentPolicies, tags on the
+// deployment and the task id on its IoT job.
 func spec(m mqttmsg.DeploymentMsg) awsprov.DeploymentSpec {
 	sum := sha256.Sum256([]byte(deploymentKey(m)))
 	s := awsprov.DeploymentSpec{
@@ -137,6 +182,7 @@ func spec(m mqttmsg.DeploymentMsg) awsprov.DeploymentSpec {
 		Policies:    m.DeploymentPolicies,
 		Tags: map[string]string{"ggfleet:taskId": m.TaskID, "ggfleet:template": m.TemplateName,
 			"ggfleet:templateVersion": strconv.Itoa(m.TemplateVersion)},
+		JobTags:     map[string]string{TaskTagKey: m.TaskID},
 		ClientToken: hex.EncodeToString(sum[:20]),
 	}
 	for name, c := range m.Components {

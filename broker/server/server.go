@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := provSvc.SeedDefaults(ctx); err != nil {
 		return fmt.Errorf("seed default provisioning templates: %w", err)
 	}
-	tmplSvc := templates.New(templates.Config{Store: db, Logger: log})
+	tmplSvc := templates.New(templates.Config{Store: db, Checker: componentChecker(prov), Logger: log})
 
 	// Events: every producer writes through one durable sink.
 	webhooks, err := cfg.webhooks()
@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return ggconfig.Generate(alias, cfg.ggParams(in.CoreName, in.CoreVersion, in.ProvisioningTemplate, in.Parameters))
 	}
 	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log})
-	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc,
+	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc, Greengrass: greengrassReader(prov),
 		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log,
 		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}})
 
@@ -342,6 +342,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 		wg.Wait()
 		ln.Close()
+		cl.deployer.jobConfig = deploySvc.JobConfig
 		return fmt.Errorf("start job queue: %w", err)
 	}
 	// Retained MQTT state is not trusted across restarts: re-publish every
