@@ -1,0 +1,261 @@
+// Command fleetbench measures the fleet figures of issue 8 on real
+// `ggfleet serve` processes and prints them as a Markdown fragment for
+// BENCHMARKS.md, each figure a ratio to a reference measured in the same run:
+//
+//   - P1: -cores cores provisioned through POST /coreTasks (tasks of
+//     -task-size, submitted at once), cores per second from the first
+//     submission to every item final, against the crypto-only rate: the
+//     device key, its PEM and the certificate signed by ca.Authority with
+//     the broker's default CA (EC-P256), in this process on every CPU.
+//   - P3: p99 of GET /cores/{name} and GET /fleet/summary while P1 runs
+//     against idle (after P1, the same -cores cores stored).
+//   - P4: one deployment task to -agents simulated agents (bench/loadgen:
+//     one mTLS MQTT session and certificate each): submission to the task's
+//     Success against the physical bound, the same agents and message
+//     exchange on the same MQTT broker software driven directly (see
+//     fanoutBound); and submission to the last agent receiving its document.
+//
+// -configs chooses the deployments: sqlite-1, postgres-1, postgres-3
+// (three replicas on one fresh PostgreSQL database, agents on one shared
+// Mosquitto: each replica's embedded MQTT broker reaches only its own
+// agents). It needs the source tree (run it from the repository root),
+// PostgreSQL (GGFLEET_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432)
+// for postgres-*, and mosquitto for more than one replica. It asserts
+// nothing: the figures are for people to read against the targets.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ggfleet/ggfleet/bench/loadgen"
+)
+
+// options are fleetbench's flags.
+type options struct {
+	Configs    []config
+	Cores      int
+	TaskSize   int
+	Agents     int
+	ApplyDelay time.Duration
+	Health     time.Duration
+	Workers    int
+	Interval   time.Duration
+	Idle       time.Duration
+	CryptoFor  time.Duration
+	Progress   io.Writer
+}
+
+func main() {
+	var o options
+	configs := flag.String("configs", "sqlite-1,postgres-1,postgres-3", "configurations to run: DATABASE-REPLICAS, comma-separated (sqlite-1, postgres-1, postgres-3)")
+	flag.IntVar(&o.Cores, "cores", 10000, "cores provisioned in P1")
+	flag.IntVar(&o.TaskSize, "task-size", 1000, "cores per core task in P1")
+	flag.IntVar(&o.Agents, "agents", 1000, "simulated agents in P4 (the first of P1's cores)")
+	flag.DurationVar(&o.ApplyDelay, "apply-delay", time.Second, "how long a simulated agent takes to apply a deployment")
+	flag.DurationVar(&o.Health, "health-interval", 30*time.Second, "simulated agents' health report interval")
+	flag.IntVar(&o.Workers, "workers", 0, "ggfleet serve --workers (0: its default)")
+	flag.DurationVar(&o.Interval, "probe-interval", 20*time.Millisecond, "P3: one request per endpoint this often")
+	flag.DurationVar(&o.Idle, "idle", 20*time.Second, "P3: how long the idle phase samples")
+	flag.DurationVar(&o.CryptoFor, "crypto-time", 5*time.Second, "P1: how long the crypto-only rate is measured")
+	out := flag.String("out", "", "also write the Markdown fragment to this file")
+	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
+	flag.Parse()
+
+	var err error
+	if o.Configs, err = parseConfigs(*configs); err != nil {
+		fail(err)
+	}
+	if o.Cores < 1 || o.TaskSize < 1 || o.Agents < 1 || o.Agents > o.Cores {
+		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1 and 1 ≤ -agents ≤ -cores"))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	o.Progress = os.Stderr
+
+	h := header{Command: "go run ./bench/fleetbench " + strings.Join(os.Args[1:], " "), Started: time.Now(), Machine: machine(),
+		Workers: o.Workers, Interval: o.Interval, Idle: o.Idle, Health: o.Health}
+	results, err := run(ctx, o)
+	if err != nil {
+		fail(err)
+	}
+	h.Elapsed = time.Since(h.Started)
+	md := markdown(h, results)
+	fmt.Print(md)
+	if *out != "" {
+		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+			fail(err)
+		}
+		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "fleetbench:", err)
+	os.Exit(1)
+}
+
+// run builds ggfleet and measures every configuration in turn. A
+// configuration that fails is reported with its error; the others still run.
+func run(ctx context.Context, o options) ([]result, error) {
+	dir, err := os.MkdirTemp("", "fleetbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	// Mosquitto drops root for the user mosquitto, which must reach its
+	// folder below this one. Secrets inside are 0600 files or 0700 data dirs.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	progressf(o.Progress, "fleetbench: building ggfleet")
+	bin, err := buildBroker(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	var results []result
+	for _, c := range o.Configs {
+		progressf(o.Progress, "fleetbench: %s", c.Name)
+		r := runConfig(ctx, o, bin, filepath.Join(dir, c.Name), c)
+		if r.Err != nil {
+			progressf(o.Progress, "fleetbench: %s failed: %v", c.Name, r.Err)
+		}
+		results = append(results, r)
+		if ctx.Err() != nil {
+			return results, ctx.Err()
+		}
+	}
+	return results, nil
+}
+
+// runConfig measures one configuration: the crypto-only rate, P1 with the
+// P3 probe running, P3 idle, P4 through ggfleet; then, with ggfleet
+// stopped, P4's physical bound.
+func runConfig(ctx context.Context, o options, bin, dir string, c config) (r result) {
+	r = result{Config: c, Cores: o.Cores, Agents: o.Agents, ApplyDelay: o.ApplyDelay, LoadAvgBefore: loadAvg()}
+	defer func() { r.LoadAvgAfter = loadAvg() }()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.Err = err
+		return r
+	}
+	cl, err := startCluster(ctx, bin, filepath.Join(dir, "cluster"), c, o.Workers)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer func() {
+		if cl != nil {
+			cl.close()
+		}
+	}()
+	clients := cl.clients()
+
+	progressf(o.Progress, "  crypto-only rate for %s", o.CryptoFor)
+	if r.CryptoRate, err = cryptoRate(ctx, o.CryptoFor); err != nil {
+		r.Err = err
+		return r
+	}
+
+	progressf(o.Progress, "  P1: %d cores in tasks of %d", o.Cores, o.TaskSize)
+	p := probe{clients: clients, cores: o.Cores, interval: o.Interval}
+	start := time.Now()
+	ids, err := submitCores(ctx, clients, o.Cores, o.TaskSize)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	pctx, pstop := context.WithCancel(ctx)
+	probed := make(chan struct{})
+	go func() { // owned here: stopped and waited for below
+		defer close(probed)
+		r.LoadCore, r.LoadSummary = p.run(pctx)
+	}()
+	r.Failed, err = waitCores(ctx, clients[0], ids, o.Progress)
+	r.P1Elapsed = time.Since(start)
+	pstop()
+	<-probed
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	r.P1Rate = float64(o.Cores) / r.P1Elapsed.Seconds()
+
+	progressf(o.Progress, "  P3: idle for %s", o.Idle)
+	ictx, istop := context.WithTimeout(ctx, o.Idle)
+	r.IdleCore, r.IdleSummary = p.run(ictx)
+	istop()
+
+	agentCfg := loadgen.Config{HealthInterval: o.Health, ApplyDelay: o.ApplyDelay}
+	fr, err := fanoutGgfleet(ctx, clients, o.Agents, agentCfg, o.Progress)
+	r.P4Elapsed, r.P4Notify, r.P4Received, r.P4Status, r.LostReports = fr.Elapsed, fr.Notify, fr.Received, fr.Status, fr.Lost
+	if err != nil {
+		r.Err = fmt.Errorf("P4: %w", err)
+		return r
+	}
+	cl.close()
+	cl = nil
+
+	progressf(o.Progress, "  P4 bound: %d agents on the %s MQTT broker alone", o.Agents, c.mqttName())
+	bound, err := fanoutBound(ctx, c.Mosquitto, filepath.Join(dir, "bound"), o.Agents, agentCfg)
+	r.BoundElapsed, r.BoundNotify = bound.Elapsed, bound.Notify
+	if err != nil {
+		r.Err = fmt.Errorf("P4 bound: %w", err)
+	}
+	return r
+}
+
+// progressf writes a progress line to w when w is not nil.
+func progressf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+}
+
+// loadAvg is /proc/loadavg's three load averages ("?" elsewhere).
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], ", ")
+}
+
+// machine describes the CPU, memory, kernel and toolchain.
+func machine() string {
+	cpu, mem, kernel := "?", "?", "?"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if f := strings.Fields(string(data)); len(f) >= 3 {
+			mem = f[1] + " " + f[2]
+		}
+	}
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(data))
+	}
+	return fmt.Sprintf("CPU: %s; nproc: %d; memory: %s; kernel: Linux %s %s; toolchain: %s",
+		cpu, runtime.NumCPU(), mem, kernel, runtime.GOARCH, runtime.Version())
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/report.md from the current output")
+
+// sampleResults are two configurations' made-up figures: one meeting every
+// target, one missing them and ending with an error.
+func sampleResults() (header, []result) {
+	h := header{Command: "go run ./bench/fleetbench -cores 500 -agents 100", Started: time.Date(2026, 11, 30, 1, 26, 0, 0, time.UTC),
+		Elapsed: 95 * time.Second, Machine: "CPU: test; nproc: 2", Interval: 20 * time.Millisecond, Idle: 20 * time.Second, Health: 30 * time.Second}
+	good := result{Config: config{Name: "sqlite-1", Replicas: 1}, Cores: 500, P1Elapsed: 10 * time.Second, P1Rate: 50, CryptoRate: 80,
+		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 300, P50: 2 * time.Millisecond, P99: 8 * time.Millisecond},
+		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 300, P50: time.Millisecond, P99: 15 * time.Millisecond},
+		Agents: 100, ApplyDelay: time.Second, P4Elapsed: 1500 * time.Millisecond, P4Notify: 300 * time.Millisecond, P4Received: 100, P4Status: "Success",
+		BoundElapsed: time.Second, BoundNotify: 30 * time.Millisecond, LoadAvgBefore: "1.00, 1.00, 1.00", LoadAvgAfter: "2.00, 1.50, 1.00"}
+	bad := result{Config: config{Name: "postgres-3", Postgres: true, Replicas: 3, Mosquitto: true}, Err: errors.New("P4 bound: mosquitto\nexited"),
+		Cores: 500, Failed: 2, P1Elapsed: 100 * time.Second, P1Rate: 5, CryptoRate: 2000,
+		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 30, Errors: 1, P50: 20 * time.Millisecond, P99: 400 * time.Millisecond},
+		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 30, P50: 10 * time.Millisecond, P99: 100 * time.Millisecond},
+		Agents: 100, ApplyDelay: time.Second, P4Elapsed: 6 * time.Second, P4Notify: 4 * time.Second, P4Received: 99, P4Status: "Success",
+		LoadAvgBefore: "9.00, 9.00, 9.00", LoadAvgAfter: "12.00, 10.00, 9.00"}
+	return h, []result{good, bad}
+}
+
+func TestMarkdownGolden(t *testing.T) {
+	h, results := sampleResults()
+	got := markdown(h, results)
+	golden := filepath.Join("testdata", "report.md")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./bench/fleetbench -run TestMarkdownGolden -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("report differs from %s (rerun with -update if the change is intended):\n%s", golden, got)
+	}
+}
+
+func TestMarkdownVerdicts(t *testing.T) {
+	h, results := sampleResults()
+	md := markdown(h, results)
+	lines := strings.Split(md, "\n")
+	row := func(prefix string) string {
+		t.Helper()
+		for _, l := range lines {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		t.Fatalf("no line starting %q in:\n%s", prefix, md)
+		return ""
+	}
+	// sqlite-1: 50/80 = 0.62 ≥ 0.5; 8/4 = 2 ≤ 3; 15/5 = 3 ≤ 3; 1.5/1 ≤ 2; 300 ms ≤ 1 s.
+	if got, want := row("| sqlite-1 |"), "| sqlite-1 | 0.62× met | 2.00× met | 3.00× met | 1.50× met | 300ms met |"; got != want {
+		t.Errorf("summary row\n got %s\nwant %s", got, want)
+	}
+	// postgres-3: 5/2000; 400/4; 100/5; no bound; 99 of 100 agents notified.
+	if got, want := row("| postgres-3 |"), "| postgres-3 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** |"; got != want {
+		t.Errorf("summary row\n got %s\nwant %s", got, want)
+	}
+	if !strings.Contains(md, "**The run failed:** P4 bound: mosquitto exited") {
+		t.Errorf("the failed configuration's error is not reported on one line:\n%s", md)
+	}
+}
+
+func TestNotifyVerdict(t *testing.T) {
+	tests := []struct {
+		name string
+		r    result
+		want string
+	}{
+		{"all within 1 s", result{Agents: 10, P4Received: 10, P4Notify: time.Second}, "met"},
+		{"late", result{Agents: 10, P4Received: 10, P4Notify: 1001 * time.Millisecond}, "**not met**"},
+		{"one missing", result{Agents: 10, P4Received: 9, P4Notify: 10 * time.Millisecond}, "**not met**"},
+		{"not run", result{Agents: 10}, "not measured"},
+	}
+	for _, tt := range tests {
+		if got := tt.r.notifyVerdict(); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
