@@ -20,13 +20,13 @@ func TestPercentile(t *testing.T) {
 		hundred[i] = i + 1 // 1..100 ms
 	}
 	tests := []struct {
-		name     string
-		samples  []time.Duration
-		p        float64
-		want     time.Duration
-		wantP50  time.Duration
-		wantP99  time.Duration
-		wantMax  time.Duration
+		name    string
+		samples []time.Duration
+		p       float64
+		want    time.Duration
+		wantP50 time.Duration
+		wantP99 time.Duration
+		wantMax time.Duration
 	}{
 		{name: "one sample", samples: ms(7), p: 99, want: 7 * time.Millisecond, wantP50: 7 * time.Millisecond, wantP99: 7 * time.Millisecond, wantMax: 7 * time.Millisecond},
 		{name: "1 to 100 ms", samples: ms(hundred...), p: 99, want: 99 * time.Millisecond, wantP50: 50 * time.Millisecond, wantP99: 99 * time.Millisecond, wantMax: 100 * time.Millisecond},
