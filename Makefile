@@ -7,6 +7,9 @@ LDFLAGS   := -s -w -X github.com/ggfleet/ggfleet/internal/version.Version=$(VERS
 FUZZTIME  ?= 10s
 BENCH_DURATION ?= 10m
 BENCH_OUT ?= testout/agentbench.md
+FLEET_CONFIGS ?= sqlite-1,postgres-1,postgres-3
+FLEET_CORES   ?= 10000
+FLEET_AGENTS  ?= 1000
 DIST      ?= dist
 NFPM      ?= .bin/nfpm
 NFPM_VERSION := v2.45.2
@@ -71,10 +74,11 @@ faults: ## the fault and abuse suite at full size (GGFLEET_FAULTS=full: 10 crash
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	./.ci/fuzz.sh $(FUZZTIME)
 
-bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT, then bench-patch; see BENCHMARKS.md
+bench: ## measure ggagent (sizes, start-up, RSS and CPU over BENCH_DURATION, default 10m) into BENCH_OUT, then bench-patch, bench-aws and bench-fleet; see BENCHMARKS.md
 	$(GO) run ./bench/agentbench -duration $(BENCH_DURATION) -out $(BENCH_OUT)
 	$(MAKE) bench-patch
 	$(MAKE) bench-aws
+	$(MAKE) bench-fleet
 
 bench-patch: ## patching (root, sshd): 1 MiB over a 115200 8N1 console, and a patch to 50 SSH targets at concurrency 16 vs a scp+ssh loop, into testout/patchbench.md
 	$(GO) run ./bench/patchbench -serial-size 1048576 -ssh-targets 50 -ssh-concurrency 16 -out testout/patchbench.md
@@ -82,6 +86,10 @@ bench-patch: ## patching (root, sshd): 1 MiB over a 115200 8N1 console, and a pa
 bench-aws: ## --provider aws against the in-repo AWS fake at AWS's default quotas: one 2,000-core task, achieved rate vs the quota ceiling, into testout/awsbench.md; see BENCHMARKS.md
 	@mkdir -p testout
 	$(GO) run ./bench/awsbench -cores 2000 -out testout/awsbench.md
+
+bench-fleet: ## fleet P1 (FLEET_CORES cores via the API vs crypto only), P3 (API p99 under P1 vs idle), P4 (deployment to FLEET_AGENTS simulated agents vs the MQTT-only bound) for FLEET_CONFIGS (needs PostgreSQL and mosquitto), into testout/fleetbench.md; see BENCHMARKS.md
+	@mkdir -p testout
+	$(GO) run ./bench/fleetbench -configs $(FLEET_CONFIGS) -cores $(FLEET_CORES) -agents $(FLEET_AGENTS) -out testout/fleetbench.md
 
 bench-mqtt: ## compare the embedded MQTT broker with Mosquitto (P5 health ingestion, P7 2,000-agent mTLS reconnect storm) into testout/mqttbench.md; see BENCHMARKS.md
 	$(GO) run ./bench/mqttbench -out testout/mqttbench.md
