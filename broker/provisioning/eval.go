@@ -270,7 +270,10 @@ func (e *evaluator) lookup(name string) (any, error) {
 	}
 	p, declared := e.doc.Parameters[name]
 	if !declared {
-		if opt, ok := injectedBy[name]; ok && e.cdfOption(opt) {
+		for _, opt := range injectedBy[name] {
+			if !e.cdfOption(opt) {
+				continue
+			}
 			if e.check {
 				return placeholder, nil
 			}
@@ -311,6 +314,8 @@ func (e *evaluator) cdfOption(opt string) bool {
 		return e.doc.CDF.CreateDeviceCertificate
 	case "registerDeviceCertificateWithoutCA":
 		return e.doc.CDF.RegisterDeviceCertificateWithoutCA
+	case "createDeviceAWSCertificate":
+		return e.doc.CDF.CreateDeviceAWSCertificate
 	}
 	return false
 }

@@ -38,7 +38,8 @@ type run struct {
 	e   *evaluator
 
 	thing      thingSpec
-	planned    *Planned  // the createDeviceCertificate certificate
+	planned    *Planned  // the createDeviceCertificate or createDeviceAWSCertificate certificate
+	raw        []byte    // the template document as stored
 	withoutCA  *certSpec // the registerDeviceCertificateWithoutCA certificate
 	cert       *certSpec // the certificate to register or attach, nil for none
 	certID     string
@@ -51,13 +52,19 @@ type run struct {
 // Prepare evaluates the template for req and, when the template asks the
 // broker to make the device certificate (CDF.createDeviceCertificate),
 // generates the key and certificate; nil when it does not. It has no side
-// effects on the provider: the caller saves the plan before Provision.
+// effects on the provider, except for CDF.createDeviceAWSCertificate: AWS
+// IoT makes that key and certificate (CreateKeysAndCertificate) and the key
+// exists only in its answer, so Prepare makes it and the caller saves the
+// plan before Provision, as for any plan.
 func (s *Service) Prepare(ctx context.Context, req Request) (*Planned, error) {
 	r, err := s.start(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	if err := r.createDeviceCertificate(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.createDeviceAWSCertificate(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.evalResources(); err != nil {
@@ -74,6 +81,10 @@ func (s *Service) Prepare(ctx context.Context, req Request) (*Planned, error) {
 // finishes it; any other existing thing is errkind.Conflict. Template and
 // parameter problems are errkind.Invalid with the item's failure reason as
 // message. On failure it undoes what this call created.
+//
+// When the provider is a ThingRegistrar (aws mode), the template's resources
+// are applied by one RegisterThing call instead of the interpreter; see
+// register.go.
 func (s *Service) Provision(ctx context.Context, req Request) (Result, error) {
 	r, err := s.start(ctx, req)
 	if err != nil {
@@ -82,8 +93,14 @@ func (s *Service) Provision(ctx context.Context, req Request) (Result, error) {
 	if err := r.createDeviceCertificate(ctx); err != nil {
 		return Result{}, err
 	}
+	if err := r.createDeviceAWSCertificate(ctx); err != nil {
+		return Result{}, err
+	}
 	if err := r.evalResources(); err != nil {
 		return Result{}, err
+	}
+	if reg, ok := s.prov.(ThingRegistrar); ok {
+		return r.register(ctx, reg)
 	}
 	if err := r.resolve(ctx); err != nil {
 		return Result{}, err
@@ -107,7 +124,7 @@ func (s *Service) start(ctx context.Context, req Request) (*run, error) {
 	if err != nil {
 		return nil, invalid("provisioning template %q is not valid: %s", req.Template, msgOf(err))
 	}
-	r := &run{s: s, req: req, doc: doc}
+	r := &run{s: s, req: req, doc: doc, raw: raw}
 	r.e = &evaluator{doc: doc, supplied: req.Parameters, injected: map[string]string{},
 		region: s.region, account: s.account}
 	if req.CDF != nil && req.CDF.Csr != "" {
@@ -396,6 +413,12 @@ func (r *run) resolve(ctx context.Context) error {
 			r.resultPEM = existing.PEM
 		}
 	}
+	return r.checkPolicies(ctx)
+}
+
+// checkPolicies checks that every policy the template attaches by name
+// only exists.
+func (r *run) checkPolicies(ctx context.Context) error {
 	check := func(name, where string) error {
 		_, err := r.s.prov.GetPolicy(ctx, name)
 		if errkind.Is(err, errkind.NotFound) {

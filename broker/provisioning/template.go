@@ -25,12 +25,12 @@ var parameterTypes = map[string]bool{
 	"String": true, "Number": true, "List<String>": true, "CommaDelimitedList": true,
 }
 
-// Parameters the CDF section injects, and the option that injects each.
-var injectedBy = map[string]string{
-	"CertificatePem":   "createDeviceCertificate",
-	"CaCertificatePem": "createDeviceCertificate",
-	"CertificateId":    "registerDeviceCertificateWithoutCA",
-	"CertificateArn":   "registerDeviceCertificateWithoutCA",
+// Parameters the CDF section injects, and the options that inject each.
+var injectedBy = map[string][]string{
+	"CertificatePem":   {"createDeviceCertificate", "createDeviceAWSCertificate"},
+	"CaCertificatePem": {"createDeviceCertificate"},
+	"CertificateId":    {"registerDeviceCertificateWithoutCA", "createDeviceAWSCertificate"},
+	"CertificateArn":   {"registerDeviceCertificateWithoutCA", "createDeviceAWSCertificate"},
 }
 
 // Pseudo parameters a Ref may name besides the declared parameters.
@@ -55,13 +55,20 @@ type parameter struct {
 type resource struct {
 	Type       string
 	Properties map[string]any
+	Override   map[string]any // OverrideSettings, as written
 }
 
 // cdfSection is the template's CDF extension.
 type cdfSection struct {
 	CreateDeviceCertificate            bool
+	CreateDeviceAWSCertificate         bool
 	RegisterDeviceCertificateWithoutCA bool
 	AttachAdditionalPolicies           []additionalPolicy
+}
+
+// makesCertificate reports whether a CDF pre-step provides the certificate.
+func (c cdfSection) makesCertificate() bool {
+	return c.CreateDeviceCertificate || c.CreateDeviceAWSCertificate || c.RegisterDeviceCertificateWithoutCA
 }
 
 // additionalPolicy is one entry of CDF.attachAdditionalPolicies.
@@ -167,20 +174,25 @@ func (d *document) parseCDF(v any) error {
 		switch key {
 		case "createDeviceCertificate":
 			d.CDF.CreateDeviceCertificate, err = flag(key)
+		case "createDeviceAWSCertificate":
+			d.CDF.CreateDeviceAWSCertificate, err = flag(key)
 		case "registerDeviceCertificateWithoutCA":
 			d.CDF.RegisterDeviceCertificateWithoutCA, err = flag(key)
 		case "clientIdMustMatchThingName":
 			_, err = flag(key) // deprecated in CDF; accepted and ignored
 		case "attachAdditionalPolicies":
 			d.CDF.AttachAdditionalPolicies, err = parseAdditionalPolicies(c[key])
-		case "createDeviceAWSCertificate", "acmpca":
-			err = invalid("CDF.%s is not supported by ggfleet: use CDF.createDeviceCertificate (the broker's CA issues the certificate) or a CertificateSigningRequest", key)
+		case "acmpca":
+			err = invalid("CDF.%s is not supported by ggfleet: use CDF.createDeviceCertificate (the broker's CA issues the certificate), CDF.createDeviceAWSCertificate (AWS IoT makes key and certificate) or a CertificateSigningRequest", key)
 		default:
-			err = invalid("CDF has an unknown option %q: use createDeviceCertificate, registerDeviceCertificateWithoutCA or attachAdditionalPolicies", key)
+			err = invalid("CDF has an unknown option %q: use createDeviceCertificate, createDeviceAWSCertificate, registerDeviceCertificateWithoutCA or attachAdditionalPolicies", key)
 		}
 		if err != nil {
 			return err
 		}
+	}
+	if d.CDF.CreateDeviceAWSCertificate && (d.CDF.CreateDeviceCertificate || d.CDF.RegisterDeviceCertificateWithoutCA) {
+		return invalid("CDF.createDeviceAWSCertificate cannot be combined with createDeviceCertificate or registerDeviceCertificateWithoutCA: choose who makes the device certificate")
 	}
 	return nil
 }
@@ -258,8 +270,9 @@ func (d *document) parseResources(v any) error {
 				return invalid("resource %q has an unsupported key %q: use Type, Properties and OverrideSettings", logical, k)
 			}
 		}
+		var override map[string]any
 		if os, has := r["OverrideSettings"]; has {
-			if _, ok := os.(map[string]any); !ok {
+			if override, ok = os.(map[string]any); !ok {
 				return invalid("resource %q: OverrideSettings must be an object", logical)
 			}
 		}
@@ -269,7 +282,7 @@ func (d *document) parseResources(v any) error {
 				return invalid("resource %q: Properties must be an object", logical)
 			}
 		}
-		d.Resources[logical] = resource{Type: typ, Properties: props}
+		d.Resources[logical] = resource{Type: typ, Properties: props, Override: override}
 		d.Logical = append(d.Logical, logical)
 	}
 	sort.Strings(d.Logical)
@@ -279,7 +292,7 @@ func (d *document) parseResources(v any) error {
 	if counts[typeCertificate] > 1 {
 		return invalid("the template may have at most one AWS::IoT::Certificate resource, it has %d", counts[typeCertificate])
 	}
-	if counts[typePolicy] > 0 && counts[typeCertificate] == 0 && !d.CDF.CreateDeviceCertificate && !d.CDF.RegisterDeviceCertificateWithoutCA {
+	if counts[typePolicy] > 0 && counts[typeCertificate] == 0 && !d.CDF.makesCertificate() {
 		return invalid("an AWS::IoT::Policy resource needs an AWS::IoT::Certificate resource to attach to")
 	}
 	// Evaluate every resource with placeholder parameter values: this checks
