@@ -2,9 +2,10 @@
 // ever leaving the device. An operator makes a one-time enrollment token for
 // a core (POST /cores/{name}/enrollmentTokens); the agent sends the token and
 // a CSR (POST /enroll) and gets back a certificate for the CSR's key, issued
-// by the CA the core's provisioning used and attached to the core's thing
-// with the thing's policies, plus everything it needs to install the nucleus
-// and connect. Tokens are stored hashed and spent exactly once.
+// by the CA the core's provisioning used (in aws mode: by AWS IoT, with
+// CreateCertificateFromCsr) and attached to the core's thing with the
+// thing's policies, plus everything it needs to install the nucleus and
+// connect. Tokens are stored hashed and spent exactly once.
 package enroll
 
 import (
@@ -86,6 +87,23 @@ type Issuer interface {
 	// days days, signed by the CA caID ("" = the default CA). It returns the
 	// certificate's PEM and the issuing CA certificate's PEM.
 	Issue(ctx context.Context, caID string, pub crypto.PublicKey, subject pkix.Name, days int) (certPEM, caPEM string, err error)
+}
+
+// CSRSigner is an optional provider extension (the aws provider has it):
+// when the provider has it, the cloud certifies the CSR's key
+// (CreateCertificateFromCsr) instead of the broker's CA, and keeps the CSR's
+// subject, so the CSR's common name must be the core's name (the agent
+// policy is written against ${iot:Certificate.Subject.CommonName}).
+type CSRSigner interface {
+	// CreateCertificateFromCsr returns the id and PEM of an ACTIVE
+	// certificate for the CSR's key.
+	CreateCertificateFromCsr(ctx context.Context, csrPEM string) (certID, certPEM string, err error)
+}
+
+// CertificateDeleter is an optional provider extension: an enrollment that
+// fails after the cloud made its certificate deletes that certificate.
+type CertificateDeleter interface {
+	DeleteCertificate(ctx context.Context, certID string) error
 }
 
 // Registrar records that a core has obtained its identity (the local
@@ -232,6 +250,9 @@ func (s *Service) Enroll(ctx context.Context, req Request) (Response, error) {
 	if err != nil {
 		return Response{}, errkind.Wrap(errkind.Invalid, err, "csrPem is not a valid certificate signing request")
 	}
+	if _, cloud := s.cfg.Provider.(CSRSigner); cloud && csr.Subject.CommonName != req.CoreName {
+		return Response{}, errkind.New(errkind.Invalid, "csrPem has subject common name %q: in %s mode AWS IoT keeps the CSR's subject, so it must be the core name %q (the agent policy allows ${iot:Certificate.Subject.CommonName} only)", csr.Subject.CommonName, s.cfg.Mode, req.CoreName)
+	}
 
 	hash := hashToken(req.Token)
 	rec, err := s.cfg.Store.EnrollmentToken(ctx, hash)
@@ -269,7 +290,7 @@ func (s *Service) Enroll(ctx context.Context, req Request) (Response, error) {
 		return Response{}, errkind.New(errkind.Unauthorized, "enrollment token is being used by another enrollment in progress; retry in a few minutes")
 	}
 
-	resp, err := s.enroll(ctx, req.CoreName, caID, csr.PublicKey)
+	resp, err := s.enroll(ctx, req.CoreName, caID, req.CsrPem, csr.PublicKey)
 	if err == nil {
 		var spent bool
 		spent, err = s.cfg.Store.SpendEnrollmentToken(ctx, hash, claimedAt, s.now().UTC())
@@ -304,8 +325,11 @@ func (s *Service) usable(rec TokenRecord, core string, now time.Time) error {
 	return nil
 }
 
-// enroll does the side effects of an enrollment whose token is claimed.
-func (s *Service) enroll(ctx context.Context, core, caID string, pub crypto.PublicKey) (Response, error) {
+// enroll does the side effects of an enrollment whose token is claimed:
+// certify the key (the broker's CA, or the cloud through CSRSigner), attach
+// the certificate to the core's thing with the thing's policies. A
+// certificate the cloud made for an enrollment that then fails is deleted.
+func (s *Service) enroll(ctx context.Context, core, caID, csrPEM string, pub crypto.PublicKey) (resp Response, err error) {
 	p := s.cfg.Provider
 	thing, err := p.DescribeThing(ctx, core)
 	if errkind.Is(err, errkind.NotFound) {
@@ -322,13 +346,29 @@ func (s *Service) enroll(ctx context.Context, core, caID string, pub crypto.Publ
 	if err != nil {
 		return Response{}, fmt.Errorf("server CA certificate: %w", err)
 	}
-	certPEM, caPEM, err := s.cfg.Issuer.Issue(ctx, caID, pub, pkix.Name{CommonName: core}, s.cfg.CertDays)
-	if err != nil {
-		return Response{}, fmt.Errorf("issue certificate for core %q: %w", core, err)
-	}
-	certID, err := p.RegisterCertificate(ctx, certPEM, caPEM, "ACTIVE")
-	if err != nil {
-		return Response{}, fmt.Errorf("register certificate of core %q: %w", core, err)
+	var certPEM, caPEM, certID string
+	if signer, ok := p.(CSRSigner); ok {
+		certID, certPEM, err = signer.CreateCertificateFromCsr(ctx, csrPEM)
+		if err != nil {
+			return Response{}, fmt.Errorf("create certificate from the CSR of core %q: %w", core, err)
+		}
+		defer func() {
+			if err != nil {
+				s.deleteCertificate(context.WithoutCancel(ctx), core, certID)
+			}
+		}()
+		// AWS does not publish the CA that signs these certificates: the
+		// certificate itself is the trust anchor the agent checks it against.
+		caPEM = certPEM
+	} else {
+		certPEM, caPEM, err = s.cfg.Issuer.Issue(ctx, caID, pub, pkix.Name{CommonName: core}, s.cfg.CertDays)
+		if err != nil {
+			return Response{}, fmt.Errorf("issue certificate for core %q: %w", core, err)
+		}
+		certID, err = p.RegisterCertificate(ctx, certPEM, caPEM, "ACTIVE")
+		if err != nil {
+			return Response{}, fmt.Errorf("register certificate of core %q: %w", core, err)
+		}
 	}
 	if err := p.AttachThingPrincipal(ctx, core, certID); err != nil {
 		return Response{}, fmt.Errorf("attach certificate %s to thing %q: %w", certID, core, err)
@@ -354,6 +394,19 @@ func (s *Service) enroll(ctx context.Context, core, caID string, pub crypto.Publ
 		BrokerURL:              s.cfg.BrokerURL,
 		Mode:                   s.cfg.Mode,
 	}, nil
+}
+
+// deleteCertificate removes a certificate the cloud made for a failed
+// enrollment, when the provider can delete certificates. A failure is
+// logged: the token stays usable and a retry makes a new certificate.
+func (s *Service) deleteCertificate(ctx context.Context, core, certID string) {
+	d, ok := s.cfg.Provider.(CertificateDeleter)
+	if !ok {
+		return
+	}
+	if err := d.DeleteCertificate(ctx, certID); err != nil {
+		s.log.Warn("failed enrollment: could not delete its certificate", "core", core, "certificate_id", certID, "err", err)
+	}
 }
 
 // hashToken is the stored form of an enrollment token: hex SHA-256.
