@@ -108,6 +108,13 @@ func TestGetCoreDeviceFromGreengrass(t *testing.T) {
 			if tt.gg.calls.Load() != before {
 				t.Error("ListCores called Greengrass")
 			}
+			// Nor does a check that a core exists.
+			if err := svc.CoreExists(ctx, "c1"); err != nil || tt.gg.calls.Load() != before {
+				t.Errorf("CoreExists(c1) = %v, %d Greengrass calls", err, tt.gg.calls.Load()-before)
+			}
+			if err := svc.CoreExists(ctx, "nope"); !errkind.Is(err, errkind.NotFound) {
+				t.Errorf("CoreExists(nope) = %v, want NotFound", err)
+			}
 		})
 	}
 }

@@ -148,6 +148,19 @@ func (s *Service) GetCore(ctx context.Context, name string) (cdf.Core, error) {
 	return out, nil
 }
 
+// CoreExists returns nil when a core record exists, else errkind.NotFound.
+// Unlike GetCore it reads nothing from the cloud (in aws mode GetCore costs
+// three Greengrass calls).
+func (s *Service) CoreExists(ctx context.Context, name string) error {
+	if _, err := s.cfg.Store.GetCore(ctx, name); err != nil {
+		if errkind.Is(err, errkind.NotFound) {
+			return errkind.New(errkind.NotFound, "core %q not found", name)
+		}
+		return fmt.Errorf("load core %q: %w", name, err)
+	}
+	return nil
+}
+
 // ListCores lists cores in name order after the cursor, filtered (spec §2.3).
 // List items carry no artifacts and no device block.
 func (s *Service) ListCores(ctx context.Context, f Filter, count int, after string) ([]cdf.Core, bool, error) {

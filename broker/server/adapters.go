@@ -20,7 +20,7 @@ type coreCA struct {
 // when it has none (enrollment then uses the default CA), or
 // errkind.NotFound when the core does not exist.
 func (c coreCA) CoreCA(ctx context.Context, name string) (string, error) {
-	if _, err := c.cores.GetCore(ctx, name); err != nil {
+	if err := c.cores.CoreExists(ctx, name); err != nil {
 		return "", err
 	}
 	th, err := c.provider.DescribeThing(ctx, name)
