@@ -71,9 +71,15 @@ func TestGetCoreDeviceFromGreengrass(t *testing.T) {
 			func() cdf.Device { d := full; d.InstalledComponents = []cdf.InstalledComponent{}; return d }(), 2},
 		{"GetCoreDevice fails: UNKNOWN, lists still read", &registered, errkind.New(errkind.Unavailable, "throttled"),
 			&greengrass{installed: installed, effective: effective}, nil,
-			func() cdf.Device { d := empty; d.InstalledComponents, d.EffectiveDeployments = installed, effective; return d }(), 2},
+			func() cdf.Device {
+				d := empty
+				d.InstalledComponents, d.EffectiveDeployments = installed, effective
+				return d
+			}(), 2},
 		{"agent view fails: OFFLINE", &registered, nil, &greengrass{installed: installed, effective: effective},
-			func(context.Context, string) (cdf.Device, bool, error) { return cdf.Device{}, false, errors.New("database is locked") },
+			func(context.Context, string) (cdf.Device, bool, error) {
+				return cdf.Device{}, false, errors.New("database is locked")
+			},
 			func() cdf.Device { d := full; d.Connectivity, d.LastSeenAt = "OFFLINE", nil; return d }(), 2},
 	}
 	for _, tt := range tests {
