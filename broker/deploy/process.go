@@ -310,9 +310,28 @@ func (s *Service) supersede(ctx context.Context, core, current string) error {
 	return nil
 }
 
-// finish applies an outcome, emits the event when the item changed and
-// completes its batch when every item is final.
+// finish emits the outcome's event, applies the outcome and completes the
+// item's batch when every item is final.
+//
+// The event comes first so that an item never ends without it: a replica
+// that dies between the two leaves the item waiting, and the report sent
+// again (Resender) finishes it. An item already final gets no event; when
+// two replicas handle one report at once both publish it, and the event
+// store keeps one (the event is keyed, events.Keyed).
 func (s *Service) finish(ctx context.Context, o Outcome, event *CoreTemplateUpdatedEvent) error {
+	if event != nil {
+		it, err := s.cfg.Store.GetTaskItem(ctx, o.TaskID, o.Core)
+		switch {
+		case errkind.Is(err, errkind.NotFound):
+			s.log.Warn("deployment item no longer exists", "task", o.TaskID, "core", o.Core)
+			return nil
+		case err != nil:
+			return fmt.Errorf("deployment item of core %s in task %s: %w", o.Core, o.TaskID, err)
+		case it.Status == cdf.StatusSuccess || it.Status == cdf.StatusFailure:
+			return nil // a repeated report changes nothing
+		}
+		s.emit(ctx, EventCoreTemplateUpdated, *event)
+	}
 	changed, batch, err := s.cfg.Store.Finish(ctx, o)
 	if errkind.Is(err, errkind.NotFound) {
 		s.log.Warn("deployment item no longer exists", "task", o.TaskID, "core", o.Core)
@@ -325,9 +344,6 @@ func (s *Service) finish(ctx context.Context, o Outcome, event *CoreTemplateUpda
 		return nil
 	}
 	s.log.Info("deployment finished", "task", o.TaskID, "core", o.Core, "status", o.Status, "message", o.Message)
-	if event != nil {
-		s.emit(ctx, EventCoreTemplateUpdated, *event)
-	}
 	if _, err := s.runner.CompleteIfDone(ctx, tasks.BatchRef{TaskID: o.TaskID, Batch: batch}); err != nil {
 		return fmt.Errorf("complete batch %d of task %s: %w", batch, o.TaskID, err)
 	}
@@ -425,14 +441,19 @@ func (s *Service) Sweep(ctx context.Context) error {
 	return nil
 }
 
-// Run sweeps every SweepInterval until ctx ends; it returns nil then.
-// Run it on every replica.
+// Run sweeps every SweepInterval until ctx ends; it returns nil then. Each
+// sweep also sends the documents of items waiting long again (Resender).
+// Run it on one replica at a time (the server runs it as leader work).
 func (s *Service) Run(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
+	resend := s.NewResender()
 	for {
 		if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("deployment sweep failed; trying again", "err", err)
+		}
+		if _, err := resend.Resend(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sending deployment documents again failed; trying again", "err", err)
 		}
 		select {
 		case <-ctx.Done():
