@@ -6,8 +6,12 @@
 // subscriptions ($share/{group}/ggfleet/things/+/…), so the external broker
 // hands each device message to one replica only. Messages go through the
 // same mqttbus.Dispatcher as with the embedded broker, and are acknowledged
-// only after their handler returned, so a QoS 1 message survives a replica
-// that dies while handling it. Within a replica one thing's messages are
+// only after their handler returned. Each replica's session is clean, so a
+// replica that is gone takes no share; the messages in flight at a replica
+// that dies are lost with it (Mosquitto does not hand them to another
+// member), and what matters is recovered by the broker: desired deployment
+// documents are sent again to cores that have not reported (deploy.Resender),
+// and health comes every interval. Within a replica one thing's messages are
 // handled one at a time, in the order the external broker delivered them;
 // across replicas they may be handled in parallel and out of order.
 //
@@ -58,9 +62,8 @@ var Suffixes = []string{
 type Config struct {
 	// URL of the external broker: mqtts://host:port.
 	URL string
-	// ClientID is this replica's MQTT client id; it must be stable across
-	// restarts (the external broker keeps its session and queues messages
-	// for it) and differ between replicas.
+	// ClientID is this replica's MQTT client id; it must differ between
+	// replicas (two sessions with one client id push each other off).
 	ClientID string
 	// Certificate is the broker's client certificate (issued by its CA).
 	Certificate tls.Certificate
@@ -141,10 +144,15 @@ func New(cfg Config) (*Bus, error) {
 		AddBroker("tls://" + u.Host).
 		SetClientID(cfg.ClientID).
 		SetProtocolVersion(4).
-		// A persistent session: while this replica is away the external
-		// broker queues its share of QoS 1 messages, and in-flight
-		// publishes are resent after a reconnect.
-		SetCleanSession(false).
+		// A clean session: a replica that is gone (killed, scaled down,
+		// reconnecting) is no member of the shared subscriptions. With a
+		// persistent one Mosquitto kept handing it its share of every
+		// message, queued until it came back, so a replica that did not
+		// come back swallowed a third of three replicas' deployment
+		// reports. The messages in flight at a replica that dies are
+		// dropped; the deployment service sends a waiting core its
+		// document again (deploy.ResendInterval), which recovers the report.
+		SetCleanSession(true).
 		// onMessage only queues (handlers, which may publish and wait for
 		// the PUBACK, run in per-thing workers), so it may be called in order.
 		SetOrderMatters(true).
@@ -202,8 +210,8 @@ func withConnect(h mqttbus.Handlers) mqttbus.Handlers {
 
 // Run connects (retrying with backoff until it succeeds), keeps the session
 // until ctx ends, then disconnects, waits for the handlers running and
-// returns nil. Messages not acknowledged by then are delivered again by the
-// external broker (to another replica, or to this one when it returns).
+// returns nil. Messages not acknowledged by then are dropped with the clean
+// session (see the package comment for how the broker recovers them).
 // Run may be called once.
 func (b *Bus) Run(ctx context.Context) error {
 	if !b.started.CompareAndSwap(false, true) {
@@ -220,10 +228,9 @@ func (b *Bus) Run(ctx context.Context) error {
 	return nil
 }
 
-// onConnect subscribes after every (re)connect: the persistent session
-// usually still has the subscriptions, but a broker that lost its state
-// must get them again. A failed attempt is retried with backoff for as long
-// as the connection stays up.
+// onConnect subscribes after every (re)connect: a clean session starts
+// without subscriptions. A failed attempt is retried with backoff for as
+// long as the connection stays up.
 func (b *Bus) onConnect(cl paho.Client) {
 	wait := b.cfg.ConnectRetry
 	for cl.IsConnectionOpen() {
