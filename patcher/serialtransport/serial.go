@@ -81,6 +81,9 @@ var (
 	errAtLogin  = errors.New("console is at a login prompt, not a shell")
 	errDeadline = errors.New("deadline")
 	reIncorrect = regexp.MustCompile(`(?i)login incorrect|authentication fail|access denied`)
+	// reOwnPrompt is the prompt normalise sets: a console still showing one
+	// was left logged in by a transport that never closed (its agent died).
+	reOwnPrompt = regexp.MustCompile(`__P_[0-9a-f]+__ ?$`)
 )
 
 // Open opens the port and logs in. Errors wrap patcher.ErrAuth (wrong
@@ -211,7 +214,7 @@ func (t *Transport) classify() promptKind {
 		return atPassword
 	case t.cfg.Login.LoginPrompt.MatchString(tail):
 		return atLogin
-	case t.cfg.Login.ShellPrompt.MatchString(tail):
+	case t.cfg.Login.ShellPrompt.MatchString(tail), reOwnPrompt.MatchString(tail):
 		return atShell
 	}
 	return unknown
@@ -248,7 +251,7 @@ func (t *Transport) login(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.LoginTimeout)
 	defer cancel()
 	t.loggedIn = false
-	sentUser, sentPass := false, false
+	sentUser, sentPass, unknowns := false, false, 0
 	wait := 300 * time.Millisecond // first look: what is already there
 	for range 15 {
 		k, err := t.settle(ctx, wait)
@@ -288,7 +291,16 @@ func (t *Transport) login(ctx context.Context) error {
 			sentUser = true
 		default:
 			t.buf = t.buf[:0]
-			err = t.send("")
+			unknowns++
+			if unknowns%2 == 0 {
+				// An Enter got no prompt: a command may hold the console
+				// (one a dead agent started). ^C it, as an operator would.
+				if _, err = t.port.Write([]byte{0x03}); err != nil {
+					err = fmt.Errorf("serial: write %s: %w: %w", t.cfg.Path, patcher.ErrConnLost, err)
+				}
+			} else {
+				err = t.send("")
+			}
 			wait = time.Second
 		}
 		if err != nil {
