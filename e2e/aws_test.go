@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -23,7 +24,11 @@ func startAWSBroker(t *testing.T, extra ...string) (*broker, *awsfake.Fake) {
 	fake := awsfake.New(t)
 	fake.CreateBucket(awsBucket)
 	setFakeAWSEnv(t)
-	args := append([]string{"--provider", "aws", "--aws-endpoint-url", fake.URL(),
+	rootCA := filepath.Join(t.TempDir(), "iot-root-ca.pem")
+	if err := os.WriteFile(rootCA, []byte(fake.RootCAPEM()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--provider", "aws", "--aws-endpoint-url", fake.URL(), "--aws-iot-ca-file", rootCA,
 		"--artifacts-bucket", awsBucket, "--artifacts-prefix", "fleet1"}, extra...)
 	return startBroker(t, args...), fake
 }
@@ -36,6 +41,7 @@ func setFakeAWSEnv(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDE2ETEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "e2e-secret")
 	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_REGION", awsfake.Region) // the SDK's chain gives the broker its region
 	t.Setenv("AWS_PROFILE", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
@@ -102,7 +108,8 @@ func TestAWSProviderLifecycle(t *testing.T) {
 		t.Fatalf("certs.zip = %v", files)
 	}
 	cfgYAML, _, _ := fake.Object(awsBucket, "fleet1/"+c.Artifacts["config"].Key)
-	for _, want := range []string{awsfake.EndpointPrefix + "-ats.iot." + awsfake.Region + ".amazonaws.com",
+	dataHost, _, _ := strings.Cut(fake.DataEndpoint(), ":")
+	for _, want := range []string{"iotDataEndpoint: " + dataHost,
 		awsfake.EndpointPrefix + ".credentials.iot." + awsfake.Region + ".amazonaws.com"} {
 		if !strings.Contains(string(cfgYAML), want) {
 			t.Fatalf("installer config does not name %s:\n%s", want, cfgYAML)
@@ -129,7 +136,7 @@ func TestAWSProviderLifecycle(t *testing.T) {
 		Mode           string `json:"mode"`
 	}
 	b.must(200, "POST", "/enroll", map[string]any{"coreName": name, "token": tok.Token, "csrPem": csr}).JSON(t, &enr)
-	if enr.Mode != "aws" || enr.MQTTEndpoint != awsfake.EndpointPrefix+"-ats.iot."+awsfake.Region+".amazonaws.com:8883" {
+	if enr.Mode != "aws" || enr.MQTTEndpoint != fake.DataEndpoint() {
 		t.Fatalf("enroll = mode %q endpoint %q", enr.Mode, enr.MQTTEndpoint)
 	}
 	b.must(200, "GET", "/registry/things/"+name, nil).JSON(t, &th)

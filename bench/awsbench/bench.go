@@ -97,9 +97,15 @@ func Run(ctx context.Context, o options) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	// The broker connects to the fake's AWS IoT data endpoint, whose TLS
+	// certificate comes from the fake's root.
+	rootCA := filepath.Join(dir, "iot-root-ca.pem")
+	if err := os.WriteFile(rootCA, []byte(fake.RootCAPEM()), 0o600); err != nil {
+		return result{}, err
+	}
 	cfg := server.Config{
 		DataDir: filepath.Join(dir, "data"), Listen: listen, MQTTListen: mqtt, Provider: "aws",
-		AWSRegion: awsfake.Region, AWSEndpointURL: fake.URL(), ArtifactsBucket: bucket, EventBus: "default",
+		AWSRegion: awsfake.Region, AWSEndpointURL: fake.URL(), AWSIoTCAFile: rootCA, ArtifactsBucket: bucket, EventBus: "default",
 		IoTRoleAlias: "GreengrassV2TokenExchangeRoleAlias", MaxBodyBytes: 16 << 20, Workers: o.Workers,
 		ShutdownTimeout: 20 * time.Second, DeploymentTimeout: 10 * time.Minute, Logger: o.Logger,
 	}

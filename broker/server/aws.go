@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -14,6 +18,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/events"
 	"github.com/ggfleet/ggfleet/broker/health"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
+	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	"github.com/ggfleet/ggfleet/broker/provider"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
@@ -37,8 +42,17 @@ type cloud struct {
 	deployer *greengrassDeployer
 	// dataEndpoint and credEndpoint are the AWS IoT endpoints (aws mode).
 	dataEndpoint, credEndpoint string
-	close                      func() error
+	// region is the AWS region in effect: the SDK's in aws mode, else
+	// --aws-region or us-east-1 (written into installer configs).
+	region string
+	// aws is the aws provider (aws mode), else nil.
+	aws   *awsprov.Provider
+	close func() error
 }
+
+// defaultLocalRegion is the region local mode writes into installer
+// configs when --aws-region is not given.
+const defaultLocalRegion = "us-east-1"
 
 // awsEndpointTimeout bounds the start-up DescribeEndpoint calls.
 const awsEndpointTimeout = 30 * time.Second
@@ -50,7 +64,11 @@ func newCloud(ctx context.Context, cfg Config, db *sqlstore.DB, log *slog.Logger
 		if err != nil {
 			return cloud{}, err
 		}
-		return cloud{prov: p, enrollProv: p, artifacts: p, authorizer: p, registry: p, registrar: p, close: p.Close}, nil
+		region := cfg.AWSRegion
+		if region == "" {
+			region = defaultLocalRegion
+		}
+		return cloud{prov: p, enrollProv: p, artifacts: p, authorizer: p, registry: p, registrar: p, region: region, close: p.Close}, nil
 	}
 	limits, err := cfg.awsLimits()
 	if err != nil {
@@ -73,7 +91,8 @@ func newCloud(ctx context.Context, cfg Config, db *sqlstore.DB, log *slog.Logger
 	if _, err := p.PutPolicy(epCtx, awsprov.AgentPolicyName, awsprov.AgentPolicyDocument); err != nil {
 		return cloud{}, fmt.Errorf("aws provider: create the agent policy %q: %w", awsprov.AgentPolicyName, err)
 	}
-	c := cloud{prov: p, enrollProv: agentPolicyAttacher{Provider: p}, deployer: newGreengrassDeployer(p, log, cfg.awsJobPollInterval), artifacts: p, authorizer: p, dataEndpoint: eps.Data, credEndpoint: eps.Credential, close: func() error { return nil }}
+	c := cloud{prov: p, enrollProv: agentPolicyAttacher{Provider: p}, deployer: newGreengrassDeployer(p, log, cfg.awsJobPollInterval), artifacts: p, authorizer: p,
+		dataEndpoint: eps.Data, credEndpoint: eps.Credential, region: p.Region(), aws: p, close: func() error { return nil }}
 	if cfg.EventBus != "-" {
 		bus := cfg.EventBus
 		c.forwarders = []events.Forwarder{{Name: "eventbridge:" + bus, Batch: 10, Send: func(ctx context.Context, evs []events.Event) error {
@@ -84,7 +103,7 @@ func newCloud(ctx context.Context, cfg Config, db *sqlstore.DB, log *slog.Logger
 			return p.PutEvents(ctx, bus, entries)
 		}}}
 	}
-	log.Info("aws provider ready", "region", cfg.AWSRegion, "iotDataEndpoint", eps.Data, "credentialEndpoint", eps.Credential,
+	log.Info("aws provider ready", "region", c.region, "iotDataEndpoint", eps.Data, "credentialEndpoint", eps.Credential,
 		"artifacts", "s3://"+cfg.ArtifactsBucket+"/"+cfg.ArtifactsPrefix, "eventBus", cfg.EventBus)
 	return c, nil
 }
@@ -124,9 +143,11 @@ func knownOps() []string {
 
 // agentPolicyAttacher is the provider enrollment uses in aws mode: a
 // certificate attached to a core's thing also gets the agent policy, so
-// the agent can connect to AWS IoT Core as <thing>-ggagent.
+// the agent can connect to AWS IoT Core as <thing>-ggagent. It embeds the
+// aws provider itself so enrollment sees its CreateCertificateFromCsr and
+// DeleteCertificate (enroll.CSRSigner, enroll.CertificateDeleter).
 type agentPolicyAttacher struct {
-	provider.Provider
+	*awsprov.Provider
 }
 
 func (a agentPolicyAttacher) AttachThingPrincipal(ctx context.Context, thing, certID string) error {
@@ -134,4 +155,90 @@ func (a agentPolicyAttacher) AttachThingPrincipal(ctx context.Context, thing, ce
 		return err
 	}
 	return a.Provider.AttachPolicy(ctx, awsprov.AgentPolicyName, certID)
+}
+
+// iotCoreBus is the broker's own connection to the AWS IoT Core data
+// endpoint (aws mode): with the broker identity (awsprov.BrokerIdentity,
+// shared by every replica) and the client id ggfleet-broker-<replica>, it
+// consumes what agents publish through shared subscriptions, so replicas
+// split the messages, with the same dispatch as --mqtt-url; patch jobs and
+// other broker → device messages are published through it too.
+func iotCoreBus(ctx context.Context, cfg Config, cl cloud, db *sqlstore.DB, issuer awsprov.CertificateIssuer, secretsKey []byte,
+	handlers mqttbus.Handlers, log *slog.Logger) (*external.Bus, error) {
+	roots, err := iotRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	idCtx, cancel := context.WithTimeout(ctx, awsEndpointTimeout)
+	defer cancel()
+	cert, err := cl.aws.BrokerIdentity(idCtx, awsprov.IdentityConfig{Store: db, Issuer: issuer, SecretsKey: secretsKey})
+	if err != nil {
+		return nil, fmt.Errorf("aws provider: %w", err)
+	}
+	clientID := awsprov.BrokerClientIDPrefix + replicaName(cfg)
+	bus, err := external.New(external.Config{URL: "mqtts://" + iotDataAddress(cl.dataEndpoint), ClientID: clientID,
+		Certificate: cert, RootCAs: roots, Handlers: handlers, Logger: log.With("mqtt", "aws-iot-core")})
+	if err != nil {
+		return nil, fmt.Errorf("aws provider: the AWS IoT Core connection: %w", err)
+	}
+	return bus, nil
+}
+
+// replicaName names this replica in its MQTT client id: --mqtt-client-id,
+// else the host name (unique per replica in a cluster).
+func replicaName(cfg Config) string {
+	name := cfg.MQTTClientID
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	return strings.NewReplacer("+", "-", "#", "-", "/", "-").Replace(name)
+}
+
+// iotDataAddress is the host:port of the AWS IoT data endpoint: the address
+// DescribeEndpoint returned, on port 8883 unless it names a port (the
+// awsfake's does).
+func iotDataAddress(endpoint string) string {
+	if _, _, err := net.SplitHostPort(endpoint); err == nil {
+		return endpoint
+	}
+	return net.JoinHostPort(endpoint, "8883")
+}
+
+// iotRootPEM is the CA that verifies AWS IoT Core's data endpoint:
+// --aws-iot-ca-file, or Amazon Root CA 1.
+func iotRootPEM(cfg Config) (string, error) {
+	if cfg.AWSIoTCAFile == "" {
+		return awsprov.AmazonRootCA1PEM, nil
+	}
+	b, err := os.ReadFile(cfg.AWSIoTCAFile)
+	if err != nil {
+		return "", fmt.Errorf("--aws-iot-ca-file: %w", err)
+	}
+	return string(b), nil
+}
+
+func iotRoots(cfg Config) (*x509.CertPool, error) {
+	pemText, err := iotRootPEM(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(pemText)) {
+		return nil, fmt.Errorf("--aws-iot-ca-file %s: no PEM certificate in it", cfg.AWSIoTCAFile)
+	}
+	return pool, nil
+}
+
+// readiness is /readyz's check: the database answers and, in aws mode,
+// the connection to AWS IoT Core is up and subscribed.
+func readiness(ping func(context.Context) error, iot *external.Bus) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := ping(ctx); err != nil {
+			return err
+		}
+		if iot != nil && !iot.Connected() {
+			return errors.New("not connected to AWS IoT Core (see the log)")
+		}
+		return nil
+	}
 }

@@ -62,6 +62,7 @@ type Config struct {
 	ArtifactsPrefix string            // prepended to artifact keys in the bucket
 	AWSQuotas       map[string]string // OPERATION=TPS overrides of the client-side rate limits
 	EventBus        string            // EventBridge bus of the CDF events ("-" for none)
+	AWSIoTCAFile    string            // PEM CA of the AWS IoT data endpoint ("" = Amazon Root CA 1)
 
 	// awsDataEndpoint and awsCredEndpoint are learnt at start (aws mode).
 	awsDataEndpoint, awsCredEndpoint string
@@ -97,8 +98,8 @@ func (c *Config) Validate() error {
 		if c.MQTTServerCAFile == "" {
 			errs = append(errs, errors.New("--mqtt-url needs --mqtt-server-ca-file: the PEM CA that verifies that broker's TLS certificate (devices get it at enrollment)"))
 		}
-	} else if c.MQTTServerCAFile != "" || c.MQTTClientID != "" {
-		errs = append(errs, errors.New("--mqtt-server-ca-file and --mqtt-client-id only apply with --mqtt-url"))
+	} else if c.MQTTServerCAFile != "" || (c.MQTTClientID != "" && c.Provider != "aws") {
+		errs = append(errs, errors.New("--mqtt-server-ca-file and --mqtt-client-id only apply with --mqtt-url (and --mqtt-client-id with --provider aws)"))
 	}
 	if strings.ContainsAny(c.MQTTClientID, "+#/") {
 		errs = append(errs, fmt.Errorf("--mqtt-client-id %q: must not contain '+', '#' or '/'", c.MQTTClientID))
@@ -116,6 +117,9 @@ func (c *Config) Validate() error {
 		}
 		if _, err := c.awsLimits(); err != nil {
 			errs = append(errs, err)
+		}
+		if c.MQTTURL != "" {
+			errs = append(errs, errors.New("--mqtt-url does not apply with --provider aws: agents and the broker use AWS IoT Core"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--provider %q: use local or aws", c.Provider))
@@ -197,7 +201,7 @@ func (c *Config) publicURL() string {
 // mqttEndpoint is the host:port enrollment tells devices.
 func (c *Config) mqttEndpoint() string {
 	if c.awsDataEndpoint != "" {
-		return net.JoinHostPort(c.awsDataEndpoint, "8883")
+		return iotDataAddress(c.awsDataEndpoint)
 	}
 	if c.MQTTAdvertise != "" {
 		return c.MQTTAdvertise

@@ -140,8 +140,12 @@ func brokerClientCertificate(ctx context.Context, authority *ca.Authority) (tls.
 }
 
 // serverCAPEM is the CA enrollment gives devices to verify the MQTT broker:
-// --mqtt-server-ca-file with an external broker, else the default CA.
+// AWS IoT Core's (iotRootPEM) in aws mode, --mqtt-server-ca-file with an
+// external broker, else the default CA.
 func serverCAPEM(cfg Config, authority *ca.Authority) func(ctx context.Context) (string, error) {
+	if cfg.Provider == "aws" {
+		return func(context.Context) (string, error) { return iotRootPEM(cfg) }
+	}
 	if cfg.MQTTURL != "" {
 		return func(context.Context) (string, error) {
 			b, err := os.ReadFile(cfg.MQTTServerCAFile)

@@ -39,6 +39,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/httpapi"
 	"github.com/ggfleet/ggfleet/broker/jobs"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
+	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	"github.com/ggfleet/ggfleet/broker/patches"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
@@ -163,12 +164,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// In aws mode agents publish to AWS IoT Core, and the broker reads
+	// them through its own connection there (aws.go).
+	var iotBus *external.Bus
+	if cl.aws != nil {
+		if iotBus, err = iotCoreBus(ctx, cfg, cl, db, authority, secretsKey, bus.Handlers(), log); err != nil {
+			return err
+		}
+		msgBus, mqttConns = iotBus, nil
+	}
 	// Deleted cores' certificates are recorded for the CRL an external
 	// broker checks (--mqtt-crl-file).
 	crlFile := ca.NewCRLFile(ca.CRLFileConfig{Authority: authority, Store: db, CRLPath: cfg.MQTTCRLFile, CAPath: cfg.MQTTCAFile, Logger: log})
 
 	// In aws mode agents and installer configs use the AWS IoT endpoints.
-	cfg.awsDataEndpoint, cfg.awsCredEndpoint = cl.dataEndpoint, cl.credEndpoint
+	cfg.awsDataEndpoint, cfg.awsCredEndpoint, cfg.AWSRegion = cl.dataEndpoint, cl.credEndpoint, cl.region
 
 	// Every event goes to the durable event service; a deleted core is also
 	// disconnected at once (its certificate is gone, so it cannot return).
@@ -250,7 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: mqttConns, Logger: log})
 	api := httpapi.New(httpapi.Deps{
-		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: db.Ping,
+		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: readiness(db.Ping, iotBus),
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
 		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: cl.artifacts,
 		Deployments: deploySvc, Patches: patchSvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,

@@ -37,3 +37,12 @@ func (d *DB) InitSetting(ctx context.Context, name, value string) (string, error
 	}
 	return v, nil
 }
+
+// PutSetting sets name to value, replacing any value it had.
+func (d *DB) PutSetting(ctx context.Context, name, value string) error {
+	if _, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO broker_settings (name, value, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`), name, value, time.Now().UnixMilli()); err != nil {
+		return mapErr(err, "set "+name)
+	}
+	return nil
+}

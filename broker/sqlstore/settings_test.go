@@ -21,3 +21,16 @@ func TestSettings(t *testing.T) {
 		t.Fatalf("Setting = %q %v %v", v, ok, err)
 	}
 }
+
+func TestPutSetting(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	for _, v := range []string{"one", "two"} {
+		if err := db.PutSetting(ctx, "k", v); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := db.Setting(ctx, "k"); err != nil || !ok || got != v {
+			t.Fatalf("after PutSetting(%q): Setting = %q %v %v", v, got, ok, err)
+		}
+	}
+}

@@ -42,7 +42,8 @@ import (
 
 // Config configures the aws provider.
 type Config struct {
-	// Region overrides the SDK's region resolution (AWS_REGION, shared config).
+	// Region overrides the SDK's region resolution (AWS_REGION, then the
+	// shared config's profile); "" leaves it to the SDK.
 	Region string
 	// EndpointURL, when set, sends every service's requests to this URL
 	// (tests, LocalStack-style endpoints) and makes S3 use path-style URLs.
@@ -137,6 +138,7 @@ type Provider struct {
 	bus     *eventbridge.Client
 	bucket  string
 	prefix  string
+	region  string
 	log     *slog.Logger
 	limits  *limiters
 
@@ -212,6 +214,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		bus:      eventbridge.NewFromConfig(awsCfg),
 		bucket:   cfg.ArtifactsBucket,
 		prefix:   prefix,
+		region:   awsCfg.Region,
 		log:      cfg.Logger,
 		limits:   limits,
 		created:  map[string]time.Time{},
@@ -221,6 +224,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 
 // Mode reports "aws": agents enrolled here connect to AWS IoT Core.
 func (p *Provider) Mode() string { return "aws" }
+
+// Region is the AWS region the provider's calls go to: Config.Region, or
+// what the SDK's chain found (AWS_REGION, the shared config's profile).
+func (p *Provider) Region() string { return p.region }
 
 // Bucket is the S3 bucket artifacts are stored in.
 func (p *Provider) Bucket() string { return p.bucket }

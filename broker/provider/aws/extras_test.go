@@ -14,12 +14,12 @@ import (
 )
 
 func TestDescribeEndpoints(t *testing.T) {
-	p, _ := newProvider(t, nil)
+	p, fake := newProvider(t, nil)
 	eps, err := p.DescribeEndpoints(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if eps.Data != awsfake.EndpointPrefix+"-ats.iot."+awsfake.Region+".amazonaws.com" ||
+	if eps.Data != fake.DataEndpoint() ||
 		eps.Credential != awsfake.EndpointPrefix+".credentials.iot."+awsfake.Region+".amazonaws.com" {
 		t.Fatalf("endpoints = %+v", eps)
 	}

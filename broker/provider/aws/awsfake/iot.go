@@ -926,14 +926,16 @@ func (f *Fake) removeThingFromThingGroup(r *http.Request) (int, any, *apiError) 
 const EndpointPrefix = "a1b2c3d4e5f6g7"
 
 // describeEndpoint answers DescribeEndpoint for the endpoint types AWS
-// knows; iot:Data is the legacy VeriSign endpoint, the others ATS.
+// knows; iot:Data is the legacy VeriSign endpoint, the others ATS. The
+// ATS data endpoint is the fake's MQTT listener (mqtt.go), whose address
+// carries its port.
 func (f *Fake) describeEndpoint(r *http.Request) (int, any, *apiError) {
 	var host string
 	switch t := r.URL.Query().Get("endpointType"); t {
 	case "iot:Data":
 		host = EndpointPrefix + ".iot." + Region + ".amazonaws.com"
 	case "", "iot:Data-ATS":
-		host = EndpointPrefix + "-ats.iot." + Region + ".amazonaws.com"
+		host = f.DataEndpoint()
 	case "iot:CredentialProvider":
 		host = EndpointPrefix + ".credentials.iot." + Region + ".amazonaws.com"
 	case "iot:Jobs":
