@@ -99,8 +99,8 @@ func CheckName(name string) error {
 
 // Validate checks a template request for form: name, at least one
 // component, each with a well-formed key and version, no key twice, a
-// jobConfig of the shape Greengrass accepts (ParseJobConfig) and
-// deploymentPolicies that is a JSON object when given.
+// jobConfig and deploymentPolicies of the shapes Greengrass accepts
+// (ParseJobConfig, ParseDeploymentPolicies) when given.
 func Validate(t cdf.EditableTemplate) error {
 	if err := CheckName(t.Name); err != nil {
 		return err
@@ -130,11 +130,8 @@ func Validate(t cdf.EditableTemplate) error {
 	if _, err := ParseJobConfig("jobConfig", t.JobConfig); err != nil {
 		return err
 	}
-	if raw := t.DeploymentPolicies; !isAbsent(raw) {
-		var obj map[string]any
-		if err := json.Unmarshal(raw, &obj); err != nil {
-			return errkind.New(errkind.Invalid, "deploymentPolicies must be a JSON object")
-		}
+	if _, err := ParseDeploymentPolicies(t.DeploymentPolicies); err != nil {
+		return err
 	}
 	return nil
 }
