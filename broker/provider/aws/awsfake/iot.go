@@ -118,6 +118,9 @@ func (f *Fake) routeIoT(mux *http.ServeMux) {
 	h("PUT /thing-groups/addThingToThingGroup", "AddThingToThingGroup", f.addThingToThingGroup)
 	h("PUT /thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup", f.removeThingFromThingGroup)
 	h("GET /endpoint", "DescribeEndpoint", f.describeEndpoint)
+	h("POST /things", "RegisterThing", f.registerThing)
+	h("POST /keys-and-certificate", "CreateKeysAndCertificate", f.createKeysAndCertificate)
+	h("POST /certificates", "CreateCertificateFromCsr", f.createCertificateFromCsr)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errorf(http.StatusNotFound, "UnknownOperationException", "the fake does not serve %s %s", r.Method, r.URL.Path))
 	})
