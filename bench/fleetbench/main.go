@@ -133,6 +133,8 @@ func run(ctx context.Context, o options) ([]result, error) {
 		if r.Err != nil {
 			progressf(o.Progress, "fleetbench: %s failed: %v", c.Name, r.Err)
 		}
+		progressf(o.Progress, "fleetbench: %s: P1 %s, P3 cores %s, P3 summary %s, P4 %s, notified in %s", c.Name,
+			num(r.p1Ratio()), num(r.p3CoreRatio()), num(r.p3SummaryRatio()), num(r.p4Ratio()), dur(r.P4Notify))
 		results = append(results, r)
 		if ctx.Err() != nil {
 			return results, ctx.Err()
