@@ -82,7 +82,9 @@ func TestFakeRegisterThingValidation(t *testing.T) {
 		code   string
 		msg    string
 	}{
-		{"no template body", "", ok, "InvalidRequestException", "templateBody"},
+		{"empty template body", "", ok, "InvalidRequestException", "not valid JSON"},
+		{"template body too long", thingTemplate + strings.Repeat(" ", 10240), ok, "InvalidRequestException", "templateBody"},
+		{"parameter too long", thingTemplate, with("Site", strings.Repeat("x", 4097)), "InvalidRequestException", "Site"},
 		{"not JSON", "{", ok, "InvalidRequestException", "not valid JSON"},
 		{"CDF section", strings.Replace(thingTemplate, `"Resources"`, `"CDF": {"createDeviceCertificate": true}, "Resources"`, 1), ok, "InvalidRequestException", "CDF"},
 		{"resource type", strings.Replace(thingTemplate, "AWS::IoT::Policy", "AWS::IAM::Role", 1), ok, "InvalidRequestException", "AWS::IAM::Role"},

@@ -11,9 +11,12 @@ import (
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 )
 
-// maxTemplateBody is the fake's limit on RegisterThing's templateBody (the
-// limit AWS sets on provisioning templates).
-const maxTemplateBody = 10240
+// RegisterThing's length limits (AWS IoT API reference).
+const (
+	maxTemplateBody   = 10240
+	maxParameterKey   = 2048
+	maxParameterValue = 4096
+)
 
 // overrideValues are the values OverrideSettings may take.
 var overrideValues = []string{"DO_NOTHING", "REPLACE", "MERGE", "FAIL"}
@@ -56,11 +59,16 @@ func (f *Fake) registerThing(r *http.Request) (int, any, *apiError) {
 	if err := decodeBody(r, &in); err != nil {
 		return 0, nil, err
 	}
-	if in.TemplateBody == nil || *in.TemplateBody == "" {
+	if in.TemplateBody == nil {
 		return 0, nil, invalid("1 validation error detected: Value null at 'templateBody' failed to satisfy constraint: Member must not be null")
 	}
 	if len(*in.TemplateBody) > maxTemplateBody {
-		return 0, nil, invalid("templateBody must have length at most %d", maxTemplateBody)
+		return 0, nil, invalid("1 validation error detected: Value at 'templateBody' failed to satisfy constraint: Member must have length less than or equal to %d", maxTemplateBody)
+	}
+	for k, v := range in.Parameters {
+		if len(k) > maxParameterKey || len(v) > maxParameterValue {
+			return 0, nil, invalid("1 validation error detected: parameters: keys must have length at most %d and values at most %d (parameter %q)", maxParameterKey, maxParameterValue, k)
+		}
 	}
 	ev, err := provisioning.EvaluateTemplate([]byte(*in.TemplateBody), in.Parameters, Region, Account)
 	if err != nil {
