@@ -6,7 +6,8 @@
 //     -task-size, submitted at once), cores per second from the first
 //     submission to every item final, against the crypto-only rate: the
 //     device key, its PEM and the certificate signed by ca.Authority with
-//     the broker's default CA (EC-P256), in this process on every CPU.
+//     the broker's default CA (EC-P256), in this process on every CPU, for
+//     -crypto-time just before and just after P1 (their mean).
 //   - P3: p99 of GET /cores/{name} and GET /fleet/summary while P1 runs
 //     against idle (after P1, the same -cores cores stored).
 //   - P4: one deployment task to -agents simulated agents (bench/loadgen:
@@ -66,7 +67,7 @@ func main() {
 	flag.IntVar(&o.Workers, "workers", 0, "ggfleet serve --workers (0: its default)")
 	flag.DurationVar(&o.Interval, "probe-interval", 20*time.Millisecond, "P3: one request per endpoint this often")
 	flag.DurationVar(&o.Idle, "idle", 20*time.Second, "P3: how long the idle phase samples")
-	flag.DurationVar(&o.CryptoFor, "crypto-time", 5*time.Second, "P1: how long the crypto-only rate is measured")
+	flag.DurationVar(&o.CryptoFor, "crypto-time", 10*time.Second, "P1: how long the crypto-only rate is measured, before and again after P1")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
 	flag.Parse()
@@ -166,7 +167,7 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 	clients := cl.clients()
 
 	progressf(o.Progress, "  crypto-only rate for %s", o.CryptoFor)
-	if r.CryptoRate, err = cryptoRate(ctx, o.CryptoFor); err != nil {
+	if r.CryptoBefore, err = cryptoRate(ctx, o.CryptoFor); err != nil {
 		r.Err = err
 		return r
 	}
@@ -194,6 +195,11 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 		return r
 	}
 	r.P1Rate = float64(o.Cores) / r.P1Elapsed.Seconds()
+	progressf(o.Progress, "  crypto-only rate again for %s", o.CryptoFor)
+	if r.CryptoAfter, err = cryptoRate(ctx, o.CryptoFor); err != nil {
+		r.Err = err
+		return r
+	}
 
 	progressf(o.Progress, "  P3: idle for %s", o.Idle)
 	ictx, istop := context.WithTimeout(ctx, o.Idle)

@@ -17,13 +17,13 @@ var update = flag.Bool("update", false, "rewrite testdata/report.md from the cur
 func sampleResults() (header, []result) {
 	h := header{Command: "go run ./bench/fleetbench -cores 500 -agents 100", Started: time.Date(2026, 11, 30, 1, 26, 0, 0, time.UTC),
 		Elapsed: 95 * time.Second, Machine: "CPU: test; nproc: 2", Interval: 20 * time.Millisecond, Idle: 20 * time.Second, Health: 30 * time.Second}
-	good := result{Config: config{Name: "sqlite-1", Replicas: 1}, Cores: 500, P1Elapsed: 10 * time.Second, P1Rate: 50, CryptoRate: 80,
+	good := result{Config: config{Name: "sqlite-1", Replicas: 1}, Cores: 500, P1Elapsed: 10 * time.Second, P1Rate: 50, CryptoBefore: 70, CryptoAfter: 90,
 		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 300, P50: 2 * time.Millisecond, P99: 8 * time.Millisecond},
 		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 300, P50: time.Millisecond, P99: 15 * time.Millisecond},
 		Agents: 100, ApplyDelay: time.Second, P4Elapsed: 1500 * time.Millisecond, P4Notify: 300 * time.Millisecond, P4Received: 100, P4Status: "Success",
 		BoundElapsed: time.Second, BoundNotify: 30 * time.Millisecond, LoadAvgBefore: "1.00, 1.00, 1.00", LoadAvgAfter: "2.00, 1.50, 1.00"}
 	bad := result{Config: config{Name: "postgres-3", Postgres: true, Replicas: 3, Mosquitto: true}, Err: errors.New("P4 bound: mosquitto\nexited"),
-		Cores: 500, Failed: 2, P1Elapsed: 100 * time.Second, P1Rate: 5, CryptoRate: 2000,
+		Cores: 500, Failed: 2, P1Elapsed: 100 * time.Second, P1Rate: 5, CryptoBefore: 2000,
 		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 30, Errors: 1, P50: 20 * time.Millisecond, P99: 400 * time.Millisecond},
 		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 30, P50: 10 * time.Millisecond, P99: 100 * time.Millisecond},
 		Agents: 100, ApplyDelay: time.Second, P4Elapsed: 6 * time.Second, P4Notify: 4 * time.Second, P4Received: 99, P4Status: "Success",
