@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,18 @@ func (f *Fake) DataEndpoint() string { return f.mqtt.addr }
 // RootCAPEM is the PEM of the CA that signed the data endpoint's server
 // certificate: the fake's stand-in for Amazon Root CA 1.
 func (f *Fake) RootCAPEM() string { return f.mqtt.rootPEM }
+
+// MQTTClients lists the client ids connected to the data endpoint, sorted.
+func (f *Fake) MQTTClients() []string {
+	f.mqtt.mu.Lock()
+	defer f.mqtt.mu.Unlock()
+	ids := make([]string, 0, len(f.mqtt.conns))
+	for id := range f.mqtt.conns {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
 
 // MQTTDenials lists the requests the data endpoint refused, oldest first,
 // as "ACTION RESOURCE-ARN client=ID".
