@@ -94,8 +94,8 @@ func connectWithAgentCert(t *testing.T, fake *awsfake.Fake, stateDir, clientID s
 	}
 	host, _, _ := strings.Cut(fake.DataEndpoint(), ":")
 	lost := make(chan struct{})
-	opts := paho.NewClientOptions().AddBroker("tls://"+fake.DataEndpoint()).SetClientID(clientID).SetProtocolVersion(4).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(30*time.Second).
+	opts := paho.NewClientOptions().AddBroker("tls://" + fake.DataEndpoint()).SetClientID(clientID).SetProtocolVersion(4).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(30 * time.Second).
 		SetConnectionLostHandler(func(paho.Client, error) { close(lost) }).
 		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12})
 	cl := paho.NewClient(opts)
