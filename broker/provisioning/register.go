@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -61,10 +62,11 @@ func (r *run) createDeviceAWSCertificate(ctx context.Context) error {
 		r.planned = &cp
 	} else {
 		r.injectAWSCertificate(strings.Repeat("0", 64), placeholder)
+		r.planned = &Planned{CertificatePem: placeholder}
 		if err := r.evalResources(); err != nil {
 			return err
 		}
-		r.cert, r.policies = nil, nil
+		r.cert, r.policies, r.planned = nil, nil, nil
 		certPEM, keyPEM, err := km.CreateKeysAndCertificate(ctx)
 		if err != nil {
 			return fmt.Errorf("create keys and certificate for %q: %w", r.thing.Name, err)
@@ -80,6 +82,12 @@ func (r *run) createDeviceAWSCertificate(ctx context.Context) error {
 	r.privateKey = r.planned.PrivateKeyPem
 	r.s.log.Info("device certificate made by AWS IoT", "thing", r.thing.Name, "certificateId", id)
 	return nil
+}
+
+// transient reports trouble a retry may cure: a dependency that cannot
+// serve now, or a cancelled context.
+func transient(err error) bool {
+	return errkind.Is(err, errkind.Unavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (r *run) injectAWSCertificate(id, pemText string) {
@@ -108,11 +116,15 @@ func (r *run) declaresCertificate() bool {
 // the interpreter's: an existing thing is adopted only by a re-run with the
 // planned certificate it holds (or none yet); anything else is
 // errkind.Conflict. On failure it removes the thing and the certificates
-// and policies this call made.
+// and policies this call made — except after a transient failure with a
+// planned certificate the caller saved (req.PlannedCertificate): the retry
+// adopts the thing and finishes, and a
+// certificate AWS made (createDeviceAWSCertificate) must not be deleted
+// from under the plan that holds its key.
 func (r *run) register(ctx context.Context, reg ThingRegistrar) (res Result, err error) {
 	var u undo
 	defer func() {
-		if err != nil {
+		if err != nil && !(r.req.PlannedCertificate != nil && transient(err)) {
 			r.rollback(context.WithoutCancel(ctx), u)
 		}
 	}()

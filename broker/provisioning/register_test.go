@@ -298,6 +298,10 @@ func TestRegisterThingFailures(t *testing.T) {
 			e.policy(t, "extra")
 			e.prov.failAttachPolicy = true
 		}, errkind.Unavailable, "attach policy", 1},
+		{"RegisterThing unavailable", func(e *testEnv, reg *registrar) {
+			e.policy(t, "extra")
+			reg.fail = errkind.New(errkind.Unavailable, "ThrottlingException")
+		}, errkind.Unavailable, "ThrottlingException", 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -315,6 +319,65 @@ func TestRegisterThingFailures(t *testing.T) {
 				t.Errorf("left %d things and %d certificates behind", things, certificates)
 			}
 		})
+	}
+}
+
+// A transient failure after RegisterThing with a planned certificate keeps
+// what was made: the retry adopts it and finishes, and the AWS-made
+// certificate whose key only the plan holds is not deleted.
+func TestRegisterThingTransientFailureKeepsPlannedThing(t *testing.T) {
+	e, reg := newRegistrarEnv(t)
+	ctx := context.Background()
+	e.put(t, "aws", strings.Replace(awsCertTemplate, `"CDF": {"createDeviceAWSCertificate": true}`,
+		`"CDF": {"createDeviceAWSCertificate": true, "attachAdditionalPolicies": [{"name": "extra"}]}`, 1))
+	e.policy(t, "pol", "extra")
+	req := Request{Template: "aws", Parameters: map[string]string{"ThingName": "core7"}}
+	planned, err := e.svc.Prepare(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.PlannedCertificate = planned
+	e.prov.failAttachPolicy = true
+	if _, err := e.svc.Provision(ctx, req); !errkind.Is(err, errkind.Unavailable) {
+		t.Fatalf("err = %v, want Unavailable", err)
+	}
+	if things, certificates, _ := e.prov.counts(); things != 1 || certificates != 1 {
+		t.Fatalf("after the transient failure: %d things, %d certificates, want the thing and its certificate kept", things, certificates)
+	}
+	e.prov.failAttachPolicy = false
+	res, err := e.svc.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CertificateID != certs.ID(mustCert(t, planned.CertificatePem)) || !slices.Equal(res.Policies, []string{"extra", "pol"}) || reg.keys != 1 {
+		t.Fatalf("retry result = %+v, %d keys made", res, reg.keys)
+	}
+}
+
+// A createDeviceAWSCertificate template may leave the certificate resource
+// out: the broker adds one for the certificate AWS made.
+func TestRegisterThingAWSCertificateWithoutResource(t *testing.T) {
+	e, reg := newRegistrarEnv(t)
+	ctx := context.Background()
+	e.put(t, "aws-bare", `{
+  "Parameters": {"ThingName": {"Type": "String"}},
+  "Resources": {
+    "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}},
+    "p": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "pol"}}
+  },
+  "CDF": {"createDeviceAWSCertificate": true}
+}`)
+	e.policy(t, "pol")
+	res, err := e.svc.Provision(ctx, Request{Template: "aws-bare", Parameters: map[string]string{"ThingName": "core8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.keys != 1 || !strings.Contains(reg.bodies[0], `"CertificateId":{"Ref":"CertificateId"}`) {
+		t.Fatalf("%d keys; body %s", reg.keys, reg.bodies[0])
+	}
+	th, _ := e.prov.DescribeThing(ctx, "core8")
+	if !slices.Equal(th.Principals, []string{res.CertificateID}) || !slices.Equal(th.Policies, []string{"pol"}) || res.PrivateKeyPem == "" {
+		t.Fatalf("thing = %+v, result %+v", th, res)
 	}
 }
 
