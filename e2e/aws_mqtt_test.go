@@ -105,3 +105,82 @@ func connectWithAgentCert(t *testing.T, fake *awsfake.Fake, stateDir, clientID s
 	t.Cleanup(func() { cl.Disconnect(100) })
 	return cl, lost
 }
+
+// TestAWSReplicasShareIoTCore runs two replicas on PostgreSQL against one
+// fake: they share one broker identity, each connects as its own
+// ggfleet-broker-<replica>, and IoT Core hands every agent report to
+// exactly one of them, both taking a share.
+func TestAWSReplicasShareIoTCore(t *testing.T) {
+	dbURL, _ := testPostgresDB(t)
+	fake := awsfake.New(t)
+	fake.CreateBucket(awsBucket)
+	setFakeAWSEnv(t)
+	rootCA := filepath.Join(t.TempDir(), "iot-root-ca.pem")
+	if err := os.WriteFile(rootCA, []byte(fake.RootCAPEM()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeSecretsKey(t, t.TempDir(), "secrets.key")
+	common := []string{"--provider", "aws", "--aws-endpoint-url", fake.URL(), "--aws-iot-ca-file", rootCA,
+		"--artifacts-bucket", awsBucket, "--database", dbURL, "--secrets-key-file", keyFile}
+	r1 := startBroker(t, append(common, "--mqtt-client-id", "r1")...)
+	r2 := startReplica(t, r1, append(common, "--mqtt-client-id", "r2")...)
+	logBrokerOnFailure(t, r1)
+	logBrokerOnFailure(t, r2)
+	clients := fake.MQTTClients()
+	if !slices.Contains(clients, "ggfleet-broker-r1") || !slices.Contains(clients, "ggfleet-broker-r2") {
+		t.Fatalf("clients at the data endpoint = %v, want both replicas", clients)
+	}
+	if n := fake.Calls("RegisterCertificate") + fake.Calls("RegisterCertificateWithoutCA"); n != 1 {
+		t.Fatalf("%d certificate registrations before any core: the replicas do not share one identity", n)
+	}
+
+	cores := []string{"aws-rep-a", "aws-rep-b"}
+	var agents []*agentProc
+	start := time.Now()
+	for i, name := range cores {
+		r1.readyCore(name)
+		if err := fake.RegisterCoreDevice(name, awsfake.CoreHealthy); err != nil {
+			t.Fatal(err)
+		}
+		enrollVia := []*broker{r1, r2}[i]
+		agents = append(agents, startAgent(t, enrollVia.enrollAgent(name)))
+	}
+	for _, name := range cores {
+		r2.waitOnline(name, start)
+	}
+	// Reports every second from each agent: wait until both replicas have
+	// had some, then stop the agents so the count is final.
+	health := func() []awsfake.MQTTMessage {
+		var out []awsfake.MQTTMessage
+		for _, m := range fake.MQTTMessages() {
+			if strings.HasSuffix(m.Topic, "/"+mqttmsg.Health) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	perReplica := func() (one, two int) {
+		for _, m := range health() {
+			one += m.Deliveries["ggfleet-broker-r1"]
+			two += m.Deliveries["ggfleet-broker-r2"]
+		}
+		return one, two
+	}
+	waitFor(t, 2*time.Minute, "10 reports, both replicas receiving some", func() bool {
+		one, two := perReplica()
+		return one > 0 && two > 0 && one+two >= 10
+	})
+	for _, a := range agents {
+		a.kill()
+	}
+	time.Sleep(2 * time.Second) // deliveries in flight end
+	msgs := health()
+	for _, m := range msgs {
+		toBroker := m.Deliveries["ggfleet-broker-r1"] + m.Deliveries["ggfleet-broker-r2"]
+		if toBroker != m.Published {
+			t.Errorf("report on %s published %d times went to the replicas %d times (%v)", m.Topic, m.Published, toBroker, m.Deliveries)
+		}
+	}
+	one, two := perReplica()
+	t.Logf("%d distinct health reports; replica 1 handled %d, replica 2 %d", len(msgs), one, two)
+}

@@ -5,12 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"sort"
@@ -37,6 +39,22 @@ type mqttEndpoint struct {
 	mu      sync.Mutex
 	conns   map[string]mqttConn // client id -> its certificate
 	denials []string
+	traffic map[messageKey]*MQTTMessage
+}
+
+// messageKey identifies a distinct message: its topic and payload.
+type messageKey struct {
+	topic   string
+	payload [sha256.Size]byte
+}
+
+// MQTTMessage is one distinct message (topic and payload) that clients
+// published to the data endpoint: how many times it was accepted, and
+// how many times it went out to each client.
+type MQTTMessage struct {
+	Topic      string
+	Published  int
+	Deliveries map[string]int // client id -> deliveries
 }
 
 // mqttConn is what the endpoint knows of a connected client.
@@ -67,6 +85,21 @@ func (f *Fake) MQTTClients() []string {
 	return ids
 }
 
+// MQTTMessages lists the messages published to the data endpoint with
+// their deliveries, by topic.
+func (f *Fake) MQTTMessages() []MQTTMessage {
+	f.mqtt.mu.Lock()
+	defer f.mqtt.mu.Unlock()
+	out := make([]MQTTMessage, 0, len(f.mqtt.traffic))
+	for _, m := range f.mqtt.traffic {
+		c := *m
+		c.Deliveries = maps.Clone(m.Deliveries)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out
+}
+
 // MQTTDenials lists the requests the data endpoint refused, oldest first,
 // as "ACTION RESOURCE-ARN client=ID".
 func (f *Fake) MQTTDenials() []string {
@@ -88,7 +121,7 @@ func (f *Fake) startMQTT(host string) error {
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.TopicAliasMaximum = 0 // an alias would let a topic skip the policy check
-	e := &mqttEndpoint{rootPEM: rootPEM, conns: map[string]mqttConn{}}
+	e := &mqttEndpoint{rootPEM: rootPEM, conns: map[string]mqttConn{}, traffic: map[messageKey]*MQTTMessage{}}
 	e.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(slog.DiscardHandler)})
 	if err := e.srv.AddHook(&iotHook{f: f, e: e}, nil); err != nil {
 		return fmt.Errorf("awsfake: mqtt hook: %w", err)
@@ -181,7 +214,38 @@ type iotHook struct {
 func (h *iotHook) ID() string { return "awsfake-iot" }
 
 func (h *iotHook) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnDisconnect}, b) >= 0
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnDisconnect,
+		mqtt.OnPublish, mqtt.OnPacketSent}, b) >= 0
+}
+
+// OnPublish counts a PUBLISH the policies allowed (mochi checks them
+// before).
+func (h *iotHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	h.e.mu.Lock()
+	h.e.message(pk).Published++
+	h.e.mu.Unlock()
+	return pk, nil
+}
+
+// OnPacketSent counts the deliveries of published messages.
+func (h *iotHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	h.e.mu.Lock()
+	h.e.message(pk).Deliveries[cl.ID]++
+	h.e.mu.Unlock()
+}
+
+// message is pk's traffic record; callers hold e.mu.
+func (e *mqttEndpoint) message(pk packets.Packet) *MQTTMessage {
+	k := messageKey{topic: pk.TopicName, payload: sha256.Sum256(pk.Payload)}
+	m := e.traffic[k]
+	if m == nil {
+		m = &MQTTMessage{Topic: pk.TopicName, Deliveries: map[string]int{}}
+		e.traffic[k] = m
+	}
+	return m
 }
 
 // OnConnectAuthenticate admits a client whose certificate is registered
