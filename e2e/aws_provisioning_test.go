@@ -86,6 +86,40 @@ func TestAWSProvisioningRegisterThing(t *testing.T) {
 		t.Fatal("the AWS-made private key is in the broker's log")
 	}
 
+	// A crash while RegisterThing is in flight: the fake finishes the call
+	// (it made the thing) after the broker died; the restarted broker
+	// resumes the item with the saved plan and adopts the thing, so there
+	// is still one thing, one certificate and one CreateKeysAndCertificate.
+	const crashed = "rt-core-3"
+	base = fake.AllCalls()
+	fake.Latency(2 * time.Second)
+	id = b.createCores(map[string]any{"name": crashed, "provisioningTemplate": "aws-cert",
+		"provisioningParameters": map[string]string{"ThingName": crashed}})
+	waitFor(t, time.Minute, "RegisterThing of "+crashed, func() bool { return calls("RegisterThing") > 0 })
+	b.kill()
+	fake.Latency(0)
+	waitFor(t, time.Minute, "the interrupted RegisterThing to finish in the fake", func() bool {
+		th, ok := fake.Thing(crashed)
+		return ok && len(th.Principals) == 1
+	})
+	b.restart()
+	task = b.waitTask("/coreTasks/"+id, 3*time.Minute)
+	if task["taskStatus"] != "Success" {
+		t.Fatalf("core task after the crash = %v; log:\n%s", task, b.log())
+	}
+	if !strings.Contains(b.log(), "resuming provisioning of an existing thing") {
+		t.Errorf("the restarted broker did not adopt the thing RegisterThing made; log:\n%s", b.log())
+	}
+	b.must(200, "GET", "/registry/things/"+crashed, nil).JSON(t, &th)
+	files = b.certsZip(crashed)
+	if len(th.Principals) != 1 || th.Principals[0] != certID(t, files["certs/cert.pem"]) || files["certs/private.key"] == "" {
+		t.Fatalf("after the crash %s = %+v", crashed, th)
+	}
+	if calls("CreateKeysAndCertificate") != 1 || calls("CreateThing") != 1 || calls("RegisterThing") < 2 {
+		t.Fatalf("after the crash: CreateKeysAndCertificate %d, CreateThing %d, RegisterThing %d since the task began",
+			calls("CreateKeysAndCertificate"), calls("CreateThing"), calls("RegisterThing"))
+	}
+
 	// Enrollment: AWS certifies the device's CSR.
 	var tok struct {
 		Token string `json:"token"`

@@ -359,3 +359,29 @@ func sortedSet(list []string) []string {
 	}
 	return sortedKeys(m)
 }
+
+// ThingState is a thing as the fake holds it, for tests that look behind
+// the API (for example at what an interrupted call left).
+type ThingState struct {
+	Name       string
+	Attributes map[string]string
+	Groups     []string // sorted
+	Principals []string // certificate ids, sorted
+}
+
+// Thing returns the thing name as the fake holds it, and whether it exists.
+func (f *Fake) Thing(name string) (ThingState, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.iot.things[name]
+	if t == nil {
+		return ThingState{}, false
+	}
+	st := ThingState{Name: t.name, Attributes: maps.Clone(t.attrs), Groups: sortedKeys(t.groups)}
+	for _, p := range sortedKeys(t.principals) {
+		if m := certARNRE.FindStringSubmatch(p); m != nil {
+			st.Principals = append(st.Principals, m[1])
+		}
+	}
+	return st, true
+}
