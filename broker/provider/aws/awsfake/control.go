@@ -12,6 +12,7 @@ import (
 //
 //	POST /_fake/coreDevices/{name}?status=HEALTHY  register a core device
 //	GET  /_fake/calls                               calls per operation
+//	GET  /_fake/dataEndpoint                        the MQTT data endpoint (mqtt.go)
 //	GET  /_fake/events                              events received by PutEvents
 //	GET  /_fake/deployments                         deployments made by CreateDeployment
 //	POST /_fake/jobExecutions/{thing}?status=S      finish the thing's queued/in-progress executions

@@ -180,6 +180,7 @@ func (f *Fake) Handler() http.Handler {
 	f.routeGreengrass(ggMux)
 	f.routeS3(s3Mux)
 	f.routeControl(ctlMux)
+	f.routeMQTTControl(ctlMux)
 	f.routeDeployments(func(pattern, op string, fn handlerFunc) { f.handle(iotMux, "iot", pattern, op, fn) },
 		func(pattern, op string, fn handlerFunc) { f.handle(ggMux, "greengrass", pattern, op, fn) })
 	extra := f.extraMuxes()

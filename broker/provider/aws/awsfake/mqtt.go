@@ -15,6 +15,7 @@ import (
 	"maps"
 	"math/big"
 	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -106,6 +107,17 @@ func (f *Fake) MQTTDenials() []string {
 	f.mqtt.mu.Lock()
 	defer f.mqtt.mu.Unlock()
 	return append([]string(nil), f.mqtt.denials...)
+}
+
+// routeMQTTControl serves GET /_fake/dataEndpoint: the data endpoint's
+// address, the PEM of the root that signed its certificate (for a broker
+// or agent run against a standalone fake), the clients connected and the
+// requests refused.
+func (f *Fake) routeMQTTControl(mux *http.ServeMux) {
+	mux.HandleFunc("GET /_fake/dataEndpoint", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"address": f.DataEndpoint(), "rootCaPem": f.RootCAPEM(),
+			"clients": f.MQTTClients(), "denials": f.MQTTDenials()})
+	})
 }
 
 // startMQTT starts the data endpoint on host (port chosen at random).
