@@ -223,8 +223,11 @@ func TestFaultsBrokerKillPatchTask(t *testing.T) {
 		dirs := e.runDirs(fmt.Sprintf("seed-%d", seed))
 		task := e.taskIn("kill-marked", dirs, concurrency)
 
-		// Kill once a random number of patches ended, plus a random moment.
-		target := rng.IntN(n)
+		// Kill once a random number of patches ended, plus a random moment:
+		// at most n-concurrency, so that patches are both running (their
+		// events wait in the agent's outbox) and waiting to be dispatched
+		// (by the restarted broker).
+		target := rng.IntN(n - concurrency + 1)
 		var done int
 		waitFor(t, 3*time.Minute, fmt.Sprintf("seed %d: %d patches ended", seed, target), func() bool {
 			done = 0
