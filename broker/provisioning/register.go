@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
@@ -284,12 +283,7 @@ func (r *run) registerThingInput() (string, map[string]string, error) {
 	if params == nil {
 		params = map[string]json.RawMessage{}
 	}
-	injected := make([]string, 0, len(r.e.injected))
 	for k := range r.e.injected {
-		injected = append(injected, k)
-	}
-	sort.Strings(injected)
-	for _, k := range injected {
 		if _, declared := params[k]; !declared {
 			params[k] = json.RawMessage(`{"Type":"String"}`)
 		}
@@ -308,11 +302,6 @@ func (r *run) registerThingInput() (string, map[string]string, error) {
 			props = map[string]any{"CertificatePem": map[string]string{"Ref": "CertificatePem"}, "Status": "ACTIVE"}
 			if r.planned.CaCertificatePem != "" {
 				props["CACertificatePem"] = map[string]string{"Ref": "CaCertificatePem"}
-			}
-		}
-		if r.withoutCA != nil && !r.doc.CDF.CreateDeviceCertificate {
-			if _, ok := params["CertificateId"]; !ok {
-				params["CertificateId"] = json.RawMessage(`{"Type":"String"}`)
 			}
 		}
 		b, err := json.Marshal(map[string]any{"Type": typeCertificate, "Properties": props})

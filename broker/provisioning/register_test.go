@@ -381,6 +381,35 @@ func TestRegisterThingAWSCertificateWithoutResource(t *testing.T) {
 	}
 }
 
+// registerDeviceCertificateWithoutCA registers the device's certificate
+// before RegisterThing, which then refers to it by id.
+func TestRegisterThingWithoutCA(t *testing.T) {
+	e, reg := newRegistrarEnv(t)
+	ctx := context.Background()
+	e.put(t, "noca", `{
+  "Parameters": {"ThingName": {"Type": "String"}},
+  "Resources": {
+    "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}},
+    "cert": {"Type": "AWS::IoT::Certificate", "Properties": {"CertificateId": {"Ref": "CertificateId"}}}
+  },
+  "CDF": {"registerDeviceCertificateWithoutCA": true}
+}`)
+	pemText, _ := issueFor(t, e, "core9")
+	res, err := e.svc.Provision(ctx, Request{Template: "noca", Parameters: map[string]string{"ThingName": "core9"},
+		CDF: &CDFParameters{CertificatePem: pemText, CertificateStatus: "ACTIVE"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := certs.ID(mustCert(t, pemText))
+	if res.CertificateID != id || res.CertificatePem != pemText || reg.params[0]["CertificateId"] != id {
+		t.Fatalf("result = %+v, parameters %v", res, reg.params[0])
+	}
+	th, _ := e.prov.DescribeThing(ctx, "core9")
+	if !slices.Equal(th.Principals, []string{id}) {
+		t.Fatalf("thing = %+v", th)
+	}
+}
+
 func TestEvaluateTemplate(t *testing.T) {
 	body := `{
   "Parameters": {"ThingName": {"Type": "String"}, "Groups": {"Type": "CommaDelimitedList", "Default": "a,b"}},
