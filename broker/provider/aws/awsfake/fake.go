@@ -212,7 +212,9 @@ func (f *Fake) Handler() http.Handler {
 func (f *Fake) URL() string { return f.srv.URL }
 
 // Calls returns how many requests for op (an AWS operation name such as
-// "CreateThing") reached the fake, including throttled and failed ones.
+// "CreateThing") reached the fake, including throttled and failed ones,
+// plus the times RegisterThing performed op on the caller's behalf (see
+// register.go).
 func (f *Fake) Calls(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
