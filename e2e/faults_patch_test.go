@@ -191,9 +191,10 @@ var killMarkedTemplate = map[string]any{
 // random point of a 20-device patch task (18 SSH devices on one sshd, two
 // serial consoles; at most 5 patched at once), once per seed, and restarts
 // it on the same data dir. The agent keeps running through the kill: its
-// events wait in its outbox, a job the dead broker marked dispatched but
-// never sent is re-sent when the agent says hello, and a job sent twice is
-// answered from the agent's journal. After the restart the task must end
+// events wait in its outbox; should a kill land between marking a patch
+// dispatched and publishing its job, the job is re-sent when the agent
+// says hello, and a job sent twice is answered from the agent's journal
+// (the closing log line counts both). After the restart the task must end
 // success with every patch success on attempt 1, every step must have run
 // exactly once on every device (marker files; the templates keep the
 // default onInterrupt fail, and a broker kill interrupts nothing on the
@@ -228,9 +229,8 @@ func TestFaultsBrokerKillPatchTask(t *testing.T) {
 		// events wait in the agent's outbox) and waiting to be dispatched
 		// (by the restarted broker).
 		target := rng.IntN(n - concurrency + 1)
-		var done int
 		waitFor(t, 3*time.Minute, fmt.Sprintf("seed %d: %d patches ended", seed, target), func() bool {
-			done = 0
+			done := 0
 			for _, p := range e.patches(task) {
 				if p.final() {
 					done++
