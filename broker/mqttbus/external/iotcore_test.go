@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/shared/certs"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
+	"github.com/ggfleet/ggfleet/shared/patchmsg"
 )
 
 // iotEnv is the awsfake's IoT Core data endpoint, the aws provider on it
@@ -150,7 +152,15 @@ func (e *iotEnv) agent(t *testing.T, clientID string, cert tls.Certificate) (c p
 func TestIoTCoreConsumer(t *testing.T) {
 	e := newIoTEnv(t)
 	var r recorder
-	e.startBroker(t, "r1", r.handlers())
+	var patchEvents []string
+	var mu sync.Mutex
+	h := r.handlers()
+	h.OnMessage = func(_ context.Context, thing, suffix string, _ []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		patchEvents = append(patchEvents, thing+" "+suffix)
+	}
+	bus := e.startBroker(t, "r1", h)
 	cert, certID := e.enrollAgent(t, "core-1")
 
 	if _, _, err := e.agent(t, "core-1", cert); err == nil {
@@ -162,6 +172,34 @@ func TestIoTCoreConsumer(t *testing.T) {
 	}
 	publish(t, a, mqttmsg.Topic("core-1", mqttmsg.Health), false, health(7))
 	waitUntil(t, "core-1's report", func() bool { return len(r.reports("core-1")) == 1 })
+
+	// A patch job goes out through the broker's connection, and the
+	// agent's patch events come back through it.
+	jobs := make(chan string, 1)
+	if tok := a.Subscribe(mqttmsg.Prefix+"core-1/"+patchmsg.StartTopic("+"), 1, func(_ paho.Client, m paho.Message) { jobs <- m.Topic() }); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("agent subscribe: %v", tok.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := bus.Publish(ctx, "core-1", patchmsg.StartTopic("p1"), []byte(`{"version":1}`), false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case topic := <-jobs:
+		if topic != mqttmsg.Prefix+"core-1/patches/p1/start" {
+			t.Fatalf("agent got %s", topic)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the patch job did not reach the agent")
+	}
+	if tok := a.Publish(mqttmsg.Prefix+"core-1/"+patchmsg.EventsTopic("p1"), 1, false, []byte(`{}`)); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("agent publish: %v", tok.Error())
+	}
+	waitUntil(t, "the patch event", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(patchEvents) == 1 && patchEvents[0] == "core-1 patches/p1/events"
+	})
 
 	// Publishing on another thing's topic is refused: IoT Core disconnects.
 	a.Publish(mqttmsg.Topic("core-2", mqttmsg.Health), 1, false, []byte(`{}`))
