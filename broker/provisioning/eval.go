@@ -141,8 +141,112 @@ func (e *evaluator) intrinsic(fn string, arg any) (any, error) {
 			return nil, invalid("Fn::Select: index %d is out of range for a list of %d", idx, len(list))
 		}
 		return list[idx], nil
+	case "Fn::If":
+		a, ok := arg.([]any)
+		if !ok || len(a) != 3 {
+			return nil, invalid("Fn::If takes [\"<condition name>\", <value if true>, <value if false>]")
+		}
+		name, ok := a[0].(string)
+		if !ok {
+			return nil, invalid("Fn::If's first element must name a condition")
+		}
+		cond, err := e.condition(name, 0)
+		if err != nil {
+			return nil, err
+		}
+		yes, err := e.eval(a[1])
+		if err != nil {
+			return nil, err
+		}
+		no, err := e.eval(a[2])
+		if err != nil {
+			return nil, err
+		}
+		if cond {
+			return yes, nil
+		}
+		return no, nil
 	}
-	return nil, invalid("unsupported intrinsic function %q: use Ref, Fn::Join, Fn::Sub, Fn::Split or Fn::Select", fn)
+	return nil, invalid("unsupported intrinsic function %q: use Ref, Fn::Join, Fn::Sub, Fn::Split, Fn::Select or Fn::If", fn)
+}
+
+// maxConditionDepth bounds conditions referring to conditions (and loops).
+const maxConditionDepth = 10
+
+// condition evaluates the named condition of the Conditions section. In
+// check mode every condition is true.
+func (e *evaluator) condition(name string, depth int) (bool, error) {
+	c, ok := e.doc.Conditions[name]
+	if !ok {
+		return false, invalid("condition %q is not declared under Conditions", name)
+	}
+	if depth >= maxConditionDepth {
+		return false, invalid("condition %q: conditions refer to each other more than %d deep (a loop?)", name, maxConditionDepth)
+	}
+	return e.evalCondition(name, c, depth+1)
+}
+
+// evalCondition evaluates a condition expression: Fn::Equals, Fn::And,
+// Fn::Or, Fn::Not or {"Condition": "<name>"}.
+func (e *evaluator) evalCondition(name string, v any, depth int) (bool, error) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		return false, invalid("condition %q must be one of Fn::Equals, Fn::And, Fn::Or, Fn::Not or Condition", name)
+	}
+	for fn, arg := range m {
+		if fn == "Condition" {
+			ref, ok := arg.(string)
+			if !ok {
+				return false, invalid("condition %q: Condition must name a condition", name)
+			}
+			return e.condition(ref, depth)
+		}
+		list, ok := arg.([]any)
+		if !ok {
+			return false, invalid("condition %q: %s takes a list", name, fn)
+		}
+		switch fn {
+		case "Fn::Equals":
+			if len(list) != 2 {
+				return false, invalid("condition %q: Fn::Equals takes [<value>, <value>]", name)
+			}
+			a, err := e.evalString("Fn::Equals", list[0])
+			if err != nil {
+				return false, err
+			}
+			b, err := e.evalString("Fn::Equals", list[1])
+			if err != nil {
+				return false, err
+			}
+			return e.check || a == b, nil
+		case "Fn::Not":
+			if len(list) != 1 {
+				return false, invalid("condition %q: Fn::Not takes [<condition>]", name)
+			}
+			c, err := e.evalCondition(name, list[0], depth)
+			return e.check || !c, err
+		case "Fn::And", "Fn::Or":
+			if len(list) < 2 || len(list) > 10 {
+				return false, invalid("condition %q: %s takes 2 to 10 conditions", name, fn)
+			}
+			and := fn == "Fn::And"
+			result := and
+			for _, sub := range list {
+				c, err := e.evalCondition(name, sub, depth)
+				if err != nil {
+					return false, err
+				}
+				if and {
+					result = result && c
+				} else {
+					result = result || c
+				}
+			}
+			return e.check || result, nil
+		}
+		return false, invalid("condition %q uses %s: use Fn::Equals, Fn::And, Fn::Or, Fn::Not or Condition", name, fn)
+	}
+	return false, nil
 }
 
 // sub implements Fn::Sub: "${Name}" from the variables map or parameters,

@@ -434,6 +434,23 @@ func TestEvaluateTemplate(t *testing.T) {
 	if len(ev.Policies) != 1 || !strings.Contains(ev.Policies[0].Document, "arn:aws:iot:eu-west-1:123456789012:client/x") {
 		t.Errorf("policies = %+v", ev.Policies)
 	}
+	conditional := `{
+  "Parameters": {"ThingName": {"Type": "String"}, "Env": {"Type": "String", "Default": "dev"}},
+  "Conditions": {"prod": {"Fn::Equals": [{"Ref": "Env"}, "prod"]}, "notProd": {"Fn::Not": [{"Condition": "prod"}]},
+    "either": {"Fn::Or": [{"Condition": "prod"}, {"Condition": "notProd"}]}},
+  "Resources": {"thing": {"Type": "AWS::IoT::Thing", "Properties": {
+    "ThingName": {"Fn::If": ["prod", {"Fn::Sub": "p-${ThingName}"}, {"Ref": "ThingName"}]},
+    "AttributePayload": {"always": {"Fn::If": ["either", "yes", "no"]}, "np": {"Fn::If": ["notProd", "1", "0"]}}}}}
+}`
+	for env, want := range map[string]string{"prod": "p-x/yes/0", "dev": "x/yes/1"} {
+		ev, err := EvaluateTemplate([]byte(conditional), map[string]string{"ThingName": "x", "Env": env}, "r", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ev.Thing.Name + "/" + ev.Thing.Attributes["always"] + "/" + ev.Thing.Attributes["np"]; got != want {
+			t.Errorf("Env=%s: %s, want %s", env, got, want)
+		}
+	}
 	for name, tc := range map[string]struct {
 		body   string
 		params map[string]string

@@ -42,6 +42,8 @@ type document struct {
 	Resources  map[string]resource
 	Logical    []string // resource logical ids, sorted
 	CDF        cdfSection
+	// Conditions are the named conditions Fn::If refers to, unevaluated.
+	Conditions map[string]any
 }
 
 // parameter is one entry of the template's Parameters.
@@ -101,13 +103,16 @@ func parseTemplate(doc []byte) (*document, error) {
 	}
 	for k := range top {
 		switch k {
-		case "Parameters", "Resources", "CDF", "Description", "AWSTemplateFormatVersion", "Metadata":
+		case "Parameters", "Conditions", "Resources", "CDF", "Description", "AWSTemplateFormatVersion", "Metadata":
 		default:
-			return nil, invalid("the provisioning template has an unsupported top-level section %q: use Parameters, Resources, CDF and Description", k)
+			return nil, invalid("the provisioning template has an unsupported top-level section %q: use Parameters, Conditions, Resources, CDF and Description", k)
 		}
 	}
 	d := &document{Parameters: map[string]parameter{}, Resources: map[string]resource{}}
 	if err := d.parseParameters(top["Parameters"]); err != nil {
+		return nil, err
+	}
+	if err := d.parseConditions(top["Conditions"]); err != nil {
 		return nil, err
 	}
 	if err := d.parseCDF(top["CDF"]); err != nil {
@@ -146,6 +151,29 @@ func (d *document) parseParameters(v any) error {
 			}
 		}
 		d.Parameters[name] = parameter{Type: typ, Default: def, HasDefault: has}
+	}
+	return nil
+}
+
+// parseConditions reads the Conditions section and checks each condition's
+// form (with placeholder parameter values).
+func (d *document) parseConditions(v any) error {
+	d.Conditions = map[string]any{}
+	if v == nil {
+		return nil
+	}
+	conds, ok := v.(map[string]any)
+	if !ok {
+		return invalid("Conditions must be an object of {\"<name>\": {\"Fn::Equals\": [...]}}")
+	}
+	for name, c := range conds {
+		d.Conditions[name] = c
+	}
+	e := &evaluator{doc: d, check: true}
+	for name := range conds {
+		if _, err := e.condition(name, 0); err != nil {
+			return err
+		}
 	}
 	return nil
 }
