@@ -44,7 +44,8 @@ type EvaluatedPolicy struct {
 
 // EvaluateTemplate parses and evaluates a provisioning template body with
 // params, using this package's interpreter (Ref, Fn::Join, Fn::Sub,
-// Fn::Split, Fn::Select and the AWS:: pseudo parameters) so that the AWS
+// Fn::Split, Fn::Select, Fn::If with Conditions, and the AWS:: pseudo
+// parameters) so that the AWS
 // fake (awsfake) plays RegisterThing with the same rules as the broker
 // rather than with a second interpreter. It is pure: no provider, no I/O.
 // Errors are errkind.Invalid with a message saying what is wrong.
