@@ -80,9 +80,10 @@ func TestAWSGreengrassDetails(t *testing.T) {
 			"abortConfig": map[string]any{"criteriaList": abort}}})
 	taskID := r.Header.Get("x-taskid")
 	var dep awsfake.Deployment
-	waitFor(t, time.Minute, "the Greengrass deployment of task "+taskID, func() bool {
+	// The job is tagged just after CreateDeployment answers.
+	waitFor(t, time.Minute, "the Greengrass deployment of task "+taskID+" with its tagged job", func() bool {
 		for _, d := range fake.Deployments() {
-			if d.Tags["ggfleet:taskId"] == taskID {
+			if d.Tags["ggfleet:taskId"] == taskID && len(d.JobTags) > 0 {
 				dep = d
 				return true
 			}

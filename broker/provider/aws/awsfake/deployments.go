@@ -3,6 +3,7 @@ package awsfake
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -53,7 +54,9 @@ func (f *Fake) Deployments() []Deployment {
 	defer f.mu.Unlock()
 	out := make([]Deployment, 0, len(f.deployments))
 	for _, d := range f.deployments {
-		out = append(out, *d)
+		c := *d
+		c.JobTags = maps.Clone(d.JobTags) // TagResource may add to the fake's own map later
+		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
