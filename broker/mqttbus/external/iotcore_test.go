@@ -226,6 +226,29 @@ func TestIoTCoreConsumer(t *testing.T) {
 	}
 }
 
+// A dropped connection is re-established with backoff, and reports flow
+// again after.
+func TestIoTCoreReconnects(t *testing.T) {
+	e := newIoTEnv(t)
+	var r recorder
+	bus := e.startBroker(t, "r1", r.handlers())
+	cert, _ := e.enrollAgent(t, "core-1")
+	a, _, err := e.agent(t, "core-1-ggagent", cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.fake.MQTTConnects("ggfleet-broker-r1"); n != 1 {
+		t.Fatalf("%d broker connections before the drop", n)
+	}
+	if !e.fake.DropConnection("ggfleet-broker-r1") {
+		t.Fatal("the broker was not connected")
+	}
+	waitUntil(t, "the bus to reconnect", func() bool { return e.fake.MQTTConnects("ggfleet-broker-r1") == 2 })
+	waitUntil(t, "the bus to subscribe again", bus.Connected)
+	publish(t, a, mqttmsg.Topic("core-1", mqttmsg.Health), false, health(9))
+	waitUntil(t, "the report after the reconnect", func() bool { return len(r.reports("core-1")) == 1 })
+}
+
 // Two replicas share the subscriptions at IoT Core: every report is
 // handled once, and both take a share.
 func TestIoTCoreReplicasShare(t *testing.T) {

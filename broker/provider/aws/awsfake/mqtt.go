@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -37,10 +38,11 @@ type mqttEndpoint struct {
 	addr    string // host:port
 	rootPEM string
 
-	mu      sync.Mutex
-	conns   map[string]mqttConn // client id -> its certificate
-	denials []string
-	traffic map[messageKey]*MQTTMessage
+	mu       sync.Mutex
+	conns    map[string]mqttConn // client id -> its certificate
+	connects map[string]int      // client id -> connections admitted
+	denials  []string
+	traffic  map[messageKey]*MQTTMessage
 }
 
 // messageKey identifies a distinct message: its topic and payload.
@@ -60,6 +62,7 @@ type MQTTMessage struct {
 
 // mqttConn is what the endpoint knows of a connected client.
 type mqttConn struct {
+	client             *mqtt.Client
 	certID, commonName string
 	filters            map[string]bool // topic filters its SUBSCRIBEs were allowed
 }
@@ -84,6 +87,26 @@ func (f *Fake) MQTTClients() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// MQTTConnects is how many connections of clientID the data endpoint
+// admitted.
+func (f *Fake) MQTTConnects(clientID string) int {
+	f.mqtt.mu.Lock()
+	defer f.mqtt.mu.Unlock()
+	return f.mqtt.connects[clientID]
+}
+
+// DropConnection closes the connection of an MQTT client, as IoT Core's
+// DeleteConnection does (and as a network fault or a service restart
+// would); it reports whether the client was connected.
+func (f *Fake) DropConnection(clientID string) bool {
+	cl, ok := f.mqtt.srv.Clients.Get(clientID)
+	if !ok || cl.Closed() {
+		return false
+	}
+	cl.Stop(errors.New("connection dropped by the test"))
+	return true
 }
 
 // MQTTMessages lists the messages published to the data endpoint with
@@ -133,7 +156,7 @@ func (f *Fake) startMQTT(host string) error {
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.TopicAliasMaximum = 0 // an alias would let a topic skip the policy check
-	e := &mqttEndpoint{rootPEM: rootPEM, conns: map[string]mqttConn{}, traffic: map[messageKey]*MQTTMessage{}}
+	e := &mqttEndpoint{rootPEM: rootPEM, conns: map[string]mqttConn{}, connects: map[string]int{}, traffic: map[messageKey]*MQTTMessage{}}
 	e.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(slog.DiscardHandler)})
 	if err := e.srv.AddHook(&iotHook{f: f, e: e}, nil); err != nil {
 		return fmt.Errorf("awsfake: mqtt hook: %w", err)
@@ -268,7 +291,7 @@ func (h *iotHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool 
 		return false
 	}
 	leaf := conn.ConnectionState().PeerCertificates[0]
-	c := mqttConn{certID: certID(leaf), commonName: leaf.Subject.CommonName, filters: map[string]bool{}}
+	c := mqttConn{client: cl, certID: certID(leaf), commonName: leaf.Subject.CommonName, filters: map[string]bool{}}
 	h.f.mu.Lock()
 	rec := h.f.iot.certs[c.certID]
 	active := rec != nil && rec.status == "ACTIVE"
@@ -282,6 +305,7 @@ func (h *iotHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool 
 	}
 	h.e.mu.Lock()
 	h.e.conns[cl.ID] = c
+	h.e.connects[cl.ID]++
 	h.e.mu.Unlock()
 	return true
 }
@@ -327,13 +351,14 @@ func (h *iotHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return h.allowed(c, cl.ID, ActionReceive, arn("topic/"+topic))
 }
 
+// OnDisconnect forgets the connection, unless a newer one with the same
+// client id has taken its place.
 func (h *iotHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	if cl.StopCause() == packets.ErrSessionTakenOver {
-		return // the new connection with the same client id has it now
-	}
 	h.e.mu.Lock()
-	delete(h.e.conns, cl.ID)
-	h.e.mu.Unlock()
+	defer h.e.mu.Unlock()
+	if c, ok := h.e.conns[cl.ID]; ok && c.client == cl {
+		delete(h.e.conns, cl.ID)
+	}
 }
 
 // allowed evaluates the policies attached to c's certificate now (so a
