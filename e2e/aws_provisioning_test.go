@@ -165,3 +165,23 @@ func TestAWSProvisioningRegisterThing(t *testing.T) {
 		t.Fatalf("after enrollment %s = %+v", brokerMade, th)
 	}
 }
+
+// TestAWSCertificateTemplateInLocalMode: the embedded provider has no AWS
+// to make a key, so a core whose template asks for one fails with a
+// message saying what it needs, and nothing is made.
+func TestAWSCertificateTemplateInLocalMode(t *testing.T) {
+	b := startBroker(t)
+	b.must(201, "PUT", "/provisioningTemplates/aws-cert", awsCertTemplate)
+	id := b.createCores(map[string]any{"name": "local-aws-1", "provisioningTemplate": "aws-cert",
+		"provisioningParameters": map[string]string{"ThingName": "local-aws-1"}})
+	task := b.waitTask("/coreTasks/"+id, 2*time.Minute)
+	items, _ := task["cores"].([]any)
+	if task["taskStatus"] != "Failure" || len(items) != 1 {
+		t.Fatalf("task = %v", task)
+	}
+	item := items[0].(map[string]any)
+	if msg, _ := item["statusMessage"].(string); item["taskStatus"] != "Failure" || !strings.Contains(msg, "needs --provider aws") {
+		t.Fatalf("item = %v", item)
+	}
+	b.must(404, "GET", "/registry/things/local-aws-1", nil)
+}
