@@ -2,6 +2,7 @@ package aws
 
 import (
 	"context"
+	"strings"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -32,6 +33,15 @@ func (p *Provider) RegisterThing(ctx context.Context, templateBody string, param
 	}
 	if a, ok := out.ResourceArns["thing"]; ok {
 		p.learnARN(&a)
+		// AWS does not report creation times: remember when this process
+		// first saw the thing, as CreateThing does.
+		if _, name, found := strings.Cut(a, ":thing/"); found {
+			p.mu.Lock()
+			if _, known := p.created[name]; !known {
+				p.created[name] = p.nowForTs()
+			}
+			p.mu.Unlock()
+		}
 	}
 	return sdkaws.ToString(out.CertificatePem), nil
 }

@@ -137,6 +137,9 @@ func TestFakeRegisterThingReusesResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if th.CreatedAt.IsZero() {
+		t.Error("a thing RegisterThing made has no CreatedAt")
+	}
 	if th.Attributes["site"] != "lab" || !slices.Equal(th.Groups, []string{"fleet-a"}) || len(th.Principals) != 1 ||
 		th.Principals[0] != certIDOf(t, pemText) || !slices.Equal(th.Policies, []string{"pol-a"}) {
 		t.Fatalf("thing = %+v", th)
