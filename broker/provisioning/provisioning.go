@@ -59,12 +59,14 @@ type Result struct {
 //
 //	// Prepare evaluates the template for req and, when the template asks the
 //	// broker to make the device certificate (CDF.createDeviceCertificate),
-//	// generates the key and certificate; nil when it does not. No side effects.
+//	// generates the key and certificate; nil when it does not. No side
+//	// effects, except that CDF.createDeviceAWSCertificate has AWS make them.
 //	Prepare(ctx context.Context, req Request) (*Planned, error)
 //
 //	// Provision applies the template through the provider: thing (attributes,
 //	// type, groups), certificate (req.PlannedCertificate, a PEM, a CSR, or none),
-//	// policies (existing by name, or created from a document), CDF post-steps.
+//	// policies (existing by name, or created from a document), CDF post-steps;
+//	// in aws mode (a ThingRegistrar provider) with one RegisterThing call.
 //	// It is idempotent for a re-run with the same PlannedCertificate: a thing that
 //	// already holds that certificate is adopted and finished. On an invalid
 //	// template or parameters it returns an errkind.Invalid error whose message is
