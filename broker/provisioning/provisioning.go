@@ -50,7 +50,7 @@ type Result struct {
 	ThingName        string
 	CertificateID    string // "" when the template has no certificate
 	CertificatePem   string
-	PrivateKeyPem    string // only when the broker generated the key
+	PrivateKeyPem    string // only when the broker (or AWS, createDeviceAWSCertificate) made the key
 	CaCertificatePem string // the CA that issued the certificate, when known
 	Policies         []string
 }
