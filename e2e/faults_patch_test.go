@@ -28,7 +28,7 @@ import (
 // directory of its own. It logs in as testservers.PasswordUser, whose rc
 // files are the distribution's: root's on a developer machine may run
 // heavy initialisation (pyenv, cargo) on every SSH session, which made
-// each step take 15-40 s on the 2-CPU VM.
+// each step take 15-40 s on the busy 2-CPU VM.
 func (e *patchEnv) addSSHTarget(id string) {
 	e.t.Helper()
 	host, portS, _ := net.SplitHostPort(e.sshd.Addr)
