@@ -62,7 +62,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.MQTTAdvertise, "mqtt-advertise", "", "host:port that enrollment tells devices to connect to (default: --mqtt-listen, or the --mqtt-url host)")
 	fs.StringVar(&cfg.MQTTURL, "mqtt-url", "", "use this external MQTT broker (mqtts://host:port, e.g. Mosquitto per docs/mosquitto.md) instead of the embedded one")
 	fs.StringVar(&cfg.MQTTServerCAFile, "mqtt-server-ca-file", "", "PEM CA that verifies the --mqtt-url broker's TLS certificate; enrollment gives it to devices (required with --mqtt-url)")
-	fs.StringVar(&cfg.MQTTClientID, "mqtt-client-id", "", "this replica's MQTT client id at the --mqtt-url broker, stable across restarts (default: ggfleet.broker.<hostname>)")
+	fs.StringVar(&cfg.MQTTClientID, "mqtt-client-id", "", "this replica's MQTT client id at the --mqtt-url broker, unique per replica (default: ggfleet.broker.<hostname>)")
 	fs.StringVar(&cfg.MQTTCRLFile, "mqtt-crl-file", "", "write the CRLs of the broker's CAs (deleted cores' certificates) here and keep them current, for an external MQTT broker's crlfile")
 	fs.StringVar(&cfg.MQTTCAFile, "mqtt-ca-file", "", "write the broker's CA certificates here and keep them current, for an external MQTT broker's cafile")
 	fs.StringVar(&cfg.Provider, "provider", "local", "cloud provider: local (embedded, no account) or aws")
