@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/enroll"
@@ -169,19 +171,57 @@ func iotCoreBus(ctx context.Context, cfg Config, cl cloud, db *sqlstore.DB, issu
 	if err != nil {
 		return nil, err
 	}
+	id := &iotIdentity{prov: cl.aws, cfg: awsprov.IdentityConfig{Store: db, Issuer: issuer, SecretsKey: secretsKey}, now: time.Now}
 	idCtx, cancel := context.WithTimeout(ctx, awsEndpointTimeout)
 	defer cancel()
-	cert, err := cl.aws.BrokerIdentity(idCtx, awsprov.IdentityConfig{Store: db, Issuer: issuer, SecretsKey: secretsKey})
-	if err != nil {
+	if _, err := id.get(idCtx); err != nil {
 		return nil, fmt.Errorf("aws provider: %w", err)
+	}
+	getCert := func() (tls.Certificate, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), awsEndpointTimeout)
+		defer cancel()
+		return id.get(ctx)
 	}
 	clientID := awsprov.BrokerClientIDPrefix + replicaName(cfg)
 	bus, err := external.New(external.Config{URL: "mqtts://" + iotDataAddress(cl.dataEndpoint), ClientID: clientID,
-		Certificate: cert, RootCAs: roots, Handlers: handlers, Logger: log.With("mqtt", "aws-iot-core")})
+		GetCertificate: getCert, RootCAs: roots, Handlers: handlers, Logger: log.With("mqtt", "aws-iot-core")})
 	if err != nil {
 		return nil, fmt.Errorf("aws provider: the AWS IoT Core connection: %w", err)
 	}
 	return bus, nil
+}
+
+// iotIdentity is the broker's IoT Core certificate as the TLS handshakes
+// ask for it: kept in memory, and taken again from BrokerIdentity (which
+// replaces it, once for all replicas) when it is within
+// awsprov.BrokerIdentityRenewBefore of its expiry, so a long-running
+// broker reconnects with the new one.
+type iotIdentity struct {
+	prov *awsprov.Provider
+	cfg  awsprov.IdentityConfig
+	now  func() time.Time
+
+	mu   sync.Mutex
+	cert tls.Certificate
+}
+
+func (i *iotIdentity) get(ctx context.Context) (tls.Certificate, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.cert.Leaf != nil && i.now().Add(awsprov.BrokerIdentityRenewBefore).Before(i.cert.Leaf.NotAfter) {
+		return i.cert, nil
+	}
+	cfg := i.cfg
+	cfg.Now = i.now
+	c, err := i.prov.BrokerIdentity(ctx, cfg)
+	if err != nil {
+		if i.cert.Leaf != nil && i.now().Before(i.cert.Leaf.NotAfter) {
+			return i.cert, nil // still valid; try again at the next handshake
+		}
+		return tls.Certificate{}, err
+	}
+	i.cert = c
+	return c, nil
 }
 
 // replicaName names this replica in its MQTT client id: --mqtt-client-id,

@@ -8,9 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/ggfleet/ggfleet/broker/ca"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
 
 // The aws-mode MQTT flags: --mqtt-client-id names the replica at IoT
@@ -95,5 +101,54 @@ func TestReadiness(t *testing.T) {
 	}
 	if err := readiness(func(context.Context) error { return nil }, notYet)(context.Background()); err == nil || !strings.Contains(err.Error(), "AWS IoT Core") {
 		t.Fatalf("before the IoT Core connection is up: %v", err)
+	}
+}
+
+// The broker's IoT Core certificate is reused from memory, and replaced
+// (for the next handshake) once it is close to its expiry.
+func TestIoTIdentityRenews(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	fake := awsfake.New(t)
+	prov, err := awsprov.New(ctx, awsprov.Config{Region: awsfake.Region, EndpointURL: fake.URL(), ArtifactsBucket: "unused",
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, ca.SecretsKeySize)
+	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
+	if _, _, err := authority.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	id := &iotIdentity{prov: prov, cfg: awsprov.IdentityConfig{Store: db, Issuer: authority, SecretsKey: key}, now: func() time.Time { return now }}
+	first, err := id.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := id.get(ctx)
+	if err != nil || !again.Leaf.Equal(first.Leaf) {
+		t.Fatalf("second get = %v, want the same certificate", err)
+	}
+	if n := fake.Calls("DescribeCertificate"); n != 0 {
+		t.Fatalf("the cached certificate cost %d DescribeCertificate calls", n)
+	}
+	now = first.Leaf.NotAfter.Add(-24 * time.Hour)
+	renewed, err := id.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.Leaf.Equal(first.Leaf) {
+		t.Fatal("a certificate expiring tomorrow was kept")
 	}
 }

@@ -35,9 +35,9 @@ const BrokerCommonName = "ggfleet.broker"
 // brokerIdentitySetting is the broker setting that keeps the identity.
 const brokerIdentitySetting = "aws.brokerIdentity"
 
-// brokerIdentityRenewBefore is how long before its expiry the broker's
-// certificate is replaced by a new one (at the next start).
-const brokerIdentityRenewBefore = 30 * 24 * time.Hour
+// BrokerIdentityRenewBefore is how long before its expiry the broker's
+// certificate is replaced by a new one (by the next BrokerIdentity call).
+const BrokerIdentityRenewBefore = 30 * 24 * time.Hour
 
 // IdentityStore keeps the broker's identity in the database and
 // serialises its creation across replicas (sqlstore.DB implements it).
@@ -125,7 +125,7 @@ func (p *Provider) currentIdentity(ctx context.Context, cfg IdentityConfig) (*tl
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Now().Add(brokerIdentityRenewBefore).After(id.Leaf.NotAfter) {
+	if cfg.Now().Add(BrokerIdentityRenewBefore).After(id.Leaf.NotAfter) {
 		p.log.Info("the broker's AWS IoT certificate expires soon; making a new one", "certificateId", certs.ID(id.Leaf), "notAfter", id.Leaf.NotAfter)
 		return nil, nil
 	}
