@@ -81,9 +81,50 @@ func (s *Service) Tick(ctx context.Context) error {
 			errs = append(errs, s.failIf(ctx, p, MsgLost, func(c Patch) bool {
 				return c.active() && c.Attempt == p.Attempt && c.PatchStatus == patchmsg.PatchPending && s.lost(c, now)
 			}))
+		case p.PatchStatus == patchmsg.PatchPending && s.quiet(p, now):
+			errs = append(errs, s.resend(ctx, p))
 		}
 	}
+	s.forgetResent(open)
 	return errors.Join(errs...)
+}
+
+// quiet reports whether a running patch has sent nothing for two
+// heartbeats and was not re-sent within the last heartbeat interval; it
+// records the re-send it allows. A running agent answers a re-sent job with
+// its state (a heartbeat, or the completion again), so a report lost on its
+// way — with a replica that died holding it, say — is recovered instead of
+// the patch ending AGENT:Lost at its deadline.
+func (s *Service) quiet(p Patch, now time.Time) bool {
+	if now.Sub(p.LastEventAt) < 2*HeartbeatInterval {
+		return false
+	}
+	s.resentMu.Lock()
+	defer s.resentMu.Unlock()
+	if last, ok := s.resentAt[p.PatchID]; ok && now.Sub(last) < HeartbeatInterval {
+		return false
+	}
+	s.resentAt[p.PatchID] = now
+	s.log.Info("running patch quiet for two heartbeats: asking its agent for its state", "patchId", p.PatchID, "core", p.CoreName, "lastEventAt", p.LastEventAt)
+	return true
+}
+
+// forgetResent drops the re-send times of patches no longer open.
+func (s *Service) forgetResent(open []Patch) {
+	s.resentMu.Lock()
+	defer s.resentMu.Unlock()
+	if len(s.resentAt) == 0 {
+		return
+	}
+	keep := make(map[string]bool, len(open))
+	for _, p := range open {
+		keep[p.PatchID] = true
+	}
+	for id := range s.resentAt {
+		if !keep[id] {
+			delete(s.resentAt, id)
+		}
+	}
 }
 
 // lost reports whether a running patch's agent has been silent for three

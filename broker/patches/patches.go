@@ -27,6 +27,7 @@ package patches
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -338,6 +339,11 @@ type Service struct {
 	log  *slog.Logger
 	now  func() time.Time
 	kick chan struct{}
+
+	// resentAt rate-limits re-sends to quiet running patches (Tick). It is
+	// only a limiter: losing it with the process costs one early re-send.
+	resentMu sync.Mutex
+	resentAt map[string]time.Time
 }
 
 // New builds the service.
@@ -354,7 +360,7 @@ func New(cfg Config) *Service {
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = DefaultTickInterval
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "patches"), now: cfg.Now, kick: make(chan struct{}, 1)}
+	return &Service{cfg: cfg, log: cfg.Logger.With("component", "patches"), now: cfg.Now, kick: make(chan struct{}, 1), resentAt: map[string]time.Time{}}
 }
 
 // wake asks Run for a tick soon (after a submit, retry or completion).

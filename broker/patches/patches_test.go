@@ -741,3 +741,53 @@ func TestTargetsRefuseSecrets(t *testing.T) {
 		t.Errorf("a credentialRef that is not core:NAME: %v", err)
 	}
 }
+
+// A running patch whose agent went quiet (its reports lost on the way) is
+// sent again, at most once a heartbeat interval, so the agent re-reports
+// its state; a report keeps it from being re-sent.
+func TestQuietRunningPatchIsAskedForItsState(t *testing.T) {
+	e := newEnv(t)
+	e.template("tpl", true)
+	e.target("dev0", "core1")
+	e.submit(patches.NewTask{Patches: devices(1, "tpl")})
+	e.tick()
+	jobs := e.jobs()
+	if len(jobs) != 1 {
+		t.Fatalf("%d jobs", len(jobs))
+	}
+	id := jobs[0].PatchID
+	e.event("core1", id, 1, patchmsg.Event{Type: patchmsg.EventAccepted})
+
+	steps := []struct {
+		name    string
+		advance time.Duration
+		report  bool
+		want    int
+	}{
+		{"one heartbeat of silence", patches.HeartbeatInterval, false, 0},
+		{"two heartbeats of silence", patches.HeartbeatInterval, false, 1},
+		{"again at once", time.Second, false, 0},
+		{"a heartbeat after the re-send", patches.HeartbeatInterval, false, 1},
+		{"the agent answered", time.Second, true, 0},
+		{"a heartbeat after the answer", patches.HeartbeatInterval, false, 0},
+	}
+	for _, st := range steps {
+		e.advance(st.advance)
+		if st.report {
+			e.event("core1", id, 1, patchmsg.Event{Type: patchmsg.EventHeartbeat})
+		}
+		e.tick()
+		got := e.jobs()
+		if len(got) != st.want {
+			t.Fatalf("%s: %d jobs sent, want %d", st.name, len(got), st.want)
+		}
+		for _, j := range got {
+			if j.PatchID != id || j.Attempt != 1 {
+				t.Fatalf("%s: re-sent %s attempt %d, want %s attempt 1", st.name, j.PatchID, j.Attempt, id)
+			}
+		}
+	}
+	if p := e.patch(id); p.StatusMessage != patches.MsgInProgress {
+		t.Fatalf("status %s %s, want still %s", p.PatchStatus, p.StatusMessage, patches.MsgInProgress)
+	}
+}
