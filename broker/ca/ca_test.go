@@ -617,6 +617,25 @@ func TestLoadOrCreateSecretsKey(t *testing.T) {
 			}
 		})
 	}
+	t.Run("created at once by many", func(t *testing.T) {
+		d := t.TempDir()
+		p := filepath.Join(d, "secrets.key")
+		keys := make([][]byte, 8)
+		errs := make([]error, len(keys))
+		var wg sync.WaitGroup
+		for i := range keys {
+			wg.Go(func() { keys[i], errs[i] = LoadOrCreateSecretsKey(p) })
+		}
+		wg.Wait()
+		for i := range keys {
+			if errs[i] != nil || !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("caller %d got %x, %v; every caller must get the one key on disk", i, keys[i], errs[i])
+			}
+		}
+		if entries, _ := os.ReadDir(d); len(entries) != 1 {
+			t.Fatalf("the directory holds %d entries, want only secrets.key (no temporary files left)", len(entries))
+		}
+	})
 	t.Run("openssl form", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "k")
 		want := bytes.Repeat([]byte{7}, 32)

@@ -33,23 +33,47 @@ func LoadOrCreateSecretsKey(path string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate secrets key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		// Another process created it between our read and our create.
-		return readSecretsKey(path)
-	}
+	// Written to a temporary file and fsynced first, then linked into place
+	// (link never replaces an existing file) and the directory fsynced: a
+	// crash or a file-system error never leaves an empty or partial key,
+	// which would lock the broker out of its encrypted CA keys.
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".secrets.key-*") // mode 0600
 	if err != nil {
 		return nil, fmt.Errorf("create secrets key file: %w", err)
 	}
-	_, werr := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
-	if cerr := f.Close(); werr == nil {
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
-		_ = os.Remove(path)
 		return nil, fmt.Errorf("write secrets key file %s: %w", path, werr)
 	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Another process created it between our read and our link.
+			return readSecretsKey(path)
+		}
+		return nil, fmt.Errorf("create secrets key file %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("sync secrets key directory %s: %w", dir, err)
+	}
 	return key, nil
+}
+
+// syncDir fsyncs a directory, so a file just linked into it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func readSecretsKey(path string) ([]byte, error) {
