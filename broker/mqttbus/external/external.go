@@ -1,5 +1,7 @@
 // Package external connects the broker to an external MQTT broker (such as
-// Mosquitto, see docs/mosquitto.md) instead of running the embedded one.
+// Mosquitto, see docs/mosquitto.md) instead of running the embedded one. In
+// aws mode it is the broker's connection to AWS IoT Core's data endpoint,
+// with the broker's IoT identity (docs/aws.md).
 //
 // The broker is one more MQTT client there, with its own certificate from
 // its CA. Every replica subscribes to the agents' topics with shared
@@ -116,7 +118,7 @@ type thingQueue struct {
 func New(cfg Config) (*Bus, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Scheme != "mqtts" || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("--mqtt-url %q: want mqtts://host:port", cfg.URL)
+		return nil, fmt.Errorf("MQTT broker URL %q: want mqtts://host:port", cfg.URL)
 	}
 	if cfg.ClientID == "" || strings.ContainsAny(cfg.ClientID, "+#/") {
 		return nil, fmt.Errorf("MQTT client id %q: must be non-empty, without '+', '#' or '/'", cfg.ClientID)
@@ -263,7 +265,7 @@ func (b *Bus) subscribe(cl paho.Client) error {
 	if st, ok := tok.(*paho.SubscribeToken); ok {
 		for f, code := range st.Result() {
 			if code == 0x80 {
-				return fmt.Errorf("subscription to %s refused: check the ACL for the broker's certificate (CN ggfleet.broker)", f)
+				return fmt.Errorf("subscription to %s refused: check what the broker's certificate (CN ggfleet.broker) may read: the ACL at Mosquitto, the ggfleet-broker policy at AWS IoT Core", f)
 			}
 		}
 	}
