@@ -342,6 +342,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	if cl.deployer != nil {
 		cl.deployer.report = deploySvc.HandleStatus
+		cl.deployer.jobConfig = deploySvc.JobConfig
 		goRun("greengrass deployment outcomes", cl.deployer.Run)
 	}
 	goRun("deployment deadlines", func(ctx context.Context) error { return db.RunAsLeader(ctx, "deployment-deadlines", deploySvc.Run) })
@@ -352,7 +353,6 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 		wg.Wait()
 		ln.Close()
-		cl.deployer.jobConfig = deploySvc.JobConfig
 		return fmt.Errorf("start job queue: %w", err)
 	}
 	// Retained MQTT state is not trusted across restarts: re-publish every

@@ -107,13 +107,13 @@ var DefaultLimits = map[string]float64{
 	"BatchAssociateClientDeviceWithCoreDevice":    10,
 	"BatchDisassociateClientDeviceFromCoreDevice": 10,
 	"ListClientDevicesAssociatedWithCoreDevice":   10,
-
 	"ListInstalledComponents":                     10,
 	"ListEffectiveDeployments":                    10,
 	"DescribeComponent":                           10,
-	"DescribeEndpoint": 10,
 
+	"DescribeEndpoint": 10,
 	"TagResource":      10,
+
 	"DescribeThingGroup":   100,
 	"DescribeJobExecution": 10,
 	"CreateDeployment":     1,
