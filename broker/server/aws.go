@@ -16,8 +16,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ggfleet/ggfleet/broker/ca"
 	"github.com/ggfleet/ggfleet/broker/enroll"
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/events"
+	"github.com/ggfleet/ggfleet/broker/httpapi"
 	"github.com/ggfleet/ggfleet/broker/health"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
@@ -281,4 +284,86 @@ func readiness(ping func(context.Context) error, iot *external.Bus) func(context
 		}
 		return nil
 	}
+}
+
+// caRegistrar registers the broker's CAs with the cloud, so the device
+// certificates they sign can be registered there. The aws provider
+// implements it; local mode has nothing to register with.
+type caRegistrar interface {
+	RegisterCA(ctx context.Context, issuer awsprov.CertificateIssuer, caID, caPEM string) error
+}
+
+// caRegisterActions are the IAM actions RegisterCA needs, for start-up errors.
+const caRegisterActions = "iot:DescribeCACertificate, iot:GetRegistrationCode, iot:RegisterCACertificate"
+
+// registerCAs registers every CA the broker holds (the default one and any
+// generated or imported) with AWS IoT, once per start, under a database
+// lock so replicas starting together do not race. A CA an operator
+// deactivated in AWS IoT is left so and logged; any other failure stops
+// the start.
+func registerCAs(ctx context.Context, reg caRegistrar, db *sqlstore.DB, authority *ca.Authority, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, awsEndpointTimeout)
+	defer cancel()
+	return db.WithLock(ctx, "aws-register-cas", func(ctx context.Context) error {
+		list, err := authority.List(ctx)
+		if err != nil {
+			return fmt.Errorf("aws provider: list the certificate authorities to register with AWS IoT: %w", err)
+		}
+		for _, c := range list {
+			err := reg.RegisterCA(ctx, authority, c.ID, c.CertificatePem)
+			if errkind.Is(err, errkind.Conflict) {
+				log.Warn("a certificate authority is not active in AWS IoT: devices it signs cannot be registered", "caId", c.ID, "err", err)
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("aws provider: register certificate authority %s (%s) with AWS IoT (needs %s): %w", c.ID, c.Subject, caRegisterActions, err)
+			}
+		}
+		return nil
+	})
+}
+
+// registeringCAs is the CA service the API uses in aws mode: a CA
+// generated or imported through POST /certificateAuthorities is
+// registered with AWS IoT before the request answers.
+type registeringCAs struct {
+	*ca.Authority
+	reg caRegistrar
+}
+
+var _ httpapi.CAService = registeringCAs{}
+
+func (r registeringCAs) Import(ctx context.Context, certPEM, keyPEM string) (ca.CA, error) {
+	c, err := r.Authority.Import(ctx, certPEM, keyPEM)
+	if err != nil {
+		return c, err
+	}
+	return c, r.register(ctx, c)
+}
+
+func (r registeringCAs) Generate(ctx context.Context, commonName string, days int, keyAlg string) (ca.CA, error) {
+	c, err := r.Authority.Generate(ctx, commonName, days, keyAlg)
+	if err != nil {
+		return c, err
+	}
+	return c, r.register(ctx, c)
+}
+
+// register registers a CA just stored; on failure the CA stays stored and
+// the next start registers it again.
+func (r registeringCAs) register(ctx context.Context, c ca.CA) error {
+	if err := r.reg.RegisterCA(ctx, r.Authority, c.ID, c.CertificatePem); err != nil {
+		return errkind.Wrap(errkind.Unavailable, err,
+			"certificate authority %s was stored but not registered with AWS IoT (needs %s); the broker registers it again at its next start", c.ID, caRegisterActions)
+	}
+	return nil
+}
+
+// caService is the CA service the API uses: the authority, registering
+// new CAs with the cloud when the provider can.
+func caService(authority *ca.Authority, cl cloud) httpapi.CAService {
+	if cl.aws == nil {
+		return authority
+	}
+	return registeringCAs{Authority: authority, reg: cl.aws}
 }

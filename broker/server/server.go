@@ -84,6 +84,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cl.close()
+	if cl.aws != nil {
+		if err := registerCAs(ctx, cl.aws, db, authority, log); err != nil {
+			return err
+		}
+	}
 	prov := cl.prov
 	provSvc := provisioning.New(provisioning.Config{Store: db, Provider: prov, Issuer: authority, Logger: log})
 	if err := provSvc.SeedDefaults(ctx); err != nil {
@@ -262,7 +267,7 @@ func Run(ctx context.Context, cfg Config) error {
 	api := httpapi.New(httpapi.Deps{
 		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: readiness(db.Ping, iotBus),
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
-		Registry: prov, CAs: authority, Enrollment: enrollSvc, Artifacts: cl.artifacts,
+		Registry: prov, CAs: caService(authority, cl), Enrollment: enrollSvc, Artifacts: cl.artifacts,
 		Deployments: deploySvc, Patches: patchSvc, Fleet: fleetSvc, Events: eventSvc, Metrics: metrics,
 		MaxBodyBytes: cfg.MaxBodyBytes, BaseURL: cfg.publicURL(),
 		Downloads: downloads(cfg, defaultCA),

@@ -101,6 +101,9 @@ var DefaultLimits = map[string]float64{
 	"RegisterThing":                10,
 	"RemoveThingFromThingGroup":    100,
 	"UpdateCertificate":            10,
+	"GetRegistrationCode":          10,
+	"RegisterCACertificate":        10,
+	"DescribeCACertificate":        10,
 
 	"GetCoreDevice":    50,
 	"DeleteCoreDevice": 10,

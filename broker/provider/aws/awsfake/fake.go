@@ -66,6 +66,9 @@ var DefaultQuotas = map[string]float64{
 	"RegisterThing":                10,
 	"RemoveThingFromThingGroup":    100,
 	"UpdateCertificate":            10,
+	"GetRegistrationCode":          10,
+	"RegisterCACertificate":        10,
+	"DescribeCACertificate":        10,
 
 	"GetCoreDevice":    50,
 	"DeleteCoreDevice": 10,
@@ -111,6 +114,7 @@ type Fake struct {
 	deployTokens map[string]string                // client token -> deployment id
 	jobs         map[string]map[string]*execution // job id -> thing -> execution
 	components   map[string]time.Time             // component version ARN -> creation (components.go)
+	cas          caRegistry                       // registered CA certificates (cas.go)
 }
 
 // New starts a fake with AWS's default quotas and no S3 buckets on a

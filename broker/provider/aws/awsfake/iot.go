@@ -121,6 +121,9 @@ func (f *Fake) routeIoT(mux *http.ServeMux) {
 	h("POST /things", "RegisterThing", f.registerThing)
 	h("POST /keys-and-certificate", "CreateKeysAndCertificate", f.createKeysAndCertificate)
 	h("POST /certificates", "CreateCertificateFromCsr", f.createCertificateFromCsr)
+	h("GET /registrationcode", "GetRegistrationCode", f.getRegistrationCode)
+	h("POST /cacertificate", "RegisterCACertificate", f.registerCACertificate)
+	h("GET /cacertificate/{certificateId}", "DescribeCACertificate", f.describeCACertificate)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errorf(http.StatusNotFound, "UnknownOperationException", "the fake does not serve %s %s", r.Method, r.URL.Path))
 	})
