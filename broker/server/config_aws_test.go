@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,6 +129,9 @@ func TestIoTIdentityRenews(t *testing.T) {
 	key := make([]byte, ca.SecretsKeySize)
 	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
 	if _, _, err := authority.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := registerCAs(ctx, prov, db, authority, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()

@@ -66,7 +66,11 @@ func newIoTEnv(t *testing.T) *iotEnv {
 		t.Fatal(err)
 	}
 	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
-	if _, _, err := authority.Init(ctx); err != nil {
+	def, _, err := authority.Init(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prov.RegisterCA(ctx, authority, def.ID, def.CertificatePem); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := prov.PutPolicy(ctx, awsprov.AgentPolicyName, awsprov.AgentPolicyDocument); err != nil {

@@ -2,6 +2,8 @@ package aws_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"strings"
@@ -56,6 +58,22 @@ type registering struct {
 
 func (r registering) MarkCoreRegistered(_ context.Context, name string) error {
 	return r.fake.RegisterCoreDevice(name, awsfake.CoreHealthy)
+}
+
+// TrustCA registers a test CA with AWS IoT, as the broker does with its own.
+func (r registering) TrustCA(ctx context.Context, is *providertest.Issuer) error {
+	return r.Provider.RegisterCA(ctx, testIssuer{is}, is.CAID(), is.CAPEM)
+}
+
+// testIssuer is a providertest CA as the provider's CertificateIssuer.
+type testIssuer struct{ is *providertest.Issuer }
+
+func (ti testIssuer) Issue(_ context.Context, caID string, pub crypto.PublicKey, subject pkix.Name, days int) (string, string, error) {
+	if caID != ti.is.CAID() {
+		return "", "", fmt.Errorf("test issuer asked for CA %s, holds %s", caID, ti.is.CAID())
+	}
+	certPEM, err := ti.is.Sign(pub, subject, days)
+	return certPEM, ti.is.CAPEM, err
 }
 
 func TestProviderSuite(t *testing.T) {

@@ -58,6 +58,13 @@ func TestBrokerIdentity(t *testing.T) {
 	ctx := context.Background()
 	p, fake := newProvider(t, nil)
 	env := newIdentityEnv(t)
+	def, err := env.authority.Default(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RegisterCA(ctx, env.authority, def.ID, def.CertificatePem); err != nil {
+		t.Fatal(err)
+	}
 
 	first, err := p.BrokerIdentity(ctx, env.config())
 	if err != nil {

@@ -383,7 +383,11 @@ func TestProvisionThroughRegisterThing(t *testing.T) {
 	p, fake := newProvider(t, nil)
 	ctx := context.Background()
 	store := &memTemplates{docs: map[string][]byte{}}
-	svc := provisioning.New(provisioning.Config{Store: store, Provider: p, Issuer: newTestAuthority(t), Region: awsfake.Region, AccountID: awsfake.Account})
+	auth := newTestAuthority(t)
+	if err := p.RegisterCA(ctx, auth, certs.ID(auth.cert), auth.pem); err != nil {
+		t.Fatal(err)
+	}
+	svc := provisioning.New(provisioning.Config{Store: store, Provider: p, Issuer: auth, Region: awsfake.Region, AccountID: awsfake.Account})
 	if err := svc.SeedDefaults(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package providertest
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -28,6 +29,25 @@ import (
 // message saying so.
 type Registrar interface {
 	MarkCoreRegistered(ctx context.Context, name string) error
+}
+
+// CATruster is implemented by providers (or test wrappers around them) that
+// must be given a CA before certificates it signs can be registered with it,
+// as AWS IoT needs RegisterCACertificate. The suite passes every test CA it
+// registers certificates with; the Issuer holds the key, so a provider can
+// prove possession with Issuer.Sign.
+type CATruster interface {
+	TrustCA(ctx context.Context, is *Issuer) error
+}
+
+// issuerFor makes a test CA that p accepts as a certificate's CA.
+func issuerFor(t *testing.T, p provider.Provider) *Issuer {
+	t.Helper()
+	is := NewIssuer(t)
+	if c, ok := p.(CATruster); ok {
+		must(t, "trust the test CA", c.TrustCA(context.Background(), is))
+	}
+	return is
 }
 
 // Run runs the suite. newProvider must return a fresh, empty provider for
@@ -149,6 +169,28 @@ func (is *Issuer) Issue(t *testing.T, name string) string {
 	return certs.EncodeCertificate(der)
 }
 
+// Sign signs pub for subject with the test CA (valid for days, client
+// auth) and returns the certificate's PEM.
+func (is *Issuer) Sign(pub crypto.PublicKey, subject pkix.Name, days int) (string, error) {
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subject,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(0, 0, days),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.ca, pub, is.key)
+	if err != nil {
+		return "", err
+	}
+	return certs.EncodeCertificate(der), nil
+}
+
 // CAID is the id of the test CA.
 func (is *Issuer) CAID() string { return certs.ID(is.ca) }
 
@@ -222,7 +264,7 @@ func testThingNames(t *testing.T, p provider.Provider) {
 
 func testCertificates(t *testing.T, p provider.Provider) {
 	ctx := context.Background()
-	is := NewIssuer(t)
+	is := issuerFor(t, p)
 	pemText := is.Issue(t, "thing-1")
 	want := certID(t, pemText)
 
@@ -265,7 +307,7 @@ func testCertificates(t *testing.T, p provider.Provider) {
 
 func testPrincipals(t *testing.T, p provider.Provider) {
 	ctx := context.Background()
-	is := NewIssuer(t)
+	is := issuerFor(t, p)
 	must(t, "CreateThing", p.CreateThing(ctx, "thing-1", "", nil))
 	id, err := p.RegisterCertificate(ctx, is.Issue(t, "thing-1"), is.CAPEM, "ACTIVE")
 	must(t, "RegisterCertificate", err)
@@ -342,7 +384,7 @@ func testPolicies(t *testing.T, p provider.Provider) {
 		wantKind(t, "PutPolicy("+tc.name+", "+tc.doc+")", err, errkind.Invalid)
 	}
 
-	is := NewIssuer(t)
+	is := issuerFor(t, p)
 	must(t, "CreateThing", p.CreateThing(ctx, "thing-1", "", nil))
 	id, err := p.RegisterCertificate(ctx, is.Issue(t, "thing-1"), is.CAPEM, "ACTIVE")
 	must(t, "RegisterCertificate", err)
@@ -400,7 +442,7 @@ func testThingGroups(t *testing.T, p provider.Provider) {
 
 func testDeleteThingCascade(t *testing.T, p provider.Provider) {
 	ctx := context.Background()
-	is := NewIssuer(t)
+	is := issuerFor(t, p)
 	for _, n := range []string{"core-1", "dev-1", "dev-2"} {
 		must(t, "CreateThing "+n, p.CreateThing(ctx, n, "", nil))
 	}

@@ -546,6 +546,11 @@ func (f *Fake) registerCertificate(withCA bool) handlerFunc {
 		id := certID(leaf)
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if caID != "" {
+			if aerr := f.checkIssuerLocked(caID); aerr != nil {
+				return 0, nil, aerr
+			}
+		}
 		if f.iot.certs[id] != nil {
 			e := errorf(http.StatusConflict, "ResourceAlreadyExistsException", "The certificate is already provisioned or registered")
 			e.Extra = map[string]any{"resourceId": id, "resourceArn": arn("cert/" + id)}

@@ -220,6 +220,11 @@ func (f *Fake) checkRegistration(p *registration) *apiError {
 	if c := ev.Certificate; c != nil {
 		switch {
 		case c.PEM != "":
+			if p.caID != "" {
+				if aerr := f.checkIssuerLocked(p.caID); aerr != nil {
+					return registrationFailed("%s", aerr.Message)
+				}
+			}
 			if old := f.iot.certs[p.leafID]; old != nil && c.Override["Status"] == "FAIL" && old.status != c.Status {
 				return registrationFailed("Certificate %s already exists with status %s (OverrideSettings Status FAIL)", old.id, old.status)
 			}
