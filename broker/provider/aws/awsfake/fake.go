@@ -1,17 +1,20 @@
 // Package awsfake is an in-process HTTP fake of the parts of AWS IoT Core,
-// AWS IoT Greengrass V2 and Amazon S3 that the aws provider calls. It speaks
+// AWS IoT Greengrass V2, Amazon S3 and Amazon EventBridge that the aws
+// provider calls, plus an MQTT data endpoint that acts as IoT Core. It speaks
 // the real wire protocols (REST-JSON for IoT and Greengrass, REST-XML for S3),
 // so the provider is tested with the real aws-sdk-go-v2 clients, and it checks
 // requests the way AWS does: required members, name patterns and lengths, enum
 // values and ARN formats, with AWS's error codes and status codes so the SDK
 // decodes them into its typed errors.
 //
-// It keeps state (things, certificates, policies and their versions, thing
-// groups, core devices and client-device associations, S3 objects), enforces
+// It keeps state (things, certificates and the CAs registered for them,
+// policies and their versions, thing groups, core devices and client-device
+// associations, components, deployments and job executions, S3 objects,
+// events), enforces
 // per-operation TPS quotas with ThrottlingException, and lets tests inject
 // errors (FailNext) and latency (Latency). Requests are routed to a service by
 // the SigV4 signing name in the Authorization header, so one server with one
-// URL serves all three services.
+// URL serves every service.
 package awsfake
 
 import (
