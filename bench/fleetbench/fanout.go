@@ -2,19 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ggfleet/ggfleet/bench/benchpki"
 	"github.com/ggfleet/ggfleet/bench/loadgen"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
@@ -254,7 +248,11 @@ func settle(ctx context.Context) {
 // SUCCEEDED back. It runs from the first publish to the last SUCCEEDED
 // handled. No database, no task engine, no deployment logic.
 func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agentCfg loadgen.Config) (res fanoutResult, err error) {
-	p, err := newPKI(n)
+	things := make([]string, n)
+	for i := range things {
+		things[i] = coreName(i)
+	}
+	p, err := benchpki.New("fleetbench bound CA", things)
 	if err != nil {
 		return res, err
 	}
@@ -287,7 +285,7 @@ func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agen
 		if err != nil {
 			return res, err
 		}
-		if err := p.writeMosquittoFiles(mdir); err != nil {
+		if err := p.WriteMosquittoFiles(mdir); err != nil {
 			return res, err
 		}
 		srvCA, err := os.ReadFile(filepath.Join(mdir, "server-ca.pem"))
@@ -301,7 +299,7 @@ func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agen
 		defer mosq.Stop()
 		roots = x509.NewCertPool()
 		roots.AppendCertsFromPEM(srvCA)
-		bus, err := external.New(external.Config{URL: "mqtts://" + addr, ClientID: "ggfleet.broker.bound", Certificate: p.broker,
+		bus, err := external.New(external.Config{URL: "mqtts://" + addr, ClientID: "ggfleet.broker.bound", Certificate: p.Broker,
 			RootCAs: roots, Logger: quiet, Handlers: handlers})
 		if err != nil {
 			return res, err
@@ -316,9 +314,9 @@ func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agen
 		}
 	} else {
 		bus, err := mqttbus.New(mqttbus.Config{Listen: "127.0.0.1:0",
-			Certificate: func(context.Context) (tls.Certificate, error) { return p.server, nil },
-			ClientCAs:   func(context.Context) (*x509.CertPool, error) { return p.pool, nil },
-			Authorizer:  allowAll{}, Logger: quiet, Handlers: handlers})
+			Certificate: func(context.Context) (tls.Certificate, error) { return p.Server, nil },
+			ClientCAs:   func(context.Context) (*x509.CertPool, error) { return p.Pool, nil },
+			Authorizer:  benchpki.AllowAll{}, Logger: quiet, Handlers: handlers})
 		if err != nil {
 			return res, err
 		}
@@ -326,14 +324,14 @@ func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agen
 		if err := waitUntil(ctx, time.Minute, func() bool { return bus.Addr() != "" }); err != nil {
 			return res, fmt.Errorf("embedded broker: %w", err)
 		}
-		endpoint, roots = bus.Addr(), p.pool
+		endpoint, roots = bus.Addr(), p.Pool
 		publish = func(ctx context.Context, thing string, payload []byte) error {
 			return bus.Publish(ctx, thing, mqttmsg.Deployments, payload, true)
 		}
 	}
 	ids := make([]*loadgen.Identity, n)
 	for i := range ids {
-		ids[i] = &loadgen.Identity{Name: p.things[i], Cert: p.agents[i], Roots: roots, Endpoint: endpoint}
+		ids[i] = &loadgen.Identity{Name: p.Things[i], Cert: p.Agents[i], Roots: roots, Endpoint: endpoint}
 	}
 	times := &docTimes{}
 	agentCfg.OnDocument = times.record
@@ -361,7 +359,7 @@ func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agen
 			}
 		})
 	}
-	for _, thing := range p.things {
+	for _, thing := range p.Things {
 		work <- thing
 	}
 	close(work)
@@ -392,97 +390,6 @@ func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) error
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// allowAll admits every certificate: the bound has no database.
-type allowAll struct{}
-
-func (allowAll) CertificateActive(context.Context, string) (bool, error) { return true, nil }
-
-// pki is the bound's CA and certificates (EC P-256 like ggfleet's).
-type pki struct {
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	pool   *x509.CertPool
-	server tls.Certificate // the embedded broker's, for 127.0.0.1
-	broker tls.Certificate // ggfleet's client at Mosquitto (CN ggfleet.broker)
-	things []string
-	agents []tls.Certificate
-}
-
-func newPKI(n int) (*pki, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleetbench bound CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	caCert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	p := &pki{ca: caCert, caKey: key, pool: x509.NewCertPool()}
-	p.pool.AddCert(caCert)
-	serial := int64(10)
-	issue := func(cn string, server bool) (tls.Certificate, error) {
-		serial++
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		t := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		if server {
-			t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			t.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		}
-		d, err := x509.CreateCertificate(rand.Reader, t, caCert, k.Public(), key)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		leaf, err := x509.ParseCertificate(d)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		return tls.Certificate{Certificate: [][]byte{d}, PrivateKey: k, Leaf: leaf}, nil
-	}
-	if p.server, err = issue("127.0.0.1", true); err != nil {
-		return nil, err
-	}
-	if p.broker, err = issue("ggfleet.broker", false); err != nil {
-		return nil, err
-	}
-	for i := range n {
-		c, err := issue(coreName(i), false)
-		if err != nil {
-			return nil, err
-		}
-		p.things = append(p.things, coreName(i))
-		p.agents = append(p.agents, c)
-	}
-	return p, nil
-}
-
-// writeMosquittoFiles writes ca.pem and an empty crl.pem for Mosquitto, as
-// ggfleet's --mqtt-ca-file and --mqtt-crl-file would.
-func (p *pki) writeMosquittoFiles(dir string) error {
-	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
-		ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour)}, p.ca, p.caKey)
-	if err != nil {
-		return err
-	}
-	for name, block := range map[string]*pem.Block{"ca.pem": {Type: "CERTIFICATE", Bytes: p.ca.Raw}, "crl.pem": {Type: "X509 CRL", Bytes: crl}} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o644); err != nil {
-			return err
 		}
 	}
 	return nil

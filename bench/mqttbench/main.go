@@ -23,20 +23,14 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,6 +41,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ggfleet/ggfleet/bench/benchpki"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external/mosquittotest"
@@ -69,7 +64,11 @@ func main() {
 func run(agents, concurrency, publishers, messages int, outPath string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pki, err := newPKI(max(agents, publishers))
+	things := make([]string, max(agents, publishers))
+	for i := range things {
+		things[i] = fmt.Sprintf("bench-%05d", i)
+	}
+	pki, err := benchpki.New("mqttbench CA", things)
 	if err != nil {
 		return err
 	}
@@ -78,9 +77,9 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 	var embeddedHandled atomic.Int64
 	emb, err := mqttbus.New(mqttbus.Config{
 		Listen:      "127.0.0.1:0",
-		Certificate: func(context.Context) (tls.Certificate, error) { return pki.server, nil },
-		ClientCAs:   func(context.Context) (*x509.CertPool, error) { return pki.pool, nil },
-		Authorizer:  allowAll{},
+		Certificate: func(context.Context) (tls.Certificate, error) { return pki.Server, nil },
+		ClientCAs:   func(context.Context) (*x509.CertPool, error) { return pki.Pool, nil },
+		Authorizer:  benchpki.AllowAll{},
 		Logger:      slog.New(slog.DiscardHandler),
 		Handlers: mqttbus.Handlers{OnHealth: func(context.Context, string, mqttmsg.HealthMsg) {
 			embeddedHandled.Add(1)
@@ -113,7 +112,7 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := pki.writeMosquittoFiles(dir); err != nil {
+	if err := pki.WriteMosquittoFiles(dir); err != nil {
 		return err
 	}
 	addr, err := mosquittotest.PickAddr()
@@ -128,7 +127,7 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 	mosqRoots := x509.NewCertPool()
 	mosqRoots.AppendCertsFromPEM(srvCA)
 	var extHandled atomic.Int64
-	ext, err := external.New(external.Config{URL: mosq.URL(), ClientID: "ggfleet.broker.bench", Certificate: pki.broker, RootCAs: mosqRoots,
+	ext, err := external.New(external.Config{URL: mosq.URL(), ClientID: "ggfleet.broker.bench", Certificate: pki.Broker, RootCAs: mosqRoots,
 		Logger: slog.New(slog.DiscardHandler), Handlers: mqttbus.Handlers{OnHealth: func(context.Context, string, mqttmsg.HealthMsg) {
 			extHandled.Add(1)
 		}}})
@@ -143,7 +142,7 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 		return fmt.Errorf("ggfleet's client at Mosquitto: %w", err)
 	}
 
-	embTarget := target{name: "embedded (mochi-mqtt)", addr: emb.Addr(), roots: pki.pool, handled: &embeddedHandled}
+	embTarget := target{name: "embedded (mochi-mqtt)", addr: emb.Addr(), roots: pki.Pool, handled: &embeddedHandled}
 	mosqTarget := target{name: "Mosquitto " + mosquittoVersion(mosq) + " + ggfleet shared-subscription client", addr: addr, roots: mosqRoots, handled: &extHandled}
 
 	var md []string
@@ -202,12 +201,12 @@ type ingestResult struct {
 
 // ingest connects the publishers, then has each publish its reports one
 // at a time.
-func ingest(tg target, pki *pki, publishers, messages int) (ingestResult, error) {
+func ingest(tg target, pki *benchpki.PKI, publishers, messages int) (ingestResult, error) {
 	clients := make([]paho.Client, publishers)
 	for i := range clients {
-		c, err := connect(tg, pki.things[i], pki.agents[i])
+		c, err := connect(tg, pki.Things[i], pki.Agents[i])
 		if err != nil {
-			return ingestResult{}, fmt.Errorf("connect %s: %w", pki.things[i], err)
+			return ingestResult{}, fmt.Errorf("connect %s: %w", pki.Things[i], err)
 		}
 		clients[i] = c
 	}
@@ -225,7 +224,7 @@ func ingest(tg target, pki *pki, publishers, messages int) (ingestResult, error)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			topic := mqttmsg.Topic(pki.things[i], mqttmsg.Health)
+			topic := mqttmsg.Topic(pki.Things[i], mqttmsg.Health)
 			for range messages {
 				tok := c.Publish(topic, 1, false, payload)
 				if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
@@ -249,7 +248,7 @@ func ingest(tg target, pki *pki, publishers, messages int) (ingestResult, error)
 
 // storm connects every agent, concurrency at a time, and keeps them
 // connected until all have tried; then disconnects them.
-func storm(tg target, pki *pki, agents, concurrency int) (rate float64, failed int, wall time.Duration) {
+func storm(tg target, pki *benchpki.PKI, agents, concurrency int) (rate float64, failed int, wall time.Duration) {
 	clients := make([]paho.Client, agents)
 	var nFailed atomic.Int64
 	sem := make(chan struct{}, concurrency)
@@ -261,7 +260,7 @@ func storm(tg target, pki *pki, agents, concurrency int) (rate float64, failed i
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := connect(tg, pki.things[i], pki.agents[i])
+			c, err := connect(tg, pki.Things[i], pki.Agents[i])
 			if err != nil {
 				nFailed.Add(1)
 				return
@@ -281,9 +280,9 @@ func storm(tg target, pki *pki, agents, concurrency int) (rate float64, failed i
 }
 
 // tlsStorm does agents bare TLS handshakes against an in-process listener.
-func tlsStorm(pki *pki, agents, concurrency int) (float64, int, time.Duration, error) {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.server},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool})
+func tlsStorm(pki *benchpki.PKI, agents, concurrency int) (float64, int, time.Duration, error) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.Server},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.Pool})
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -313,7 +312,7 @@ func tlsStorm(pki *pki, agents, concurrency int) (float64, int, time.Duration, e
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{Certificates: []tls.Certificate{pki.agents[i]}, RootCAs: pki.pool, ServerName: "127.0.0.1"})
+			c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{Certificates: []tls.Certificate{pki.Agents[i]}, RootCAs: pki.Pool, ServerName: "127.0.0.1"})
 			if err != nil {
 				failed.Add(1)
 				return
@@ -376,90 +375,4 @@ func afterPrefix(s, p string) string {
 		}
 	}
 	return ""
-}
-
-// allowAll admits every certificate (the bench has no database).
-type allowAll struct{}
-
-func (allowAll) CertificateActive(context.Context, string) (bool, error) { return true, nil }
-
-// pki is the bench's CA and certificates.
-type pki struct {
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	pool   *x509.CertPool
-	server tls.Certificate // for the embedded broker and the bare TLS listener
-	broker tls.Certificate // ggfleet's client at Mosquitto (CN ggfleet.broker)
-	things []string
-	agents []tls.Certificate
-}
-
-func newPKI(n int) (*pki, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mqttbench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &pki{ca: ca, caKey: key, pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	serial := int64(10)
-	issue := func(cn string, server bool) (tls.Certificate, error) {
-		serial++
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		t := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		if server {
-			t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			t.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		}
-		d, err := x509.CreateCertificate(rand.Reader, t, ca, k.Public(), key)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		leaf, _ := x509.ParseCertificate(d)
-		return tls.Certificate{Certificate: [][]byte{d}, PrivateKey: k, Leaf: leaf}, nil
-	}
-	if p.server, err = issue("127.0.0.1", true); err != nil {
-		return nil, err
-	}
-	if p.broker, err = issue("ggfleet.broker", false); err != nil {
-		return nil, err
-	}
-	for i := range n {
-		name := fmt.Sprintf("bench-%05d", i)
-		c, err := issue(name, false)
-		if err != nil {
-			return nil, err
-		}
-		p.things = append(p.things, name)
-		p.agents = append(p.agents, c)
-	}
-	return p, nil
-}
-
-// writeMosquittoFiles writes ca.pem and an empty crl.pem, as ggfleet's
-// --mqtt-ca-file and --mqtt-crl-file would.
-func (p *pki) writeMosquittoFiles(dir string) error {
-	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
-		ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour)}, p.ca, p.caKey)
-	if err != nil {
-		return err
-	}
-	for name, block := range map[string]*pem.Block{"ca.pem": {Type: "CERTIFICATE", Bytes: p.ca.Raw}, "crl.pem": {Type: "X509 CRL", Bytes: crl}} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
 }
