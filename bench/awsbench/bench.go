@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
 	"github.com/ggfleet/ggfleet/broker/server"
+	"github.com/ggfleet/ggfleet/shared/apiclient"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
@@ -214,8 +213,9 @@ func freeAddr() (string, error) {
 
 // client is a minimal client of the broker API.
 type client struct {
-	base, token string
-	http        *http.Client
+	base string
+	http *http.Client
+	api  *apiclient.Client // made once the admin token is known (waitReady)
 }
 
 func (c *client) waitReady(ctx context.Context, srvDone <-chan error, tokenPath string) error {
@@ -239,53 +239,17 @@ func (c *client) waitReady(ctx context.Context, srvDone <-chan error, tokenPath 
 		if err != nil {
 			return fmt.Errorf("read admin token: %w", err)
 		}
-		c.token = strings.TrimSpace(string(tok))
-		return nil
+		c.api, err = apiclient.New(apiclient.Config{BaseURL: c.base, Token: strings.TrimSpace(string(tok)), HTTPClient: c.http, UserAgent: "awsbench"})
+		return err
 	}
-}
-
-func (c *client) do(ctx context.Context, method, path string, body, out any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return nil, fmt.Errorf("%s %s: decode: %w", method, path, err)
-		}
-	}
-	return resp, nil
 }
 
 func (c *client) submit(ctx context.Context, t cdf.NewCoreTask) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/coreTasks", t, nil)
+	loc, err := c.api.Create(ctx, http.MethodPost, "/coreTasks", t)
 	if err != nil {
 		return "", err
 	}
-	return resp.Header.Get("x-taskid"), nil
+	return loc[strings.LastIndex(loc, "/")+1:], nil
 }
 
 // wait polls the task until it ends, printing progress every 10 s.
@@ -293,7 +257,7 @@ func (c *client) wait(ctx context.Context, id string, w io.Writer, total int) (c
 	last := time.Now()
 	for {
 		var t cdf.CoreTask
-		if _, err := c.do(ctx, http.MethodGet, "/coreTasks/"+id, nil, &t); err != nil {
+		if err := c.api.Do(ctx, http.MethodGet, "/coreTasks/"+id, nil, &t); err != nil {
 			return cdf.CoreTask{}, err
 		}
 		if t.TaskStatus == "Success" || t.TaskStatus == "Failure" {

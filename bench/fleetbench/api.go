@@ -1,68 +1,42 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/ggfleet/ggfleet/shared/apiclient"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
-// apiClient is a minimal client of one replica's API.
+// apiClient calls one replica's API: shared/apiclient for the calls, and
+// a plain request for timedGet, which times the whole answer.
 type apiClient struct {
+	api         *apiclient.Client
 	base, token string
 	http        *http.Client
 }
 
-func newAPIClient(base, token string) *apiClient {
+func newAPIClient(base, token string) (*apiClient, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
-	return &apiClient{base: base, token: token, http: &http.Client{Timeout: 2 * time.Minute, Transport: tr}}
-}
-
-// do sends a request with body as JSON and decodes a 2xx answer into out;
-// any other status is an error carrying the body.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	hc := &http.Client{Timeout: 2 * time.Minute, Transport: tr}
+	api, err := apiclient.New(apiclient.Config{BaseURL: base, Token: token, HTTPClient: hc, UserAgent: "fleetbench"})
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
+	return &apiClient{api: api, base: base, token: token, http: hc}, nil
+}
+
+// create POSTs body to path and returns the id the broker's Location ends in.
+func (c *apiClient) create(ctx context.Context, path string, body any) (string, error) {
+	loc, err := c.api.Create(ctx, http.MethodPost, path, body)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return "", err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		if len(data) > 500 {
-			data = data[:500]
-		}
-		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
-		}
-	}
-	return resp, nil
+	return loc[strings.LastIndex(loc, "/")+1:], nil
 }
 
 // timedGet reads path and returns how long the full answer took; ok is
@@ -86,18 +60,14 @@ func (c *apiClient) timedGet(ctx context.Context, path string) (time.Duration, b
 
 // submitCores starts a Create task for cores and returns its id.
 func (c *apiClient) submitCores(ctx context.Context, cores []cdf.NewCore) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/coreTasks", cdf.NewCoreTask{CoreVersion: "2.12.0", Type: "Create", Cores: cores}, nil)
-	if err != nil {
-		return "", err
-	}
-	return resp.Header.Get("x-taskid"), nil
+	return c.create(ctx, "/coreTasks", cdf.NewCoreTask{CoreVersion: "2.12.0", Type: "Create", Cores: cores})
 }
 
 // coreTaskDone reads a core task: done when it ended and every item is
 // final; failed counts items that did not end Success.
 func (c *apiClient) coreTaskDone(ctx context.Context, id string) (done bool, failed int, err error) {
 	var t cdf.CoreTask
-	if _, err := c.do(ctx, http.MethodGet, "/coreTasks/"+id, nil, &t); err != nil {
+	if err := c.api.Do(ctx, http.MethodGet, "/coreTasks/"+id, nil, &t); err != nil {
 		return false, 0, err
 	}
 	if t.TaskStatus != cdf.StatusSuccess && t.TaskStatus != cdf.StatusFailure {
@@ -120,7 +90,7 @@ func (c *apiClient) enrollmentToken(ctx context.Context, core string) (string, e
 	var tok struct {
 		Token string `json:"token"`
 	}
-	if _, err := c.do(ctx, http.MethodPost, "/cores/"+core+"/enrollmentTokens", map[string]any{}, &tok); err != nil {
+	if err := c.api.Do(ctx, http.MethodPost, "/cores/"+core+"/enrollmentTokens", map[string]any{}, &tok); err != nil {
 		return "", err
 	}
 	return tok.Token, nil
@@ -128,26 +98,21 @@ func (c *apiClient) enrollmentToken(ctx context.Context, core string) (string, e
 
 // createTemplate creates a component template with one component.
 func (c *apiClient) createTemplate(ctx context.Context, name string) error {
-	_, err := c.do(ctx, http.MethodPost, "/templates", map[string]any{"name": name,
+	return c.api.Do(ctx, http.MethodPost, "/templates", map[string]any{"name": name,
 		"components": []map[string]any{{"key": "aws.greengrass.Cli", "version": "2.4.0"}}}, nil)
-	return err
 }
 
 // deploy starts a deployment task of template to cores and returns its id.
 func (c *apiClient) deploy(ctx context.Context, template string, cores []string) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/deploymentTasks", cdf.NewDeploymentTask{
-		Template: cdf.NewDeploymentTemplate{Name: template}, Targets: cdf.DeploymentTargets{ThingNames: cores}}, nil)
-	if err != nil {
-		return "", err
-	}
-	return resp.Header.Get("x-taskid"), nil
+	return c.create(ctx, "/deploymentTasks", cdf.NewDeploymentTask{
+		Template: cdf.NewDeploymentTemplate{Name: template}, Targets: cdf.DeploymentTargets{ThingNames: cores}})
 }
 
 // deploymentDone reads a deployment task: done when it ended and every one
 // of want cores is final.
 func (c *apiClient) deploymentDone(ctx context.Context, id string, want int) (done bool, status string, err error) {
 	var t cdf.DeploymentTask
-	if _, err := c.do(ctx, http.MethodGet, "/deploymentTasks/"+id, nil, &t); err != nil {
+	if err := c.api.Do(ctx, http.MethodGet, "/deploymentTasks/"+id, nil, &t); err != nil {
 		return false, "", err
 	}
 	if t.TaskStatus != cdf.StatusSuccess && t.TaskStatus != cdf.StatusFailure {

@@ -217,12 +217,16 @@ func (c *cluster) close() {
 }
 
 // clients returns an API client per replica (a load balancer's view).
-func (c *cluster) clients() []*apiClient {
+func (c *cluster) clients() ([]*apiClient, error) {
 	var out []*apiClient
 	for _, r := range c.replicas {
-		out = append(out, newAPIClient(r.url, c.token))
+		ac, err := newAPIClient(r.url, c.token)
+		if err != nil {
+			return nil, fmt.Errorf("API client of %s: %w", r.url, err)
+		}
+		out = append(out, ac)
 	}
-	return out
+	return out, nil
 }
 
 // prepareMosquitto makes Mosquitto's folder (readable by the user

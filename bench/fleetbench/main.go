@@ -164,7 +164,11 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 			cl.close()
 		}
 	}()
-	clients := cl.clients()
+	clients, err := cl.clients()
+	if err != nil {
+		r.Err = err
+		return r
+	}
 
 	progressf(o.Progress, "  crypto-only rate for %s", o.CryptoFor)
 	if r.CryptoBefore, err = cryptoRate(ctx, o.CryptoFor); err != nil {
