@@ -8,12 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
 	"github.com/ggfleet/ggfleet/broker/ca"
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
 
@@ -28,15 +27,7 @@ type awsCAEnv struct {
 func newAWSCAEnv(t *testing.T) awsCAEnv {
 	t.Helper()
 	ctx := context.Background()
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	fake := awsfake.New(t)
-	prov, err := awsprov.New(ctx, awsprov.Config{Region: awsfake.Region, EndpointURL: fake.URL(), ArtifactsBucket: "unused", MaxAttempts: 1,
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prov, fake := awstest.NewProvider(t, func(c *awsprov.Config) { c.MaxAttempts = 1 })
 	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -11,12 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
 	"github.com/ggfleet/ggfleet/broker/ca"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
-	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
 
@@ -109,15 +107,7 @@ func TestReadiness(t *testing.T) {
 // (for the next handshake) once it is close to its expiry.
 func TestIoTIdentityRenews(t *testing.T) {
 	ctx := context.Background()
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	fake := awsfake.New(t)
-	prov, err := awsprov.New(ctx, awsprov.Config{Region: awsfake.Region, EndpointURL: fake.URL(), ArtifactsBucket: "unused",
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prov, fake := awstest.NewProvider(t, nil)
 	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
 	if err != nil {
 		t.Fatal(err)

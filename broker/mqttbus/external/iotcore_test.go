@@ -24,6 +24,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/shared/certs"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
@@ -44,15 +45,7 @@ type iotEnv struct {
 func newIoTEnv(t *testing.T) *iotEnv {
 	t.Helper()
 	ctx := context.Background()
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	fake := awsfake.New(t)
-	prov, err := awsprov.New(ctx, awsprov.Config{Region: awsfake.Region, EndpointURL: fake.URL(), ArtifactsBucket: "unused",
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prov, fake := awstest.NewProvider(t, nil)
 	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
 	if err != nil {
 		t.Fatal(err)

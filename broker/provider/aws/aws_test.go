@@ -11,41 +11,29 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/provider/providertest"
 )
 
 const testBucket = "ggfleet-artifacts"
 
-// newProvider starts a fake and an aws provider talking to it.
+// newProvider starts a fake with the bucket testBucket and an aws provider
+// talking to it that keeps artifacts there under the prefix fleet1.
 func newProvider(t *testing.T, mod func(*awsprov.Config)) (*awsprov.Provider, *awsfake.Fake) {
 	t.Helper()
-	// The SDK must not read the machine's AWS configuration.
-	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/config")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/credentials")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	fake := awsfake.New(t)
+	p, fake := awstest.NewProvider(t, func(cfg *awsprov.Config) {
+		cfg.ArtifactsBucket, cfg.ArtifactsPrefix = testBucket, "fleet1"
+		if mod != nil {
+			mod(cfg)
+		}
+	})
 	fake.CreateBucket(testBucket)
-	cfg := awsprov.Config{
-		Region:          awsfake.Region,
-		EndpointURL:     fake.URL(),
-		ArtifactsBucket: testBucket,
-		ArtifactsPrefix: "fleet1",
-		Credentials:     credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	p, err := awsprov.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
 	return p, fake
 }
 

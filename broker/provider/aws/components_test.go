@@ -7,12 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/greengrassv2"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/templates"
 )
 
@@ -22,7 +22,7 @@ func rawGreengrass(fake *awsfake.Fake) *greengrassv2.Client {
 	return greengrassv2.New(greengrassv2.Options{
 		Region:           awsfake.Region,
 		BaseEndpoint:     ptr(fake.URL()),
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+		Credentials:      awstest.Credentials,
 		RetryMaxAttempts: 1,
 	})
 }

@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/provider/providertest"
 )
 
@@ -21,7 +21,7 @@ func rawIoT(fake *awsfake.Fake) *iot.Client {
 	return iot.New(iot.Options{
 		Region:           awsfake.Region,
 		BaseEndpoint:     ptr(fake.URL()),
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+		Credentials:      awstest.Credentials,
 		RetryMaxAttempts: 1,
 	})
 }
