@@ -38,9 +38,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxAttempts  = 8
-	DefaultWorkers      = 4
-	DefaultJobTimeout   = 5 * time.Minute
+	DefaultMaxAttempts = 8
+	DefaultWorkers     = 4
+	DefaultJobTimeout  = 5 * time.Minute
 	// DefaultPollInterval bounds how long a new batch waits before a worker
 	// picks it up. Neither driver used here has insert notifications, so it
 	// is the latency of every task stage (a deployment's expansion, then
