@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ type fanoutResult struct {
 	Received int           // agents that received the document
 	Status   string        // the deployment task's status (ggfleet only)
 	Lost     int64         // agents' reports not acknowledged
+	Ingest   ingestResult  // P5 on the same fleet (when a burst was asked for)
 }
 
 // docTimes records when each agent first received each task's document.
@@ -139,7 +141,10 @@ func (f *fleet) lost() int64 {
 // then times one deployment task to all of them: from just before
 // POST /deploymentTasks to the task seen Success (polled every 50 ms) and
 // to the last agent receiving its document.
-func fanoutGgfleet(ctx context.Context, clients []*apiClient, n int, agentCfg loadgen.Config, progress io.Writer) (fanoutResult, error) {
+//
+// With reports > 0 it then runs P5 on the same fleet (ingestGgfleet),
+// reading the health rows from db.
+func fanoutGgfleet(ctx context.Context, clients []*apiClient, n int, agentCfg loadgen.Config, reports int, db *sql.DB, pids []int, progress io.Writer) (fanoutResult, error) {
 	names := make([]string, n)
 	for i := range names {
 		names[i] = coreName(i)
@@ -187,6 +192,12 @@ func fanoutGgfleet(ctx context.Context, clients []*apiClient, n int, agentCfg lo
 	res.Received, last = times.last(id)
 	if res.Received > 0 {
 		res.Notify = last.Sub(start)
+	}
+	if reports > 0 {
+		progressf(progress, "  P5: %d agents × %d health reports through ggfleet", n, reports)
+		if res.Ingest, err = ingestGgfleet(ctx, f, reports, db, pids); err != nil {
+			return res, fmt.Errorf("P5: %w", err)
+		}
 	}
 	f.stop()
 	res.Lost = f.lost()
@@ -246,8 +257,10 @@ func settle(ctx context.Context) {
 // and the same exchange driven directly: one retained deployment document
 // per agent published at once from 16 goroutines, IN_PROGRESS and
 // SUCCEEDED back. It runs from the first publish to the last SUCCEEDED
-// handled. No database, no task engine, no deployment logic.
-func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agentCfg loadgen.Config) (res fanoutResult, err error) {
+// handled. No database, no task engine, no deployment logic. With
+// reports > 0 on the embedded broker it then measures P5's embedded-broker
+// figure: the same burst on the same fleet.
+func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agentCfg loadgen.Config, reports int) (res fanoutResult, err error) {
 	things := make([]string, n)
 	for i := range things {
 		things[i] = coreName(i)
@@ -374,6 +387,11 @@ func fanoutBound(ctx context.Context, useMosquitto bool, dir string, n int, agen
 	var last time.Time
 	res.Received, last = times.last(task)
 	res.Notify = last.Sub(start)
+	if reports > 0 && !useMosquitto {
+		if res.Ingest, _, err = burstFleet(ctx, f, reports); err != nil {
+			return res, fmt.Errorf("P5 on the embedded broker: %w", err)
+		}
+	}
 	f.stop()
 	res.Lost = f.lost()
 	return res, nil

@@ -53,6 +53,7 @@ type options struct {
 	Interval   time.Duration
 	Idle       time.Duration
 	CryptoFor  time.Duration
+	Burst      int
 	Progress   io.Writer
 }
 
@@ -68,6 +69,7 @@ func main() {
 	flag.DurationVar(&o.Interval, "probe-interval", 20*time.Millisecond, "P3: one request per endpoint this often")
 	flag.DurationVar(&o.Idle, "idle", 20*time.Second, "P3: how long the idle phase samples")
 	flag.DurationVar(&o.CryptoFor, "crypto-time", 10*time.Second, "P1: how long the crypto-only rate is measured, before and again after P1")
+	flag.IntVar(&o.Burst, "burst", 20, "P5: health reports each simulated agent publishes back to back (0: no P5)")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
 	flag.Parse()
@@ -211,8 +213,14 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 	istop()
 
 	agentCfg := loadgen.Config{HealthInterval: o.Health, ApplyDelay: o.ApplyDelay}
-	fr, err := fanoutGgfleet(ctx, clients, o.Agents, agentCfg, o.Progress)
-	r.P4Elapsed, r.P4Notify, r.P4Received, r.P4Status, r.LostReports = fr.Elapsed, fr.Notify, fr.Received, fr.Status, fr.Lost
+	db, err := cl.healthDB()
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer db.Close()
+	fr, err := fanoutGgfleet(ctx, clients, o.Agents, agentCfg, o.Burst, db, cl.pids(), o.Progress)
+	r.P4Elapsed, r.P4Notify, r.P4Received, r.P4Status, r.LostReports, r.P5 = fr.Elapsed, fr.Notify, fr.Received, fr.Status, fr.Lost, fr.Ingest
 	if err != nil {
 		r.Err = fmt.Errorf("P4: %w", err)
 		return r
@@ -221,10 +229,17 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 	cl = nil
 
 	progressf(o.Progress, "  P4 bound: %d agents on the %s MQTT broker alone", o.Agents, c.mqttName())
-	bound, err := fanoutBound(ctx, c.Mosquitto, filepath.Join(dir, "bound"), o.Agents, agentCfg)
-	r.BoundElapsed, r.BoundNotify = bound.Elapsed, bound.Notify
+	bound, err := fanoutBound(ctx, c.Mosquitto, filepath.Join(dir, "bound"), o.Agents, agentCfg, o.Burst)
+	r.BoundElapsed, r.BoundNotify, r.P5Embedded = bound.Elapsed, bound.Notify, bound.Ingest
 	if err != nil {
 		r.Err = fmt.Errorf("P4 bound: %w", err)
+		return r
+	}
+	if o.Burst > 0 {
+		progressf(o.Progress, "  P5 reference: %d agents × %d health reports on Mosquitto alone", o.Agents, o.Burst)
+		if r.P5Mosquitto, err = ingestMosquittoAlone(ctx, filepath.Join(dir, "p5"), o.Agents, o.Burst, agentCfg); err != nil {
+			r.Err = fmt.Errorf("P5 reference: %w", err)
+		}
 	}
 	return r
 }

@@ -11,6 +11,10 @@ var (
 	targetP1 = target{AtLeast: true, Bound: 0.5} // API provisioning rate / crypto-only rate
 	targetP3 = target{Bound: 3}                  // p99 while P1 runs / p99 idle
 	targetP4 = target{Bound: 2}                  // time to all Success / physical bound
+	// P5: the embedded broker's acked rate / Mosquitto alone's, and
+	// ggfleet's end-to-end ingest rate / Mosquitto alone's acked rate.
+	targetP5Broker = target{AtLeast: true, Bound: 1}
+	targetP5Ingest = target{AtLeast: true, Bound: 0.5}
 )
 
 // notifyLimit is P4's second target: every agent has its document within it.
@@ -37,15 +41,21 @@ type result struct {
 	IdleSummary, LoadSummary latencies
 
 	// P4
-	Agents        int
-	ApplyDelay    time.Duration
-	P4Elapsed     time.Duration // submission to the task's Success
-	P4Notify      time.Duration // submission to the last agent receiving its document
-	P4Received    int           // agents that received the document
-	P4Status      string        // the deployment task's final status
-	BoundElapsed  time.Duration // the same exchange driven directly over the same MQTT broker
-	BoundNotify   time.Duration
-	LostReports   int64 // agents' QoS 1 reports not acknowledged (ggfleet run)
+	Agents       int
+	ApplyDelay   time.Duration
+	P4Elapsed    time.Duration // submission to the task's Success
+	P4Notify     time.Duration // submission to the last agent receiving its document
+	P4Received   int           // agents that received the document
+	P4Status     string        // the deployment task's final status
+	BoundElapsed time.Duration // the same exchange driven directly over the same MQTT broker
+	BoundNotify  time.Duration
+	LostReports  int64 // agents' QoS 1 reports not acknowledged (ggfleet run)
+
+	// P5: the same agents' burst of health reports through ggfleet, on the
+	// embedded broker alone (configurations whose agents use it) and on
+	// Mosquitto alone.
+	P5, P5Embedded, P5Mosquitto ingestResult
+
 	LoadAvgBefore string
 	LoadAvgAfter  string
 }
@@ -67,6 +77,13 @@ func (r result) p3SummaryRatio() float64 {
 	return ratio(float64(r.LoadSummary.P99), float64(r.IdleSummary.P99))
 }
 func (r result) p4Ratio() float64 { return ratio(r.P4Elapsed.Seconds(), r.BoundElapsed.Seconds()) }
+
+func (r result) p5BrokerRatio() float64 {
+	return ratio(r.P5Embedded.ackedRate(), r.P5Mosquitto.ackedRate())
+}
+func (r result) p5IngestRatio() float64 {
+	return ratio(r.P5.storedRate(), r.P5Mosquitto.ackedRate())
+}
 
 // notifyVerdict says whether every agent had its document within notifyLimit.
 func (r result) notifyVerdict() string {
@@ -119,12 +136,12 @@ func markdown(h header, results []result) string {
 	}
 	fmt.Fprintf(&b, "Setup: `ggfleet serve --workers` %s; P3 sends one request per endpoint every %s (idle phase %s, after P1); simulated agents report health every %s.\n\n",
 		workers, h.Interval, h.Idle, h.Health)
-	fmt.Fprintf(&b, "| configuration | P1 API / crypto (≥ 0.5×) | P3 `GET /cores/{name}` p99 load / idle (≤ 3×) | P3 `GET /fleet/summary` p99 load / idle (≤ 3×) | P4 all Success / bound (≤ 2×) | P4 all notified (≤ 1 s) |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| configuration | P1 API / crypto (≥ 0.5×) | P3 `GET /cores/{name}` p99 load / idle (≤ 3×) | P3 `GET /fleet/summary` p99 load / idle (≤ 3×) | P4 all Success / bound (≤ 2×) | P4 all notified (≤ 1 s) | P5 embedded / Mosquitto acked (≥ 1×) | P5 ggfleet stored / Mosquitto acked (≥ 0.5×) |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Config.Name,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config.Name,
 			cell(r.p1Ratio(), targetP1), cell(r.p3CoreRatio(), targetP3), cell(r.p3SummaryRatio(), targetP3),
-			cell(r.p4Ratio(), targetP4), notifyCell(r))
+			cell(r.p4Ratio(), targetP4), notifyCell(r), cell(r.p5BrokerRatio(), targetP5Broker), cell(r.p5IngestRatio(), targetP5Ingest))
 	}
 	for _, r := range results {
 		c := r.Config
@@ -146,6 +163,20 @@ func markdown(h header, results []result) string {
 			r.Agents, r.ApplyDelay, orDash(r.P4Status), dur(r.P4Elapsed), dur(r.BoundElapsed), num(r.p4Ratio()), targetP4, targetP4.verdict(r.p4Ratio()))
 		fmt.Fprintf(&b, "| P4: submission to the last agent receiving its document (%d/%d received) | %s | bound: %s | | ≤ 1 s %s |\n",
 			r.P4Received, r.Agents, dur(r.P4Notify), dur(r.BoundNotify), r.notifyVerdict())
+		if r.P5.Reports > 0 || r.P5Mosquitto.Reports > 0 {
+			m := r.P5Mosquitto
+			fmt.Fprintf(&b, "| P5: %d health reports (%d agents at once, QoS 1, one in flight each) acknowledged by ggfleet | %.0f reports/s (%s, %d lost) | Mosquitto alone: %.0f reports/s (%s, %d lost) | %s | |\n",
+				r.P5.Reports, r.Agents, r.P5.ackedRate(), dur(r.P5.Acked), r.P5.Lost, m.ackedRate(), dur(m.Acked), m.Lost, num(ratio(r.P5.ackedRate(), m.ackedRate())))
+			fmt.Fprintf(&b, "| P5: the same, first report → every agent's last report in the database | %.0f reports/s (%s) | Mosquitto alone, acknowledged | %s | %s %s |\n",
+				r.P5.storedRate(), dur(r.P5.Stored), num(r.p5IngestRatio()), targetP5Ingest, targetP5Ingest.verdict(r.p5IngestRatio()))
+			if r.P5Embedded.Reports > 0 {
+				e := r.P5Embedded
+				fmt.Fprintf(&b, "| P5: the same on the embedded MQTT broker alone (handlers that only count) | %.0f reports/s (%s, %d lost) | Mosquitto alone, acknowledged | %s | %s %s |\n",
+					e.ackedRate(), dur(e.Acked), e.Lost, num(r.p5BrokerRatio()), targetP5Broker, targetP5Broker.verdict(r.p5BrokerRatio()))
+			}
+			fmt.Fprintf(&b, "| P5: ggfleet serve RSS (all replicas) before the burst / most during it / after | %s / %s / %s | | | bounded |\n",
+				mib(r.P5.RSSBefore), mib(r.P5.RSSMax), mib(r.P5.RSSAfter))
+		}
 		fmt.Fprintf(&b, "| agents' reports not acknowledged (lost) | %d | | | 0 |\n", r.LostReports)
 	}
 	return b.String()
@@ -181,6 +212,13 @@ func dur(d time.Duration) string {
 		return "–"
 	}
 	return d.Round(10 * time.Millisecond).String()
+}
+
+func mib(b int64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
 }
 
 func orDash(s string) string {

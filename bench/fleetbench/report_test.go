@@ -21,7 +21,10 @@ func sampleResults() (header, []result) {
 		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 300, P50: 2 * time.Millisecond, P99: 8 * time.Millisecond},
 		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 300, P50: time.Millisecond, P99: 15 * time.Millisecond},
 		Agents: 100, ApplyDelay: time.Second, P4Elapsed: 1500 * time.Millisecond, P4Notify: 300 * time.Millisecond, P4Received: 100, P4Status: "Success",
-		BoundElapsed: time.Second, BoundNotify: 30 * time.Millisecond, LoadAvgBefore: "1.00, 1.00, 1.00", LoadAvgAfter: "2.00, 1.50, 1.00"}
+		BoundElapsed: time.Second, BoundNotify: 30 * time.Millisecond, LoadAvgBefore: "1.00, 1.00, 1.00", LoadAvgAfter: "2.00, 1.50, 1.00",
+		P5:          ingestResult{Reports: 2000, Acked: time.Second, Stored: 1200 * time.Millisecond, RSSBefore: 100 << 20, RSSMax: 150 << 20, RSSAfter: 120 << 20},
+		P5Embedded:  ingestResult{Reports: 2000, Acked: 500 * time.Millisecond},
+		P5Mosquitto: ingestResult{Reports: 2000, Acked: 800 * time.Millisecond}}
 	bad := result{Config: config{Name: "postgres-3", Postgres: true, Replicas: 3, Mosquitto: true}, Err: errors.New("P4 bound: mosquitto\nexited"),
 		Cores: 500, Failed: 2, P1Elapsed: 100 * time.Second, P1Rate: 5, CryptoBefore: 2000,
 		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 30, Errors: 1, P50: 20 * time.Millisecond, P99: 400 * time.Millisecond},
@@ -63,12 +66,13 @@ func TestMarkdownVerdicts(t *testing.T) {
 		t.Fatalf("no line starting %q in:\n%s", prefix, md)
 		return ""
 	}
-	// sqlite-1: 50/80 = 0.62 ≥ 0.5; 8/4 = 2 ≤ 3; 15/5 = 3 ≤ 3; 1.5/1 ≤ 2; 300 ms ≤ 1 s.
-	if got, want := row("| sqlite-1 |"), "| sqlite-1 | 0.62× met | 2.00× met | 3.00× met | 1.50× met | 300ms met |"; got != want {
+	// sqlite-1: 50/80 = 0.62 ≥ 0.5; 8/4 = 2 ≤ 3; 15/5 = 3 ≤ 3; 1.5/1 ≤ 2; 300 ms ≤ 1 s;
+	// P5 4000/2500 = 1.6 ≥ 1; 1667/2500 = 0.67 ≥ 0.5.
+	if got, want := row("| sqlite-1 |"), "| sqlite-1 | 0.62× met | 2.00× met | 3.00× met | 1.50× met | 300ms met | 1.60× met | 0.67× met |"; got != want {
 		t.Errorf("summary row\n got %s\nwant %s", got, want)
 	}
-	// postgres-3: 5/2000; 400/4; 100/5; no bound; 99 of 100 agents notified.
-	if got, want := row("| postgres-3 |"), "| postgres-3 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** |"; got != want {
+	// postgres-3: 5/2000; 400/4; 100/5; no bound; 99 of 100 agents notified; no P5.
+	if got, want := row("| postgres-3 |"), "| postgres-3 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** | – not measured | – not measured |"; got != want {
 		t.Errorf("summary row\n got %s\nwant %s", got, want)
 	}
 	if !strings.Contains(md, "**The run failed:** P4 bound: mosquitto exited") {

@@ -138,6 +138,23 @@ type Agent struct {
 	mu      sync.Mutex
 	applied map[string]int // applies per deployment id
 	seq     int64
+
+	bursts chan burstRequest // Burst's requests to Run
+}
+
+// burstRequest asks Run for a burst of health reports.
+type burstRequest struct {
+	reports int
+	done    chan BurstResult
+}
+
+// BurstResult is what one agent's burst did.
+type BurstResult struct {
+	Acked int
+	Lost  int
+	// Last is the timestamp of the agent's last acknowledged report (what
+	// the broker stores as the core's last health report).
+	Last time.Time
 }
 
 // New makes an agent; Run starts it.
@@ -151,8 +168,30 @@ func New(cfg Config) *Agent {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 2 * time.Minute
 	}
-	return &Agent{cfg: cfg, applied: map[string]int{}}
+	return &Agent{cfg: cfg, applied: map[string]int{}, bursts: make(chan burstRequest)}
 }
+
+// Burst has a running agent publish reports health reports back to back,
+// QoS 1 with one in flight (each waits for its PUBACK), on its session —
+// a health ingestion benchmark's load. It returns when the last one was
+// acknowledged or counted lost, or with ctx's error if Run is not serving.
+func (a *Agent) Burst(ctx context.Context, reports int) (BurstResult, error) {
+	req := burstRequest{reports: reports, done: make(chan BurstResult, 1)}
+	select {
+	case a.bursts <- req:
+	case <-ctx.Done():
+		return BurstResult{}, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r, nil
+	case <-ctx.Done():
+		return BurstResult{}, ctx.Err()
+	}
+}
+
+// Name is the agent's thing name.
+func (a *Agent) Name() string { return a.cfg.Identity.Name }
 
 // now is the agent's clock, skewed as configured.
 func (a *Agent) now() time.Time { return time.Now().Add(a.cfg.ClockSkew).UTC() }
@@ -251,7 +290,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	health := func() {
+	healthMsg := func() mqttmsg.HealthMsg {
 		a.mu.Lock()
 		a.seq++
 		seq := a.seq
@@ -260,11 +299,31 @@ func (a *Agent) Run(ctx context.Context) error {
 			eff = append(eff, mqttmsg.EffectiveDeployment{DeploymentID: id, Status: mqttmsg.StatusSucceeded})
 		}
 		a.mu.Unlock()
-		publish(mqttmsg.Health, false, mqttmsg.HealthMsg{Version: mqttmsg.Version, ThingName: name, Timestamp: a.now(),
+		return mqttmsg.HealthMsg{Version: mqttmsg.Version, ThingName: name, Timestamp: a.now(),
 			IntervalSeconds: int(a.cfg.HealthInterval / time.Second), Status: mqttmsg.Healthy,
 			Nucleus: mqttmsg.NucleusState{State: "RUNNING", Version: "2.12.0"}, Components: []mqttmsg.ComponentState{},
 			EffectiveDeployments: eff, Platform: "linux", Architecture: "amd64", AgentVersion: "loadgen",
-			UptimeSeconds: seq, CertificateNotAfter: a.cfg.Identity.Cert.Leaf.NotAfter})
+			UptimeSeconds: seq, CertificateNotAfter: a.cfg.Identity.Cert.Leaf.NotAfter}
+	}
+	health := func() { publish(mqttmsg.Health, false, healthMsg()) }
+	burst := func(n int) BurstResult {
+		var r BurstResult
+		topic := mqttmsg.Topic(name, mqttmsg.Health)
+		for range n {
+			m := healthMsg()
+			payload, _ := json.Marshal(m)
+			a.sent.Add(1)
+			tok := client.Publish(topic, 1, false, payload)
+			if tok.WaitTimeout(a.cfg.AckTimeout) && tok.Error() == nil {
+				a.acked.Add(1)
+				r.Acked++
+				r.Last = m.Timestamp
+			} else {
+				a.lost.Add(1)
+				r.Lost++
+			}
+		}
+		return r
 	}
 	status := func(doc mqttmsg.DeploymentMsg, st, detail string) {
 		publish(mqttmsg.DeploymentStatus, false, mqttmsg.DeploymentStatusMsg{Version: mqttmsg.Version, DeploymentID: doc.DeploymentID,
@@ -291,6 +350,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			tick = ticker.C
 		case <-tick:
 			health()
+		case b := <-a.bursts:
+			b.done <- burst(b.reports)
 		case doc := <-docs:
 			a.mu.Lock()
 			done := a.applied[doc.DeploymentID] > 0
