@@ -37,14 +37,16 @@ func (d *DB) ReplaceAPIToken(ctx context.Context, rec auth.Record) error {
 	})
 }
 
-// APITokenByHash returns the token record with this hash (auth.Store).
+// APITokenByHash returns the token record with this hash (auth.Store). It
+// reads through the read pool: every API request authenticates, and must not
+// wait for task transactions; a revocation is visible once it commits.
 func (d *DB) APITokenByHash(ctx context.Context, hash string) (auth.Record, error) {
 	var (
 		rec              auth.Record
 		created, lastUse int64
 		revoked          int
 	)
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT id, name, hash, created_at, last_used_at, revoked FROM api_tokens WHERE hash = ?`), hash).
+	err := d.read.QueryRowContext(ctx, d.q(`SELECT id, name, hash, created_at, last_used_at, revoked FROM api_tokens WHERE hash = ?`), hash).
 		Scan(&rec.ID, &rec.Name, &rec.Hash, &created, &lastUse, &revoked)
 	if err != nil {
 		return auth.Record{}, mapErr(err, "API token")

@@ -40,9 +40,10 @@ func (s *CoreStore) EnsureCores(ctx context.Context, names []string, now time.Ti
 	})
 }
 
-// GetCore returns a core or errkind.NotFound.
+// GetCore returns a core or errkind.NotFound. It reads through the read
+// pool (the API's GET /cores/{name}); callers see every committed write.
 func (s *CoreStore) GetCore(ctx context.Context, name string) (corestore.Record, error) {
-	row := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT `+coreColumns+` FROM cores WHERE name = ?`), name)
+	row := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT `+coreColumns+` FROM cores WHERE name = ?`), name)
 	r, err := scanCore(row)
 	if err != nil {
 		return r, mapErr(err, fmt.Sprintf("core %s", name))
@@ -50,7 +51,8 @@ func (s *CoreStore) GetCore(ctx context.Context, name string) (corestore.Record,
 	return r, nil
 }
 
-// ListCores returns cores in name order after the cursor, filtered as spec §2.3 says.
+// ListCores returns cores in name order after the cursor, filtered as spec
+// §2.3 says, through the read pool.
 func (s *CoreStore) ListCores(ctx context.Context, f corestore.Filter, count int, after string) ([]corestore.Record, bool, error) {
 	var where []string
 	var args []any
@@ -85,7 +87,7 @@ func (s *CoreStore) ListCores(ctx context.Context, f corestore.Filter, count int
 	}
 	query += ` ORDER BY name LIMIT ?`
 	args = append(args, count+1)
-	rows, err := s.d.sql.QueryContext(ctx, s.d.q(query), args...)
+	rows, err := s.d.read.QueryContext(ctx, s.d.q(query), args...)
 	if err != nil {
 		return nil, false, mapErr(err, "list cores")
 	}
@@ -116,9 +118,9 @@ func (s *CoreStore) PutArtifact(ctx context.Context, a corestore.ArtifactRecord)
 	return mapErr(err, fmt.Sprintf("record %s artifact of core %s", a.Kind, a.Core))
 }
 
-// ListArtifacts returns a core's artifacts, by kind.
+// ListArtifacts returns a core's artifacts, by kind, through the read pool.
 func (s *CoreStore) ListArtifacts(ctx context.Context, core string) ([]corestore.ArtifactRecord, error) {
-	rows, err := s.d.sql.QueryContext(ctx, s.d.q(`SELECT core, kind, bucket, key, created_at FROM core_artifacts WHERE core = ? ORDER BY kind`), core)
+	rows, err := s.d.read.QueryContext(ctx, s.d.q(`SELECT core, kind, bucket, key, created_at FROM core_artifacts WHERE core = ? ORDER BY kind`), core)
 	if err != nil {
 		return nil, mapErr(err, fmt.Sprintf("artifacts of core %s", core))
 	}

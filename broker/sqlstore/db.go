@@ -13,8 +13,17 @@
 //     so replicas starting together migrate and initialise once.
 //   - Timestamps are BIGINT unix milliseconds (0 = never set); booleans are
 //     INTEGER 0/1; documents are TEXT holding JSON.
-//   - On SQLite the pool has one connection: never run a query on d.sql while
-//     holding a transaction, or it deadlocks. Use the *Tx you were given.
+//   - On SQLite d.sql, the writer pool, has one connection (river's driver
+//     needs a single writer): never run a query on d.sql while holding a
+//     transaction, or it deadlocks. Use the *Tx you were given.
+//   - d.read is for single-statement reads that must not queue behind task
+//     transactions on the writer (the API's GET paths). On SQLite it is a
+//     separate pool of query_only connections on the same WAL database, so a
+//     read sees every transaction committed before it started (read your own
+//     writes) and never waits for one in progress; on PostgreSQL it is d.sql.
+//     Never use d.read inside a transaction, for a read whose result decides a
+//     write (read-modify-write: use the *Tx), or for a read of several
+//     statements that must agree with each other.
 //   - Missing rows are errkind.NotFound, unique violations errkind.Conflict.
 package sqlstore
 
@@ -56,13 +65,21 @@ const (
 // DB is the broker's database handle.
 type DB struct {
 	sql     *sql.DB
+	read    *sql.DB // reads that must not wait for the writer; see the package comment
 	dialect Dialect
 	log     *slog.Logger
 	enqueue Enqueuer // set by SetEnqueuer (tasks.go)
 }
 
+// SQLiteReadConns is the size of the SQLite read pool: enough for the API's
+// concurrent GETs on a small machine; WAL lets them all read while the one
+// writer connection holds a transaction.
+const SQLiteReadConns = 4
+
 // OpenSQLite opens (creating if needed) the SQLite database at path, in WAL
-// mode, with the single-connection pool river's SQLite driver requires.
+// mode, with the single-connection pool river's SQLite driver requires, and a
+// separate read-only pool on the same file for reads that must not queue
+// behind the writer (see the package comment).
 func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -86,7 +103,22 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 			_ = os.Chmod(p, 0o600)
 		}
 	}
-	return &DB{sql: db, dialect: SQLite, log: log}, nil
+	// Opened after the writer has put the file in WAL mode (persistent in
+	// the file). query_only makes any write through this pool fail rather
+	// than take the write lock behind the writer's back.
+	read, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
+	}
+	read.SetMaxOpenConns(SQLiteReadConns)
+	read.SetMaxIdleConns(SQLiteReadConns)
+	if err := read.PingContext(ctx); err != nil {
+		read.Close()
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
+	}
+	return &DB{sql: db, read: read, dialect: SQLite, log: log}, nil
 }
 
 // Pool limits of OpenPostgres: each replica keeps at most this many
@@ -120,7 +152,9 @@ func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*DB, error
 		db.Close()
 		return nil, mapErr(fmt.Errorf("connect to postgres %s: %w", RedactURL(url), err), "open database")
 	}
-	return &DB{sql: db, dialect: Postgres, log: log}, nil
+	// One pool serves reads and writes: PostgreSQL readers never wait for
+	// writers (MVCC), and the pool has room for both.
+	return &DB{sql: db, read: db, dialect: Postgres, log: log}, nil
 }
 
 // RedactURL drops the password from a database URL, for logs and errors.
@@ -143,8 +177,16 @@ func (d *DB) SQL() *sql.DB { return d.sql }
 // Dialect returns the engine.
 func (d *DB) Dialect() Dialect { return d.dialect }
 
-// Close closes the pool.
-func (d *DB) Close() error { return d.sql.Close() }
+// Close closes the pools.
+func (d *DB) Close() error {
+	err := d.sql.Close()
+	if d.read != d.sql {
+		if rerr := d.read.Close(); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
 
 // Ping checks the database answers (for /readyz).
 func (d *DB) Ping(ctx context.Context) error { return d.sql.PingContext(ctx) }

@@ -107,12 +107,13 @@ func (s *HealthStore) SetConnection(ctx context.Context, core, state string, see
 	return nil
 }
 
-// GetHealth returns a core's row or errkind.NotFound (health.Store).
+// GetHealth returns a core's row or errkind.NotFound (health.Store), through
+// the read pool (the device block of GET /cores/{name}).
 func (s *HealthStore) GetHealth(ctx context.Context, core string) (health.Record, error) {
 	var rec health.Record
 	var components, deployments, system string
 	var certNotAfter, reported, received, seen int64
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT core, status, nucleus_state, nucleus_version, components,
+	err := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT core, status, nucleus_state, nucleus_version, components,
 		effective_deployments, platform, architecture, agent_version, uptime_seconds, interval_seconds, system,
 		certificate_not_after, reported_at, received_at, connection_state, last_seen_at
 		FROM core_health WHERE core = ?`), core).Scan(

@@ -354,11 +354,13 @@ func (s *RegistryStore) MarkCoreRegistered(ctx context.Context, name string, at 
 	return mapErr(err, "register core")
 }
 
-// GetCoreDevice returns a core registration or errkind.NotFound.
+// GetCoreDevice returns a core registration or errkind.NotFound, through
+// the read pool (the device block of GET /cores/{name}); a registration is
+// visible once it commits.
 func (s *RegistryStore) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
 	c := provider.CoreDevice{Name: name}
 	var last int64
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
+	err := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
 		FROM registry_core_devices WHERE name = ?`), name).Scan(&c.Status, &c.CoreVersion, &c.Platform, &c.Architecture, &last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errkind.New(errkind.NotFound, "core device %q is not registered", name)

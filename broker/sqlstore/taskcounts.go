@@ -7,9 +7,10 @@ import (
 
 // CountTasks returns the number of tasks by kind and then by status, for
 // the ggfleet_tasks gauge (httpapi.TaskCounter). It reads one small
-// aggregate, so it is cheap enough to run at every scrape.
+// aggregate through the read pool, so it is cheap enough to run at every
+// scrape and never waits for task transactions.
 func (d *DB) CountTasks(ctx context.Context) (map[string]map[string]int, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT kind, status, COUNT(*) FROM tasks GROUP BY kind, status`))
+	rows, err := d.read.QueryContext(ctx, d.q(`SELECT kind, status, COUNT(*) FROM tasks GROUP BY kind, status`))
 	if err != nil {
 		return nil, mapErr(err, "count tasks")
 	}

@@ -85,9 +85,11 @@ func taskStatusOr(s string) string {
 	return s
 }
 
-// GetTask returns one task, or errkind.NotFound.
+// GetTask returns one task, or errkind.NotFound. It reads through the read
+// pool: one statement, outside any transaction (CompleteBatch reads the
+// task in its own transaction with getTask).
 func (d *DB) GetTask(ctx context.Context, id string) (tasks.Task, error) {
-	return getTask(ctx, d, d.sql, id)
+	return getTask(ctx, d, d.read, id)
 }
 
 func getTask(ctx context.Context, d *DB, q Querier, id string) (tasks.Task, error) {
@@ -102,12 +104,12 @@ func getTask(ctx context.Context, d *DB, q Querier, id string) (tasks.Task, erro
 }
 
 // ListTasks returns up to count tasks of a kind in id order after the
-// cursor, and whether more exist.
+// cursor, and whether more exist, through the read pool.
 func (d *DB) ListTasks(ctx context.Context, kind tasks.Kind, count int, after string) ([]tasks.Task, bool, error) {
 	if count < 1 {
 		count = 100
 	}
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT `+taskColumns+` FROM tasks WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`),
+	rows, err := d.read.QueryContext(ctx, d.q(`SELECT `+taskColumns+` FROM tasks WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`),
 		string(kind), after, count+1)
 	if err != nil {
 		return nil, false, mapErr(err, "list tasks")
@@ -131,19 +133,28 @@ func (d *DB) ListTasks(ctx context.Context, kind tasks.Kind, count int, after st
 	return out, more, nil
 }
 
-// ListItems returns every item of a task in request order.
+// ListItems returns every item of a task in request order, through the
+// read pool (the API's task GETs).
 func (d *DB) ListItems(ctx context.Context, taskID string) ([]tasks.Item, error) {
-	return d.queryItems(ctx, `SELECT `+itemColumns+` FROM task_items WHERE task_id = ? ORDER BY seq`, taskID)
+	return d.queryItemsOn(ctx, d.read, `SELECT `+itemColumns+` FROM task_items WHERE task_id = ? ORDER BY seq`, taskID)
 }
 
 // ListBatchItems returns the items of one batch of a task in request order.
+// It reads through the writer: the runner decides from it which items to
+// process.
 func (d *DB) ListBatchItems(ctx context.Context, taskID string, batch int) ([]tasks.Item, error) {
 	return d.queryItems(ctx, `SELECT `+itemColumns+` FROM task_items WHERE task_id = ? AND batch = ? ORDER BY seq`, taskID, batch)
 }
 
+// queryItems runs an item query through the writer pool.
 func (d *DB) queryItems(ctx context.Context, query string, args ...any) ([]tasks.Item, error) {
+	return d.queryItemsOn(ctx, d.sql, query, args...)
+}
+
+// queryItemsOn runs an item query through q.
+func (d *DB) queryItemsOn(ctx context.Context, q Querier, query string, args ...any) ([]tasks.Item, error) {
 	what := fmt.Sprintf("list items of task %v", args[0])
-	rows, err := d.sql.QueryContext(ctx, d.q(query), args...)
+	rows, err := q.QueryContext(ctx, d.q(query), args...)
 	if err != nil {
 		return nil, mapErr(err, what)
 	}
