@@ -29,9 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -161,7 +159,9 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 	md = append(md, "", fmt.Sprintf("### P7: reconnect storm (%d agents over mutual TLS, %d connecting at once)\n", agents, concurrency))
 	md = append(md, "| what | connects/s | failed | wall time |", "|---|---|---|---|")
 	fmt.Fprintln(os.Stderr, "P7 bare TLS handshakes ...")
-	tlsRate, tlsFailed, tlsWall, err := tlsStorm(pki, agents, concurrency)
+	stormPKI := *pki
+	stormPKI.Things, stormPKI.Agents = pki.Things[:agents], pki.Agents[:agents]
+	tlsRate, tlsFailed, tlsWall, err := stormPKI.HandshakeStorm(concurrency)
 	if err != nil {
 		return err
 	}
@@ -277,58 +277,6 @@ func storm(tg target, pki *benchpki.PKI, agents, concurrency int) (rate float64,
 	}
 	ok := agents - int(nFailed.Load())
 	return float64(ok) / wall.Seconds(), int(nFailed.Load()), wall
-}
-
-// tlsStorm does agents bare TLS handshakes against an in-process listener.
-func tlsStorm(pki *benchpki.PKI, agents, concurrency int) (float64, int, time.Duration, error) {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.Server},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.Pool})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if tc, ok := c.(*tls.Conn); ok && tc.Handshake() == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			}()
-		}
-	}()
-	var failed atomic.Int64
-	sem := make(chan struct{}, concurrency)
-	conns := make([]net.Conn, agents)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range agents {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{Certificates: []tls.Certificate{pki.Agents[i]}, RootCAs: pki.Pool, ServerName: "127.0.0.1"})
-			if err != nil {
-				failed.Add(1)
-				return
-			}
-			conns[i] = c
-		}()
-	}
-	wg.Wait()
-	wall := time.Since(start)
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
-	}
-	ok := agents - int(failed.Load())
-	return float64(ok) / wall.Seconds(), int(failed.Load()), wall, nil
 }
 
 // connect opens an agent-like MQTT session (client id = thing).
