@@ -124,17 +124,30 @@ func (p *Provider) PutArtifact(ctx context.Context, key, contentType string, dat
 	return Bucket, nil
 }
 
-// PutArtifact writes data to the file key atomically.
+// PutArtifact writes data to the file key atomically: a temporary file in
+// the key's directory, fsynced, then renamed over the key, so a reader (or a
+// broker restarted after a crash) sees the old file or the whole new one.
+//
+// The key's directory is resolved once (os.Root checks every component) and
+// the temporary file and the rename are single-component operations in it;
+// the directories are created only when that directory does not exist yet.
+// Each artifact is written once or twice per core, so this path is hot when
+// thousands of cores are provisioned.
 func (d *DirArtifacts) PutArtifact(ctx context.Context, key string, data []byte) error {
-	if dir := path.Dir(key); dir != "." {
-		if err := d.root.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("store artifact %s: create directory: %w", key, err)
+	dir, base := path.Split(key)
+	r := d.root
+	if dir != "" {
+		sub, err := d.openDir(strings.TrimSuffix(dir, "/"))
+		if err != nil {
+			return fmt.Errorf("store artifact %s: %w", key, err)
 		}
+		defer sub.Close()
+		r = sub
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := path.Join(path.Dir(key), ".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	tmp := ".tmp-" + hex.EncodeToString(rnd[:])
+	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("store artifact %s: %w", key, err)
 	}
@@ -146,13 +159,33 @@ func (d *DirArtifacts) PutArtifact(ctx context.Context, key string, data []byte)
 		werr = cerr
 	}
 	if werr == nil {
-		werr = d.root.Rename(tmp, key)
+		werr = r.Rename(tmp, base)
 	}
 	if werr != nil {
-		_ = d.root.Remove(tmp)
+		_ = r.Remove(tmp)
 		return fmt.Errorf("store artifact %s: %w", key, werr)
 	}
 	return nil
+}
+
+// openDir opens the directory dir of the artifacts directory as a root of
+// its own, creating it (and its parents, 0700) when it does not exist.
+func (d *DirArtifacts) openDir(dir string) (*os.Root, error) {
+	sub, err := d.root.OpenRoot(dir)
+	if err == nil {
+		return sub, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	if err := d.root.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create directory: %w", err)
+	}
+	sub, err = d.root.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	return sub, nil
 }
 
 // GetArtifact returns an artifact's bytes and content type, or
