@@ -164,11 +164,12 @@ func (f *Flow) now() time.Time {
 // report, anything else is transient.
 //
 // Order, for templates that let the broker make the certificate: Prepare →
-// certs.zip (certificate and key) → save Progress{certificatePem, started}
-// → Provision with the planned certificate → certs.zip again with the
-// issuing CA → save Progress{provisioned}. A crash anywhere re-runs into the
-// same certificate: never a second thing or certificate, and certs.zip
-// always matches the registered certificate.
+// certs.zip (certificate, key and issuing CA) → save Progress{certificatePem,
+// started} → Provision with the planned certificate → certs.zip again only
+// if Provision's result differs from the plan (it does not for the broker's
+// own CA, so one file write per core is saved) → save Progress{provisioned}.
+// A crash anywhere re-runs into the same certificate: never a second thing
+// or certificate, and certs.zip always matches the registered certificate.
 func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, prog *Progress, save Saver) (Outcome, error) {
 	th, err := f.Provider.DescribeThing(ctx, name)
 	exists := err == nil
@@ -197,22 +198,24 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 			return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 		}
 		if planned != nil {
-			if _, err := f.putCerts(ctx, name, planned.CertificatePem, planned.PrivateKeyPem, planned.CaCertificatePem); err != nil {
+			a, err := f.putCerts(ctx, name, planned.CertificatePem, planned.PrivateKeyPem, planned.CaCertificatePem)
+			if err != nil {
 				return Outcome{}, err
 			}
+			stored := &storedCerts{cert: planned.CertificatePem, key: planned.PrivateKeyPem, ca: planned.CaCertificatePem, at: a}
 			prog.CertificatePem = planned.CertificatePem
 			prog.Started = true
 			if err := save(ctx, *prog); err != nil {
 				return Outcome{}, err
 			}
 			req.PlannedCertificate = planned
-			return f.provision(ctx, name, req, prog, save, planned.PrivateKeyPem, planned.CaCertificatePem)
+			return f.provision(ctx, name, req, prog, save, planned.PrivateKeyPem, planned.CaCertificatePem, stored)
 		}
 		prog.Started = true
 		if err := save(ctx, *prog); err != nil {
 			return Outcome{}, err
 		}
-		return f.provision(ctx, name, req, prog, save, "", "")
+		return f.provision(ctx, name, req, prog, save, "", "", nil)
 	}
 
 	// Resuming an interrupted provisioning.
@@ -220,7 +223,7 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 		saved, _ := f.savedCerts(ctx, name)
 		key, ca := saved["certs/private.key"], saved["certs/root.ca.pem"]
 		req.PlannedCertificate = &provisioning.Planned{CertificatePem: prog.CertificatePem, PrivateKeyPem: key, CaCertificatePem: ca}
-		return f.provision(ctx, name, req, prog, save, key, ca)
+		return f.provision(ctx, name, req, prog, save, key, ca, nil)
 	}
 	if exists && len(th.Principals) > 0 {
 		// A template without a broker-made certificate: Provision finished
@@ -229,24 +232,32 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 		if err != nil {
 			return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 		}
-		return f.finish(ctx, name, provisioning.Result{ThingName: name, CertificateID: c.ID, CertificatePem: c.PEM}, prog, save, "", "")
+		return f.finish(ctx, name, provisioning.Result{ThingName: name, CertificateID: c.ID, CertificatePem: c.PEM}, prog, save, "", "", nil)
 	}
-	return f.provision(ctx, name, req, prog, save, "", "")
+	return f.provision(ctx, name, req, prog, save, "", "", nil)
+}
+
+// storedCerts is the certs.zip this run already stored (durably) and where.
+type storedCerts struct {
+	cert, key, ca string
+	at            cdf.Artifact
 }
 
 // provision calls Provision; key and ca are the broker-made key and the
-// issuing CA known from the plan ("" when none).
-func (f *Flow) provision(ctx context.Context, name string, req provisioning.Request, prog *Progress, save Saver, key, ca string) (Outcome, error) {
+// issuing CA known from the plan ("" when none), stored the certs.zip this
+// run already wrote (nil when none).
+func (f *Flow) provision(ctx context.Context, name string, req provisioning.Request, prog *Progress, save Saver, key, ca string, stored *storedCerts) (Outcome, error) {
 	res, err := f.Provisioner.Provision(ctx, req)
 	if err != nil {
 		return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 	}
-	return f.finish(ctx, name, res, prog, save, key, ca)
+	return f.finish(ctx, name, res, prog, save, key, ca, stored)
 }
 
 // finish stores certs.zip with everything known (certificate, the broker-made
-// key, the issuing CA) and records the item as provisioned.
-func (f *Flow) finish(ctx context.Context, name string, res provisioning.Result, prog *Progress, save Saver, key, ca string) (Outcome, error) {
+// key, the issuing CA), unless stored already holds exactly that, and
+// records the item as provisioned.
+func (f *Flow) finish(ctx context.Context, name string, res provisioning.Result, prog *Progress, save Saver, key, ca string, stored *storedCerts) (Outcome, error) {
 	if res.PrivateKeyPem != "" {
 		key = res.PrivateKeyPem
 	}
@@ -257,7 +268,12 @@ func (f *Flow) finish(ctx context.Context, name string, res provisioning.Result,
 	if certPEM == "" {
 		certPEM = prog.CertificatePem
 	}
-	if certPEM != "" {
+	switch {
+	case certPEM == "":
+	case stored != nil && stored.cert == certPEM && stored.key == key && stored.ca == ca:
+		a := stored.at
+		prog.Certs = &a
+	default:
 		a, err := f.putCerts(ctx, name, certPEM, key, ca)
 		if err != nil {
 			return Outcome{}, err
