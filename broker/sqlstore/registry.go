@@ -240,17 +240,41 @@ func (s *RegistryStore) GetCertificate(ctx context.Context, id string) (provider
 
 // AttachThingPrincipal links a certificate to a thing (idempotent).
 func (s *RegistryStore) AttachThingPrincipal(ctx context.Context, thing, certID string) error {
-	return s.d.InTx(ctx, func(tx *sql.Tx) error {
-		if err := s.mustExist(ctx, tx, "thing", thing, qThingExists); err != nil {
+	return s.link(ctx, "attach principal",
+		`INSERT INTO registry_thing_principals (thing_name, cert_id)
+		 SELECT CAST(? AS TEXT), CAST(? AS TEXT)
+		 WHERE EXISTS (SELECT 1 FROM registry_things WHERE name = ?) AND EXISTS (SELECT 1 FROM registry_certificates WHERE id = ?)
+		 ON CONFLICT (thing_name, cert_id) DO NOTHING`,
+		linkEnd{"thing", thing, qThingExists}, linkEnd{"certificate", certID, qCertExists})
+}
+
+// linkEnd is one side of a link row: what it is, its key, and the query
+// that finds it.
+type linkEnd struct{ what, name, query string }
+
+// link inserts a row linking a to b with insert, which takes a's and b's
+// keys twice (the row, then the existence checks) and inserts nothing when
+// either is missing or the link exists. That is one statement where a
+// transaction of two checks and an insert took five round trips on the
+// database's single connection (it runs for every provisioned core); only
+// when nothing was inserted are the checks run again to tell a missing side
+// (errkind.NotFound) from an existing link (nil, idempotent).
+func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b linkEnd) error {
+	res, err := s.d.sql.ExecContext(ctx, s.d.q(insert), a.name, b.name, a.name, b.name)
+	if err != nil {
+		return mapErr(err, what)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return mapErr(err, what)
+	} else if n == 1 {
+		return nil
+	}
+	for _, e := range []linkEnd{a, b} {
+		if err := s.mustExist(ctx, s.d.sql, e.what, e.name, e.query); err != nil {
 			return err
 		}
-		if err := s.mustExist(ctx, tx, "certificate", certID, qCertExists); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, s.d.q(`INSERT INTO registry_thing_principals (thing_name, cert_id) VALUES (?, ?)
-			ON CONFLICT (thing_name, cert_id) DO NOTHING`), thing, certID)
-		return mapErr(err, "attach principal")
-	})
+	}
+	return nil
 }
 
 // GetPolicy returns a policy or errkind.NotFound.
@@ -287,17 +311,12 @@ func (s *RegistryStore) PutPolicy(ctx context.Context, p provider.Policy, now ti
 
 // AttachPolicy links a policy to a certificate (idempotent).
 func (s *RegistryStore) AttachPolicy(ctx context.Context, policy, certID string) error {
-	return s.d.InTx(ctx, func(tx *sql.Tx) error {
-		if err := s.mustExist(ctx, tx, "policy", policy, qPolicyExists); err != nil {
-			return err
-		}
-		if err := s.mustExist(ctx, tx, "certificate", certID, qCertExists); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, s.d.q(`INSERT INTO registry_policy_attachments (policy_name, cert_id) VALUES (?, ?)
-			ON CONFLICT (policy_name, cert_id) DO NOTHING`), policy, certID)
-		return mapErr(err, "attach policy")
-	})
+	return s.link(ctx, "attach policy",
+		`INSERT INTO registry_policy_attachments (policy_name, cert_id)
+		 SELECT CAST(? AS TEXT), CAST(? AS TEXT)
+		 WHERE EXISTS (SELECT 1 FROM registry_policies WHERE name = ?) AND EXISTS (SELECT 1 FROM registry_certificates WHERE id = ?)
+		 ON CONFLICT (policy_name, cert_id) DO NOTHING`,
+		linkEnd{"policy", policy, qPolicyExists}, linkEnd{"certificate", certID, qCertExists})
 }
 
 // CreateThingGroup inserts a group; an existing group is kept as it is.
@@ -309,17 +328,12 @@ func (s *RegistryStore) CreateThingGroup(ctx context.Context, name, description 
 
 // AddThingToGroup is idempotent; errkind.NotFound if either is missing.
 func (s *RegistryStore) AddThingToGroup(ctx context.Context, thing, group string) error {
-	return s.d.InTx(ctx, func(tx *sql.Tx) error {
-		if err := s.mustExist(ctx, tx, "thing", thing, qThingExists); err != nil {
-			return err
-		}
-		if err := s.mustExist(ctx, tx, "thing group", group, qGroupExists); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, s.d.q(`INSERT INTO registry_group_members (group_name, thing_name) VALUES (?, ?)
-			ON CONFLICT (group_name, thing_name) DO NOTHING`), group, thing)
-		return mapErr(err, "add thing to group")
-	})
+	return s.link(ctx, "add thing to group",
+		`INSERT INTO registry_group_members (thing_name, group_name)
+		 SELECT CAST(? AS TEXT), CAST(? AS TEXT)
+		 WHERE EXISTS (SELECT 1 FROM registry_things WHERE name = ?) AND EXISTS (SELECT 1 FROM registry_thing_groups WHERE name = ?)
+		 ON CONFLICT (group_name, thing_name) DO NOTHING`,
+		linkEnd{"thing", thing, qThingExists}, linkEnd{"thing group", group, qGroupExists})
 }
 
 // RemoveThingFromGroup is idempotent.
