@@ -137,22 +137,17 @@ func (f *fleet) lost() int64 {
 	return s.Sent - s.Acked
 }
 
-// fanoutGgfleet enrolls the first n benchmark cores as simulated agents,
-// then times one deployment task to all of them: from just before
+// fanoutGgfleet runs the enrolled simulated agents ids, then times one deployment task to all of them: from just before
 // POST /deploymentTasks to the task seen Success (polled every 50 ms) and
 // to the last agent receiving its document.
 //
 // With reports > 0 it then runs P5 on the same fleet (ingestGgfleet),
 // reading the health rows from db.
-func fanoutGgfleet(ctx context.Context, clients []*apiClient, n int, agentCfg loadgen.Config, reports int, db *sql.DB, pids []int, progress io.Writer) (fanoutResult, error) {
+func fanoutGgfleet(ctx context.Context, clients []*apiClient, ids []*loadgen.Identity, agentCfg loadgen.Config, reports int, db *sql.DB, pids []int, progress io.Writer) (fanoutResult, error) {
+	n := len(ids)
 	names := make([]string, n)
-	for i := range names {
-		names[i] = coreName(i)
-	}
-	progressf(progress, "  P4: enrolling %d simulated agents", n)
-	ids, err := enrollAll(ctx, clients, names)
-	if err != nil {
-		return fanoutResult{}, err
+	for i, id := range ids {
+		names[i] = id.Name
 	}
 	times := &docTimes{}
 	agentCfg.OnDocument = times.record

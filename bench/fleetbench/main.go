@@ -54,6 +54,8 @@ type options struct {
 	Idle       time.Duration
 	CryptoFor  time.Duration
 	Burst      int
+	Storm      int
+	StormConc  int
 	Progress   io.Writer
 }
 
@@ -70,6 +72,8 @@ func main() {
 	flag.DurationVar(&o.Idle, "idle", 20*time.Second, "P3: how long the idle phase samples")
 	flag.DurationVar(&o.CryptoFor, "crypto-time", 10*time.Second, "P1: how long the crypto-only rate is measured, before and again after P1")
 	flag.IntVar(&o.Burst, "burst", 20, "P5: health reports each simulated agent publishes back to back (0: no P5)")
+	flag.IntVar(&o.Storm, "storm", 2000, "P7: simulated agents reconnecting at once (the first of P1's cores; 0: no P7)")
+	flag.IntVar(&o.StormConc, "storm-concurrency", 64, "P7: connects in flight at once")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
 	flag.Parse()
@@ -78,8 +82,8 @@ func main() {
 	if o.Configs, err = parseConfigs(*configs); err != nil {
 		fail(err)
 	}
-	if o.Cores < 1 || o.TaskSize < 1 || o.Agents < 1 || o.Agents > o.Cores {
-		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1 and 1 ≤ -agents ≤ -cores"))
+	if o.Cores < 1 || o.TaskSize < 1 || o.Agents < 1 || o.Agents > o.Cores || o.Storm < 0 || o.Storm > o.Cores {
+		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1, 1 ≤ -agents ≤ -cores and 0 ≤ -storm ≤ -cores"))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -219,11 +223,28 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 		return r
 	}
 	defer db.Close()
-	fr, err := fanoutGgfleet(ctx, clients, o.Agents, agentCfg, o.Burst, db, cl.pids(), o.Progress)
+	names := make([]string, max(o.Agents, o.Storm))
+	for i := range names {
+		names[i] = coreName(i)
+	}
+	progressf(o.Progress, "  P4: enrolling %d simulated agents", len(names))
+	agents, err := enrollAll(ctx, clients, names)
+	if err != nil {
+		r.Err = fmt.Errorf("P4: %w", err)
+		return r
+	}
+	fr, err := fanoutGgfleet(ctx, clients, agents[:o.Agents], agentCfg, o.Burst, db, cl.pids(), o.Progress)
 	r.P4Elapsed, r.P4Notify, r.P4Received, r.P4Status, r.LostReports, r.P5 = fr.Elapsed, fr.Notify, fr.Received, fr.Status, fr.Lost, fr.Ingest
 	if err != nil {
 		r.Err = fmt.Errorf("P4: %w", err)
 		return r
+	}
+	if o.Storm > 0 {
+		progressf(o.Progress, "  P7: %d agents connecting at once, %d in flight", o.Storm, o.StormConc)
+		if r.P7, err = stormGgfleet(ctx, agents[:o.Storm], o.StormConc); err != nil {
+			r.Err = fmt.Errorf("P7: %w", err)
+			return r
+		}
 	}
 	cl.close()
 	cl = nil

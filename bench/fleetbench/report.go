@@ -15,6 +15,10 @@ var (
 	// ggfleet's end-to-end ingest rate / Mosquitto alone's acked rate.
 	targetP5Broker = target{AtLeast: true, Bound: 1}
 	targetP5Ingest = target{AtLeast: true, Bound: 0.5}
+	// P7: connects/s / in-process TLS handshakes/s, and connects/s against
+	// twice AWS IoT Core's default connect rate.
+	targetP7    = target{AtLeast: true, Bound: 0.5}
+	targetP7AWS = target{AtLeast: true, Bound: 2}
 )
 
 // notifyLimit is P4's second target: every agent has its document within it.
@@ -56,6 +60,9 @@ type result struct {
 	// Mosquitto alone.
 	P5, P5Embedded, P5Mosquitto ingestResult
 
+	// P7: a reconnect storm of enrolled agents.
+	P7 stormResult
+
 	LoadAvgBefore string
 	LoadAvgAfter  string
 }
@@ -83,6 +90,14 @@ func (r result) p5BrokerRatio() float64 {
 }
 func (r result) p5IngestRatio() float64 {
 	return ratio(r.P5.storedRate(), r.P5Mosquitto.ackedRate())
+}
+
+func (r result) p7Ratio() float64    { return ratio(r.P7.Rate, r.P7.TLSRate) }
+func (r result) p7AWSRatio() float64 {
+	if r.P7.Agents == 0 {
+		return ratio(0, 0) // not measured
+	}
+	return ratio(r.P7.Rate, awsConnectRate)
 }
 
 // notifyVerdict says whether every agent had its document within notifyLimit.
@@ -136,12 +151,13 @@ func markdown(h header, results []result) string {
 	}
 	fmt.Fprintf(&b, "Setup: `ggfleet serve --workers` %s; P3 sends one request per endpoint every %s (idle phase %s, after P1); simulated agents report health every %s.\n\n",
 		workers, h.Interval, h.Idle, h.Health)
-	fmt.Fprintf(&b, "| configuration | P1 API / crypto (≥ 0.5×) | P3 `GET /cores/{name}` p99 load / idle (≤ 3×) | P3 `GET /fleet/summary` p99 load / idle (≤ 3×) | P4 all Success / bound (≤ 2×) | P4 all notified (≤ 1 s) | P5 embedded / Mosquitto acked (≥ 1×) | P5 ggfleet stored / Mosquitto acked (≥ 0.5×) |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| configuration | P1 API / crypto (≥ 0.5×) | P3 `GET /cores/{name}` p99 load / idle (≤ 3×) | P3 `GET /fleet/summary` p99 load / idle (≤ 3×) | P4 all Success / bound (≤ 2×) | P4 all notified (≤ 1 s) | P5 embedded / Mosquitto acked (≥ 1×) | P5 ggfleet stored / Mosquitto acked (≥ 0.5×) | P7 connects / TLS handshakes (≥ 0.5×) | P7 connects / 500/s (≥ 2×) |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config.Name,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Config.Name,
 			cell(r.p1Ratio(), targetP1), cell(r.p3CoreRatio(), targetP3), cell(r.p3SummaryRatio(), targetP3),
-			cell(r.p4Ratio(), targetP4), notifyCell(r), cell(r.p5BrokerRatio(), targetP5Broker), cell(r.p5IngestRatio(), targetP5Ingest))
+			cell(r.p4Ratio(), targetP4), notifyCell(r), cell(r.p5BrokerRatio(), targetP5Broker), cell(r.p5IngestRatio(), targetP5Ingest),
+			cell(r.p7Ratio(), targetP7), cell(r.p7AWSRatio(), targetP7AWS))
 	}
 	for _, r := range results {
 		c := r.Config
@@ -176,6 +192,12 @@ func markdown(h header, results []result) string {
 			}
 			fmt.Fprintf(&b, "| P5: ggfleet serve RSS (all replicas) before the burst / most during it / after | %s / %s / %s | | | bounded |\n",
 				mib(r.P5.RSSBefore), mib(r.P5.RSSMax), mib(r.P5.RSSAfter))
+		}
+		if r.P7.Agents > 0 {
+			fmt.Fprintf(&b, "| P7: %d agents opening mTLS MQTT sessions at once (%d failed) | %.0f connects/s (%s) | bare TLS handshakes in process: %.0f/s (%s, %d failed) | %s | %s %s |\n",
+				r.P7.Agents, r.P7.Failed, r.P7.Rate, dur(r.P7.Wall), r.P7.TLSRate, dur(r.P7.TLSWall), r.P7.TLSFails, num(r.p7Ratio()), targetP7, targetP7.verdict(r.p7Ratio()))
+			fmt.Fprintf(&b, "| P7: the same against AWS IoT Core's default connect rate | %.0f connects/s | %d/s | %s | %s %s |\n",
+				r.P7.Rate, awsConnectRate, num(r.p7AWSRatio()), targetP7AWS, targetP7AWS.verdict(r.p7AWSRatio()))
 		}
 		fmt.Fprintf(&b, "| agents' reports not acknowledged (lost) | %d | | | 0 |\n", r.LostReports)
 	}

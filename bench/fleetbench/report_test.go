@@ -24,7 +24,8 @@ func sampleResults() (header, []result) {
 		BoundElapsed: time.Second, BoundNotify: 30 * time.Millisecond, LoadAvgBefore: "1.00, 1.00, 1.00", LoadAvgAfter: "2.00, 1.50, 1.00",
 		P5:          ingestResult{Reports: 2000, Acked: time.Second, Stored: 1200 * time.Millisecond, RSSBefore: 100 << 20, RSSMax: 150 << 20, RSSAfter: 120 << 20},
 		P5Embedded:  ingestResult{Reports: 2000, Acked: 500 * time.Millisecond},
-		P5Mosquitto: ingestResult{Reports: 2000, Acked: 800 * time.Millisecond}}
+		P5Mosquitto: ingestResult{Reports: 2000, Acked: 800 * time.Millisecond},
+		P7:          stormResult{Agents: 200, Rate: 1200, Wall: 167 * time.Millisecond, TLSRate: 2000, TLSWall: 100 * time.Millisecond}}
 	bad := result{Config: config{Name: "postgres-3", Postgres: true, Replicas: 3, Mosquitto: true}, Err: errors.New("P4 bound: mosquitto\nexited"),
 		Cores: 500, Failed: 2, P1Elapsed: 100 * time.Second, P1Rate: 5, CryptoBefore: 2000,
 		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 30, Errors: 1, P50: 20 * time.Millisecond, P99: 400 * time.Millisecond},
@@ -67,12 +68,12 @@ func TestMarkdownVerdicts(t *testing.T) {
 		return ""
 	}
 	// sqlite-1: 50/80 = 0.62 ≥ 0.5; 8/4 = 2 ≤ 3; 15/5 = 3 ≤ 3; 1.5/1 ≤ 2; 300 ms ≤ 1 s;
-	// P5 4000/2500 = 1.6 ≥ 1; 1667/2500 = 0.67 ≥ 0.5.
-	if got, want := row("| sqlite-1 |"), "| sqlite-1 | 0.62× met | 2.00× met | 3.00× met | 1.50× met | 300ms met | 1.60× met | 0.67× met |"; got != want {
+	// P5 4000/2500 = 1.6 ≥ 1; 1667/2500 = 0.67 ≥ 0.5; P7 1200/2000 = 0.6 ≥ 0.5, 1200/500 = 2.4 ≥ 2.
+	if got, want := row("| sqlite-1 |"), "| sqlite-1 | 0.62× met | 2.00× met | 3.00× met | 1.50× met | 300ms met | 1.60× met | 0.67× met | 0.60× met | 2.40× met |"; got != want {
 		t.Errorf("summary row\n got %s\nwant %s", got, want)
 	}
 	// postgres-3: 5/2000; 400/4; 100/5; no bound; 99 of 100 agents notified; no P5.
-	if got, want := row("| postgres-3 |"), "| postgres-3 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** | – not measured | – not measured |"; got != want {
+	if got, want := row("| postgres-3 |"), "| postgres-3 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** | – not measured | – not measured | – not measured | – not measured |"; got != want {
 		t.Errorf("summary row\n got %s\nwant %s", got, want)
 	}
 	if !strings.Contains(md, "**The run failed:** P4 bound: mosquitto exited") {
