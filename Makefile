@@ -87,7 +87,7 @@ bench-aws: ## --provider aws against the in-repo AWS fake at AWS's default quota
 	@mkdir -p testout
 	$(GO) run ./bench/awsbench -cores 2000 -out testout/awsbench.md
 
-bench-fleet: ## fleet P1 (FLEET_CORES cores via the API vs crypto only), P3 (API p99 under P1 vs idle), P4 (deployment to FLEET_AGENTS simulated agents vs the MQTT-only bound) for FLEET_CONFIGS (needs PostgreSQL and mosquitto), into testout/fleetbench.md; see BENCHMARKS.md
+bench-fleet: ## fleet P1 (FLEET_CORES cores via the API vs crypto only), P3 (API p99 under P1 vs idle), P4 (deployment to FLEET_AGENTS simulated agents vs the MQTT-only bound), P5 (their health burst into the database vs Mosquitto alone), P7 (2,000-agent reconnect storm vs in-process TLS handshakes) for FLEET_CONFIGS (needs PostgreSQL and mosquitto), into testout/fleetbench.md; see BENCHMARKS.md
 	@mkdir -p testout
 	$(GO) run ./bench/fleetbench -configs $(FLEET_CONFIGS) -cores $(FLEET_CORES) -agents $(FLEET_AGENTS) -out testout/fleetbench.md
 
