@@ -78,6 +78,9 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 	for i := range list {
 		items[i] = &list[i]
 	}
+	if bp, ok := proc.(BatchProcessor); ok {
+		return r.runWholeBatch(ctx, bp, proc, t, ref, items)
+	}
 
 	conc := r.Concurrency
 	if conc < 1 {
