@@ -332,7 +332,7 @@ func (s *Service) finish(ctx context.Context, o Outcome, event *CoreTemplateUpda
 		}
 		s.emit(ctx, EventCoreTemplateUpdated, *event)
 	}
-	changed, batch, err := s.cfg.Store.Finish(ctx, o)
+	fin, err := s.cfg.Store.Finish(ctx, o)
 	if errkind.Is(err, errkind.NotFound) {
 		s.log.Warn("deployment item no longer exists", "task", o.TaskID, "core", o.Core)
 		return nil
@@ -340,12 +340,15 @@ func (s *Service) finish(ctx context.Context, o Outcome, event *CoreTemplateUpda
 	if err != nil {
 		return fmt.Errorf("finish deployment of core %s in task %s: %w", o.Core, o.TaskID, err)
 	}
-	if !changed {
+	if !fin.Changed {
 		return nil
 	}
 	s.log.Info("deployment finished", "task", o.TaskID, "core", o.Core, "status", o.Status, "message", o.Message)
-	if _, err := s.runner.CompleteIfDone(ctx, tasks.BatchRef{TaskID: o.TaskID, Batch: batch}); err != nil {
-		return fmt.Errorf("complete batch %d of task %s: %w", batch, o.TaskID, err)
+	if !fin.BatchDone {
+		return nil // a later outcome of the batch completes it
+	}
+	if _, err := s.runner.CompleteIfDone(ctx, tasks.BatchRef{TaskID: o.TaskID, Batch: fin.Batch}); err != nil {
+		return fmt.Errorf("complete batch %d of task %s: %w", fin.Batch, o.TaskID, err)
 	}
 	return nil
 }

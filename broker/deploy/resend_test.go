@@ -93,9 +93,9 @@ type failingFinish struct {
 	fail bool
 }
 
-func (f *failingFinish) Finish(ctx context.Context, o deploy.Outcome) (bool, int, error) {
+func (f *failingFinish) Finish(ctx context.Context, o deploy.Outcome) (deploy.Finished, error) {
 	if f.fail {
-		return false, 0, errors.New("replica killed")
+		return deploy.Finished{}, errors.New("replica killed")
 	}
 	return f.DB.Finish(ctx, o)
 }

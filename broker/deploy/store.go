@@ -49,6 +49,13 @@ type Outcome struct {
 	Now         time.Time
 }
 
+// Finished is what Store.Finish did.
+type Finished struct {
+	Changed   bool // the item became final now
+	Batch     int  // the item's batch
+	BatchDone bool // every item of the batch is final
+}
+
 // CoreDeployment is one deployment item of a core, with its task's times.
 type CoreDeployment struct {
 	Item          tasks.Item
@@ -74,12 +81,22 @@ type Store interface {
 	WaitsForCore(ctx context.Context, core string) ([]Wait, error)
 	// OverdueWaits returns up to limit waits whose deadline is not after now.
 	OverdueWaits(ctx context.Context, now time.Time, limit int) ([]Wait, error)
+	// PutDeployments starts the deployments of many cores in one
+	// transaction: every wait first (an existing wait keeps its deadline),
+	// then every document, replacing the previous ones, which it returns
+	// by core (a core without one is absent).
+	PutDeployments(ctx context.Context, waits []Wait, docs []Document) (prev map[string]Document, err error)
+	// WaitsForCores returns the waits of the given cores.
+	WaitsForCores(ctx context.Context, cores []string) ([]Wait, error)
+
 	// Finish applies an outcome in one transaction: the item becomes final
 	// only if it is not final yet (a conditional update, so replicas and
 	// duplicate reports finish it once), the wait is removed, and the core
-	// state is applied as Outcome says. It reports whether the item changed
-	// and the item's batch.
-	Finish(ctx context.Context, o Outcome) (changed bool, batch int, err error)
+	// state is applied as Outcome says. It reports whether the item
+	// changed, its batch, and whether every item of that batch is now final
+	// (counted in the same transaction, serialised with the other outcomes
+	// of the task, so the last outcome of a batch always sees it done).
+	Finish(ctx context.Context, o Outcome) (Finished, error)
 	// PendingBatches returns batches of unfinished deployment tasks whose
 	// items are all final but that were not completed (a crash between
 	// Finish and completing the batch).
@@ -102,6 +119,9 @@ type Cores interface {
 	// SetDesiredTemplate sets a core's desired template and its
 	// deploymentStatus, and clears deploymentStatusMessage.
 	SetDesiredTemplate(ctx context.Context, core, name string, version int, status string, now time.Time) error
+	// SetDesiredTemplates is SetDesiredTemplate for many cores in one
+	// statement; cores without a record are skipped.
+	SetDesiredTemplates(ctx context.Context, cores []string, name string, version int, status string, now time.Time) error
 	// SetDeploymentStatus sets a core's deploymentStatus and message.
 	SetDeploymentStatus(ctx context.Context, core, status, message string, now time.Time) error
 }

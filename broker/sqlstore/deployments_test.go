@@ -140,14 +140,14 @@ func TestDeploymentStore(t *testing.T) {
 	}
 	out := deploy.Outcome{TaskID: "taskA0001", Core: "c1", DeploymentID: "d-A", Status: cdf.StatusFailure, Message: "m",
 		CoreStatus: cdf.DeploymentStatusFailure, CoreMessage: "m", Now: now}
-	changed, batch, err := db.Finish(ctx, out)
-	if err != nil || !changed || batch != 0 {
-		t.Fatalf("Finish = %v %d %v", changed, batch, err)
+	fin, err := db.Finish(ctx, out)
+	if err != nil || !fin.Changed || fin.Batch != 0 || fin.BatchDone {
+		t.Fatalf("Finish = %+v %v; want changed, batch 0, c2 still open", fin, err)
 	}
 	if r, _ := db.Cores().GetCore(ctx, "c1"); r.DeploymentStatus != cdf.DeploymentStatusInProgress {
 		t.Fatalf("superseded outcome touched the core: %+v", r)
 	}
-	if changed, _, _ := db.Finish(ctx, out); changed {
+	if fin, _ := db.Finish(ctx, out); fin.Changed {
 		t.Fatal("second Finish changed the item again")
 	}
 	if ws, _ := db.WaitsForCore(ctx, "c1"); len(ws) != 0 {
@@ -157,8 +157,8 @@ func TestDeploymentStore(t *testing.T) {
 	// The current deployment's outcome is applied.
 	ok := deploy.Outcome{TaskID: "taskB0001", Core: "c1", DeploymentID: "d-B", Status: cdf.StatusSuccess,
 		CoreStatus: cdf.DeploymentStatusSuccessful, Reported: &cdf.TemplateRef{Name: "T", Version: 2}, Now: now.Add(time.Second)}
-	if changed, _, err := db.Finish(ctx, ok); err != nil || !changed {
-		t.Fatalf("Finish = %v %v", changed, err)
+	if fin, err := db.Finish(ctx, ok); err != nil || !fin.Changed || fin.BatchDone {
+		t.Fatalf("Finish = %+v %v", fin, err)
 	}
 	r, _ := db.Cores().GetCore(ctx, "c1")
 	if r.DeploymentStatus != cdf.DeploymentStatusSuccessful || r.ReportedName != "T" || r.ReportedVersion != 2 || r.DesiredVersion != 2 {
@@ -173,8 +173,8 @@ func TestDeploymentStore(t *testing.T) {
 	}
 	// An outcome for a task that no longer exists drops its wait.
 	_ = db.PutWait(ctx, deploy.Wait{TaskID: "gone00001", Core: "c1", DeploymentID: "x", Deadline: now})
-	if changed, _, err := db.Finish(ctx, deploy.Outcome{TaskID: "gone00001", Core: "c1", Status: cdf.StatusFailure, Now: now}); err != nil || changed {
-		t.Fatalf("Finish of a missing item = %v %v", changed, err)
+	if fin, err := db.Finish(ctx, deploy.Outcome{TaskID: "gone00001", Core: "c1", Status: cdf.StatusFailure, Now: now}); err != nil || fin.Changed {
+		t.Fatalf("Finish of a missing item = %+v %v", fin, err)
 	}
 	if ws, _ := db.WaitsForCore(ctx, "c1"); len(ws) != 0 {
 		t.Fatalf("wait of a missing task kept: %+v", ws)
@@ -184,8 +184,8 @@ func TestDeploymentStore(t *testing.T) {
 	if refs, err := db.PendingBatches(ctx); err != nil || len(refs) != 0 {
 		t.Fatalf("PendingBatches = %v, %v", refs, err)
 	}
-	if _, _, err := db.Finish(ctx, deploy.Outcome{TaskID: "taskB0001", Core: "c2", Status: cdf.StatusFailure, Now: now}); err != nil {
-		t.Fatal(err)
+	if fin, err := db.Finish(ctx, deploy.Outcome{TaskID: "taskB0001", Core: "c2", Status: cdf.StatusFailure, Now: now}); err != nil || !fin.Changed || !fin.BatchDone {
+		t.Fatalf("Finish of the batch's last item = %+v %v; want it done", fin, err)
 	}
 	if refs, _ := db.PendingBatches(ctx); !slices.Equal(refs, []tasks.BatchRef{{TaskID: "taskB0001", Batch: 0}}) {
 		t.Fatalf("PendingBatches = %v", refs)

@@ -383,6 +383,108 @@ func (p *Provider) ListThingGroupsForThing(ctx context.Context, thing string) ([
 	return names, nil
 }
 
+// BatchStore is implemented by stores that answer registry questions about
+// many things in one query (sqlstore). The provider's batch methods ask
+// per thing without it.
+type BatchStore interface {
+	// RegisteredCores returns which of names have a core registration.
+	RegisteredCores(ctx context.Context, names []string) (map[string]bool, error)
+	// MoveThingsToGroup makes every existing thing of things a member of
+	// group and of no other group whose name starts with prefix, in one
+	// transaction, and returns the things that do not exist;
+	// errkind.NotFound if the group does not exist.
+	MoveThingsToGroup(ctx context.Context, things []string, group, prefix string) (missing []string, err error)
+}
+
+// CoreRegistrations returns, for each of names that is not a registered
+// core, why: errkind.NotFound when it is not registered, else what kept it
+// from being checked. A deployment batch asks this once instead of
+// GetCoreDevice per core.
+func (p *Provider) CoreRegistrations(ctx context.Context, names []string) (map[string]error, error) {
+	out := map[string]error{}
+	var valid []string
+	for _, n := range names {
+		if err := provider.CheckName("core name", n); err != nil {
+			out[n] = err
+			continue
+		}
+		valid = append(valid, n)
+	}
+	bs, ok := p.store.(BatchStore)
+	if !ok {
+		for _, n := range valid {
+			if _, err := p.GetCoreDevice(ctx, n); err != nil {
+				if !errkind.Is(err, errkind.NotFound) && !errkind.Is(err, errkind.Invalid) {
+					return nil, err
+				}
+				out[n] = err
+			}
+		}
+		return out, nil
+	}
+	registered, err := bs.RegisteredCores(ctx, valid)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d core registrations: %w", len(valid), err)
+	}
+	for _, n := range valid {
+		if !registered[n] {
+			out[n] = errkind.New(errkind.NotFound, "core device %q is not registered", n)
+		}
+	}
+	return out, nil
+}
+
+// MoveToGroup makes each thing a member of group and of no other group whose
+// name starts with prefix (group must exist): RemoveThingFromGroup and
+// AddThingToGroup for many things at once. It returns the error of each
+// thing that could not be moved (errkind.NotFound when the thing does not
+// exist, errkind.Invalid for a bad name); the error is for the whole call.
+func (p *Provider) MoveToGroup(ctx context.Context, things []string, group, prefix string) (map[string]error, error) {
+	if err := provider.CheckName("thing group name", group); err != nil {
+		return nil, err
+	}
+	out := map[string]error{}
+	var valid []string
+	for _, n := range things {
+		if err := provider.CheckName("thing name", n); err != nil {
+			out[n] = err
+			continue
+		}
+		valid = append(valid, n)
+	}
+	bs, ok := p.store.(BatchStore)
+	if !ok {
+		for _, n := range valid {
+			groups, err := p.ListThingGroupsForThing(ctx, n)
+			if err != nil {
+				return nil, err
+			}
+			for _, g := range groups {
+				if g != group && strings.HasPrefix(g, prefix) {
+					if err := p.RemoveThingFromGroup(ctx, n, g); err != nil {
+						return nil, err
+					}
+				}
+			}
+			if err := p.AddThingToGroup(ctx, n, group); err != nil {
+				if !errkind.Is(err, errkind.NotFound) {
+					return nil, err
+				}
+				out[n] = err
+			}
+		}
+		return out, nil
+	}
+	missing, err := bs.MoveThingsToGroup(ctx, valid, group, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("move %d things to group %q: %w", len(valid), group, err)
+	}
+	for _, n := range missing {
+		out[n] = fmt.Errorf("add thing %q to group %q: %w", n, group, errkind.New(errkind.NotFound, "thing %q does not exist", n))
+	}
+	return out, nil
+}
+
 // MarkCoreRegistered records that a core obtained its identity (enrollment)
 // or connected; GetCoreDevice succeeds from then on, with Status "" until the
 // first health report. Idempotent.

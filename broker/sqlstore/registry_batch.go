@@ -1,0 +1,85 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// Registry questions about many things at once, for deployment batches
+// (local.BatchStore): one query instead of one or more per core.
+
+// RegisteredCores returns which of names have a core registration.
+func (s *RegistryStore) RegisteredCores(ctx context.Context, names []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	found, err := s.column(ctx, s.d.sql, "look up core registrations",
+		`SELECT name FROM registry_core_devices WHERE name IN (`+placeholders(len(names))+`)`, stringArgs(names)...)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range found {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// MoveThingsToGroup makes every existing thing of things a member of group
+// and of no other group whose name starts with prefix, in one transaction.
+// It returns the things that do not exist (left alone), and
+// errkind.NotFound when the group does not exist. Idempotent.
+func (s *RegistryStore) MoveThingsToGroup(ctx context.Context, things []string, group, prefix string) ([]string, error) {
+	var missing []string
+	if len(things) == 0 {
+		return nil, nil
+	}
+	err := s.d.InTx(ctx, func(tx *sql.Tx) error {
+		if err := s.mustExist(ctx, tx, "thing group", group, qGroupExists); err != nil {
+			return err
+		}
+		list, err := s.column(ctx, tx, "look up things",
+			`SELECT name FROM registry_things WHERE name IN (`+placeholders(len(things))+`)`, stringArgs(things)...)
+		if err != nil {
+			return err
+		}
+		exists := make(map[string]bool, len(list))
+		for _, n := range list {
+			exists[n] = true
+		}
+		var present []string
+		for _, n := range things {
+			if exists[n] {
+				present = append(present, n)
+			} else {
+				missing = append(missing, n)
+			}
+		}
+		if len(present) == 0 {
+			return nil
+		}
+		// substr rather than LIKE: '_' in the prefix would be a wildcard.
+		args := append([]any{len(prefix), prefix, group}, stringArgs(present)...)
+		if _, err := tx.ExecContext(ctx, s.d.q(`DELETE FROM registry_group_members
+			WHERE substr(group_name, 1, ?) = ? AND group_name <> ? AND thing_name IN (`+placeholders(len(present))+`)`), args...); err != nil {
+			return mapErr(err, fmt.Sprintf("remove %d things from other groups than %s", len(present), group))
+		}
+		stmt, err := tx.PrepareContext(ctx, s.d.q(`INSERT INTO registry_group_members (group_name, thing_name) VALUES (?, ?)
+			ON CONFLICT (group_name, thing_name) DO NOTHING`))
+		if err != nil {
+			return mapErr(err, "add things to group")
+		}
+		defer stmt.Close()
+		for _, n := range present {
+			if _, err := stmt.ExecContext(ctx, group, n); err != nil {
+				return mapErr(err, fmt.Sprintf("add thing %q to group %q", n, group))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return missing, nil
+}
