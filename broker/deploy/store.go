@@ -53,7 +53,7 @@ type Outcome struct {
 type Finished struct {
 	Changed   bool // the item became final now
 	Batch     int  // the item's batch
-	BatchDone bool // every item of the batch is final
+	BatchDone bool // every item of the batch is final (seen after the commit)
 }
 
 // CoreDeployment is one deployment item of a core, with its task's times.
@@ -94,8 +94,9 @@ type Store interface {
 	// duplicate reports finish it once), the wait is removed, and the core
 	// state is applied as Outcome says. It reports whether the item
 	// changed, its batch, and whether every item of that batch is now final
-	// (counted in the same transaction, serialised with the other outcomes
-	// of the task, so the last outcome of a batch always sees it done).
+	// (counted after the commit, so of outcomes that finish a batch's last
+	// items at once at least one sees it done). An error after the commit
+	// leaves the item final: the sweeper's PendingBatches completes it.
 	Finish(ctx context.Context, o Outcome) (Finished, error)
 	// PendingBatches returns batches of unfinished deployment tasks whose
 	// items are all final but that were not completed (a crash between

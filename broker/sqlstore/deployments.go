@@ -202,21 +202,22 @@ func (d *DB) OverdueWaits(ctx context.Context, now time.Time, limit int) ([]depl
 }
 
 // Finish makes a waiting item final once (conditional update), removes its
-// wait and applies the core state, in one transaction, and counts the
-// batch's unfinished items in it, so only the outcome that finishes a batch
-// has to complete it.
+// wait and applies the core state, in one transaction; then it counts the
+// batch's unfinished items, so only the outcomes that finish a batch have
+// to complete it.
+//
+// The count runs after the commit, not inside the transaction: on
+// PostgreSQL (read committed) two outcomes finishing a batch's last two
+// items at once would each see the other's item unfinished inside their
+// transactions, and neither would complete the batch. After its commit, the
+// later of the two sees both (both may; completing is idempotent). Locking
+// the task row instead would serialise every outcome of a task, commit
+// (fsync) included.
 func (d *DB) Finish(ctx context.Context, o deploy.Outcome) (deploy.Finished, error) {
 	var out deploy.Finished
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
 		out = deploy.Finished{}
 		what := fmt.Sprintf("finish item %q of task %s", o.Core, o.TaskID)
-		// Lock the task row first, as CompleteBatch does. On PostgreSQL
-		// (read committed) two outcomes finishing a batch's last two items
-		// at once would otherwise each count the other's item as unfinished,
-		// and neither would complete the batch.
-		if _, err := tx.ExecContext(ctx, d.q(`UPDATE tasks SET batches_complete = batches_complete WHERE id = ?`), o.TaskID); err != nil {
-			return mapErr(err, fmt.Sprintf("lock task %s", o.TaskID))
-		}
 		err := tx.QueryRowContext(ctx, d.q(`SELECT batch FROM task_items WHERE task_id = ? AND name = ?`), o.TaskID, o.Core).Scan(&out.Batch)
 		if errors.Is(err, sql.ErrNoRows) {
 			// The task is gone: drop its wait so the sweeper forgets it.
@@ -240,16 +241,7 @@ func (d *DB) Finish(ctx context.Context, o deploy.Outcome) (deploy.Finished, err
 		if _, err := tx.ExecContext(ctx, d.q(`DELETE FROM deployment_waits WHERE task_id = ? AND core = ?`), o.TaskID, o.Core); err != nil {
 			return mapErr(err, what)
 		}
-		if !out.Changed {
-			return nil
-		}
-		var open int
-		if err := tx.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM task_items WHERE task_id = ? AND batch = ? AND status NOT IN (?, ?)`),
-			o.TaskID, out.Batch, cdf.StatusSuccess, cdf.StatusFailure).Scan(&open); err != nil {
-			return mapErr(err, fmt.Sprintf("count open items of batch %d of task %s", out.Batch, o.TaskID))
-		}
-		out.BatchDone = open == 0
-		if o.CoreStatus == "" {
+		if !out.Changed || o.CoreStatus == "" {
 			return nil
 		}
 		var current string
@@ -266,7 +258,16 @@ func (d *DB) Finish(ctx context.Context, o deploy.Outcome) (deploy.Finished, err
 		}
 		return err
 	})
-	return out, err
+	if err != nil || !out.Changed {
+		return out, err
+	}
+	var open int
+	if err := d.sql.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM task_items WHERE task_id = ? AND batch = ? AND status NOT IN (?, ?)`),
+		o.TaskID, out.Batch, cdf.StatusSuccess, cdf.StatusFailure).Scan(&open); err != nil {
+		return out, mapErr(err, fmt.Sprintf("count open items of batch %d of task %s", out.Batch, o.TaskID))
+	}
+	out.BatchDone = open == 0
+	return out, nil
 }
 
 // PendingBatches returns batches of unfinished deployment tasks whose items
