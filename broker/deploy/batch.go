@@ -116,9 +116,13 @@ func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks
 		}
 		return out
 	}
+	// failAll fails the cores that have not failed yet (a core keeps the
+	// message of the first step it failed, as ProcessItem stops there).
 	failAll := func(cores []string, msg string) {
 		for _, c := range cores {
-			fails[c] = msg
+			if _, failed := fails[c]; !failed {
+				fails[c] = msg
+			}
 		}
 	}
 
