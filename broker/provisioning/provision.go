@@ -70,6 +70,11 @@ func (s *Service) Prepare(ctx context.Context, req Request) (*Planned, error) {
 	if err := r.evalResources(); err != nil {
 		return nil, err
 	}
+	if r.planned != nil {
+		// Provision with this plan (moments later, in this process) uses
+		// the same template instead of reading and parsing it again.
+		r.planned.template = &parsedTemplate{name: req.Template, raw: r.raw, doc: r.doc}
+	}
 	return r.planned, nil
 }
 
@@ -113,16 +118,9 @@ func (s *Service) start(ctx context.Context, req Request) (*run, error) {
 	if req.Template == "" {
 		return nil, invalid("BadRequestError: INVALID_PROVISIONING_TEMPLATE: no provisioning template was named")
 	}
-	raw, err := s.store.GetProvisioningTemplate(ctx, req.Template)
-	if errkind.Is(err, errkind.NotFound) {
-		return nil, errkind.Wrap(errkind.Invalid, err, "BadRequestError: INVALID_PROVISIONING_TEMPLATE: %s", req.Template)
-	}
+	raw, doc, err := s.template(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("read provisioning template %q: %w", req.Template, err)
-	}
-	doc, err := parseTemplate(raw)
-	if err != nil {
-		return nil, invalid("provisioning template %q is not valid: %s", req.Template, msgOf(err))
+		return nil, err
 	}
 	r := &run{s: s, req: req, doc: doc, raw: raw}
 	r.e = &evaluator{doc: doc, supplied: req.Parameters, injected: map[string]string{},

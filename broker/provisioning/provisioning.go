@@ -43,6 +43,10 @@ type Planned struct {
 	// CaCertificatePem is the issuing CA's certificate (added field; may be
 	// empty in plans saved before it existed).
 	CaCertificatePem string `json:"caCertificatePem,omitempty"`
+
+	// template is the template Prepare made the plan with (nil in plans
+	// restored after a crash): Provision reuses it.
+	template *parsedTemplate
 }
 
 // Result is what provisioning made.

@@ -1,12 +1,14 @@
 package provisioning
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509/pkix"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
@@ -71,6 +73,54 @@ type Service struct {
 	region  string
 	account string
 	now     func() time.Time
+
+	mu     sync.Mutex
+	parsed map[string]parsedTemplate // by template name: the last document parsed
+}
+
+// parsedTemplate is a template document as stored and parsed. A parsed
+// document is never modified, so runs share it.
+type parsedTemplate struct {
+	name string
+	raw  []byte
+	doc  *document
+}
+
+// maxParsed bounds the parsed-template cache (brokers have a few templates).
+const maxParsed = 64
+
+// template reads and parses the request's template. A plan made by Prepare
+// carries the template it was made with, so Provision neither reads nor
+// parses it again; otherwise the stored document is read (a template may
+// change at any time) and parsed unless it is the one parsed last time.
+func (s *Service) template(ctx context.Context, req Request) ([]byte, *document, error) {
+	if p := req.PlannedCertificate; p != nil && p.template != nil && p.template.name == req.Template {
+		return p.template.raw, p.template.doc, nil
+	}
+	raw, err := s.store.GetProvisioningTemplate(ctx, req.Template)
+	if errkind.Is(err, errkind.NotFound) {
+		return nil, nil, errkind.Wrap(errkind.Invalid, err, "BadRequestError: INVALID_PROVISIONING_TEMPLATE: %s", req.Template)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read provisioning template %q: %w", req.Template, err)
+	}
+	s.mu.Lock()
+	c, ok := s.parsed[req.Template]
+	s.mu.Unlock()
+	if ok && bytes.Equal(c.raw, raw) {
+		return c.raw, c.doc, nil
+	}
+	doc, err := parseTemplate(raw)
+	if err != nil {
+		return nil, nil, invalid("provisioning template %q is not valid: %s", req.Template, msgOf(err))
+	}
+	s.mu.Lock()
+	if s.parsed == nil || len(s.parsed) >= maxParsed {
+		s.parsed = map[string]parsedTemplate{}
+	}
+	s.parsed[req.Template] = parsedTemplate{name: req.Template, raw: raw, doc: doc}
+	s.mu.Unlock()
+	return raw, doc, nil
 }
 
 // New returns a Service.
