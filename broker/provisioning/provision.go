@@ -73,7 +73,8 @@ func (s *Service) Prepare(ctx context.Context, req Request) (*Planned, error) {
 	if r.planned != nil {
 		// Provision with this plan (moments later, in this process) uses
 		// the same template instead of reading and parsing it again.
-		r.planned.template = &parsedTemplate{name: req.Template, raw: r.raw, doc: r.doc}
+		r.planned.origin = &planOrigin{template: parsedTemplate{name: req.Template, raw: r.raw, doc: r.doc},
+			certPEM: r.planned.CertificatePem, caPEM: r.planned.CaCertificatePem}
 	}
 	return r.planned, nil
 }
@@ -367,7 +368,19 @@ func (r *run) resolve(ctx context.Context) error {
 			if err != nil {
 				return invalid("CertificatePem: %v", err)
 			}
-			if c.CAPEM != "" {
+			// The certificate and CA of a plan Prepare made in this process
+			// come from the CA's Issue: checking the signature again is
+			// wasted work.
+			o := (*planOrigin)(nil)
+			if r.planned != nil {
+				o = r.planned.origin
+			}
+			ownPlan := o != nil && c.PEM == o.certPEM && c.CAPEM == o.caPEM
+			if c.CAPEM != "" && ownPlan {
+				if r.caPEM == "" {
+					r.caPEM = c.CAPEM
+				}
+			} else if c.CAPEM != "" {
 				ca, err := certs.ParseCertificate(c.CAPEM)
 				if err != nil {
 					return invalid("CACertificatePem: %v", err)

@@ -44,9 +44,16 @@ type Planned struct {
 	// empty in plans saved before it existed).
 	CaCertificatePem string `json:"caCertificatePem,omitempty"`
 
-	// template is the template Prepare made the plan with (nil in plans
-	// restored after a crash): Provision reuses it.
-	template *parsedTemplate
+	// origin is what Prepare made the plan from and with, in this process
+	// (nil in plans restored after a crash): Provision reuses it.
+	origin *planOrigin
+}
+
+// planOrigin is the template a plan was prepared with and the certificate
+// and CA Prepare put in it.
+type planOrigin struct {
+	template       parsedTemplate
+	certPEM, caPEM string
 }
 
 // Result is what provisioning made.

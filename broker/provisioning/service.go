@@ -94,8 +94,8 @@ const maxParsed = 64
 // parses it again; otherwise the stored document is read (a template may
 // change at any time) and parsed unless it is the one parsed last time.
 func (s *Service) template(ctx context.Context, req Request) ([]byte, *document, error) {
-	if p := req.PlannedCertificate; p != nil && p.template != nil && p.template.name == req.Template {
-		return p.template.raw, p.template.doc, nil
+	if p := req.PlannedCertificate; p != nil && p.origin != nil && p.origin.template.name == req.Template {
+		return p.origin.template.raw, p.origin.template.doc, nil
 	}
 	raw, err := s.store.GetProvisioningTemplate(ctx, req.Template)
 	if errkind.Is(err, errkind.NotFound) {
