@@ -95,7 +95,7 @@ func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in 
 	}
 
 	if in.ConfigFileGenerator != "" && prog.Config == nil {
-		msg, err := s.config(ctx, req, in, prog, save)
+		msg, err := s.config(ctx, req, in, it, prog)
 		if err != nil {
 			return err
 		}
@@ -115,7 +115,12 @@ func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in 
 
 // config renders and stores the installer config. It returns the item's
 // failure message, or a transient error.
-func (s *Service) config(ctx context.Context, req taskRequest, in cdf.NewCore, prog *thingflow.Progress, save thingflow.Saver) (string, error) {
+//
+// The config's location is staged in the item's progress, not saved on its
+// own: the item's final save records it. A crash before that re-runs this
+// step, which writes the same file again (atomically) and records the same
+// artifact, so the extra write per core is not worth it.
+func (s *Service) config(ctx context.Context, req taskRequest, in cdf.NewCore, it *tasks.Item, prog *thingflow.Progress) (string, error) {
 	alias := in.ConfigFileGenerator
 	if s.cfg.ConfigGen == nil {
 		return "Unrecognized generator alias: " + alias, nil
@@ -144,7 +149,7 @@ func (s *Service) config(ctx context.Context, req taskRequest, in cdf.NewCore, p
 		return "Failed uploading certs: " + err.Error(), nil // sic, spec §4.1 step 4.3
 	}
 	prog.Config = &cdf.Artifact{Bucket: bucket, Key: key, CreatedAt: cdf.At(s.cfg.Now())}
-	if err := save(ctx, *prog); err != nil {
+	if err := thingflow.Stage(it, *prog); err != nil {
 		return "", err
 	}
 	return "", nil

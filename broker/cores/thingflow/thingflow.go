@@ -116,14 +116,25 @@ func ItemProgress(it *tasks.Item, save func(context.Context) error) (Progress, S
 		return Progress{}, nil, err
 	}
 	saver := func(ctx context.Context, p Progress) error {
-		b, err := json.Marshal(p)
-		if err != nil {
-			return fmt.Errorf("encode progress: %w", err)
+		if err := Stage(it, p); err != nil {
+			return err
 		}
-		it.Progress = b
 		return save(ctx)
 	}
 	return prog, saver, nil
+}
+
+// Stage stores p as the item's Progress without saving the item: the
+// runner's save of the finished item persists it. Use it for progress a
+// re-run after a crash could do without (it would redo an idempotent step),
+// to spare the database a write per item.
+func Stage(it *tasks.Item, p Progress) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode progress: %w", err)
+	}
+	it.Progress = b
+	return nil
 }
 
 // Flow runs the sequence for one thing.
