@@ -178,8 +178,12 @@ func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks
 
 	// 7. Publish every document of the batch, then the events.
 	s.publishAll(ctx, going, payload)
+	created := make([]any, len(going))
+	for i, core := range going {
+		created[i] = DeploymentTaskCreatedEvent{TaskID: t.ID, CoreName: core, Status: "success"}
+	}
+	s.emitAll(ctx, EventDeploymentTaskCreated, created)
 	for _, core := range going {
-		s.emit(ctx, EventDeploymentTaskCreated, DeploymentTaskCreatedEvent{TaskID: t.ID, CoreName: core, Status: "success"})
 		s.log.Info("deployment started", "task", t.ID, "core", core, "template", tpl.Name, "version", tpl.Version, "deploymentId", req.DeploymentID)
 	}
 	return nil // the items of going stay InProgress, saved with their progress

@@ -126,6 +126,10 @@ type Config struct {
 	AssetLibrary AssetLibrary // nil: Asset Library targets are refused
 	// Events receives the spec §9 events; may be nil.
 	Events func(ctx context.Context, detailType string, detail any)
+	// EventsAll receives many events of one type at once (a batch's
+	// DeploymentTask Created events, stored in one transaction:
+	// events.Service.PublishAll); nil sends them to Events one by one.
+	EventsAll func(ctx context.Context, detailType string, details []any)
 	// CoreView returns a core with its live device block
 	// (cores.Service.GetCore), for plans; may be nil (plans then know no
 	// reported templates and no connectivity).
@@ -302,6 +306,17 @@ func newDeploymentID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// emitAll sends many events of one type, together when EventsAll is set.
+func (s *Service) emitAll(ctx context.Context, detailType string, details []any) {
+	if s.cfg.EventsAll != nil {
+		s.cfg.EventsAll(ctx, detailType, details)
+		return
+	}
+	for _, d := range details {
+		s.emit(ctx, detailType, d)
+	}
 }
 
 func (s *Service) emit(ctx context.Context, detailType string, detail any) {

@@ -221,7 +221,7 @@ func Run(ctx context.Context, cfg Config) error {
 		deployPub = cl.deployer
 	}
 	deploySvc = deploy.New(deploy.Config{Tasks: db, Store: db, Cores: db.Cores(), Templates: tmplSvc, Provider: prov,
-		Publisher: deployPub, AssetLibrary: al, Events: sink, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
+		Publisher: deployPub, AssetLibrary: al, Events: sink, EventsAll: eventSvc.PublishAll, DeploymentTimeout: cfg.DeploymentTimeout, CoreView: coreSvc.GetCore, Logger: log})
 	// In aws mode ${aws:s3:presign:...} patch variables are S3 presigned URLs.
 	presigner, _ := prov.(patches.Presigner)
 	patchSvc = patches.New(patches.Config{Store: db, Publisher: msgBus, Blobs: prov, Presigner: presigner, URLKey: patchURLKey(secretsKey),
