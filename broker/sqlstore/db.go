@@ -21,9 +21,9 @@
 //     separate pool of query_only connections on the same WAL database, so a
 //     read sees every transaction committed before it started (read your own
 //     writes) and never waits for one in progress; on PostgreSQL it is d.sql.
-//     Never use d.read inside a transaction, for a read whose result decides a
-//     write (read-modify-write: use the *Tx), or for a read of several
-//     statements that must agree with each other.
+//     Each statement sees its own snapshot. Never use d.read inside a
+//     transaction, for a read whose result decides a write (read-modify-write:
+//     use the *Tx), or where several statements must see one snapshot.
 //   - Missing rows are errkind.NotFound, unique violations errkind.Conflict.
 package sqlstore
 

@@ -9,7 +9,9 @@ import (
 // FleetStore reads the aggregates of the fleet summary (fleet.Store): three
 // read-only queries over cores and template versions, whatever the fleet
 // size, through the read pool. The two over cores are answered from covering
-// indexes (migration 0018), in index order without a sort.
+// indexes (migration 0018), in index order without a sort. Each query sees
+// its own snapshot, as before: a core changing between them can be counted
+// under its old desired and new reported template for that one answer.
 type FleetStore struct{ d *DB }
 
 var _ fleet.Store = (*FleetStore)(nil)
