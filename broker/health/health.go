@@ -5,7 +5,10 @@
 // lastSeenAt (DESIGN.md, MQTT contract).
 //
 // Every message costs one UPSERT of the core's single row: this is the hot
-// path of thousands of agents. Connectivity is computed when it is read, from
+// path of thousands of agents. Health reports that arrive together are
+// stored by group commit (groupcommit.go) when the Store is a BatchStore:
+// many UPSERTs, one transaction, and still each report acknowledged only
+// once it is committed. Connectivity is computed when it is read, from
 // the stored connection state, the last-seen time and the reported interval
 // (a lease), so no sweeper has to run: nothing happens when a lease runs out
 // except that the next read says OFFLINE, and reads are rare next to writes.
@@ -107,8 +110,9 @@ type Config struct {
 
 // Service ingests agent messages and serves the device view of cores.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	group *groupCommit // nil unless Store is a BatchStore
 }
 
 // New returns a Service.
@@ -119,7 +123,11 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, log: cfg.Logger}
+	s := &Service{cfg: cfg, log: cfg.Logger}
+	if bs, ok := cfg.Store.(BatchStore); ok {
+		s.group = newGroupCommit(bs, MaxBatch)
+	}
+	return s
 }
 
 // HandleHealth stores a health report from thing, the authenticated client
@@ -151,7 +159,7 @@ func (s *Service) HandleHealth(ctx context.Context, thing string, m mqttmsg.Heal
 	if r.ReportedAt.IsZero() || r.ReportedAt.After(now.Add(MaxClockSkew)) {
 		r.ReportedAt = now
 	}
-	stored, sync, err := s.cfg.Store.PutReport(ctx, r)
+	stored, sync, err := s.putReport(ctx, r)
 	if err != nil {
 		return fmt.Errorf("store health report of %q: %w", thing, err)
 	}
@@ -176,6 +184,17 @@ func (s *Service) HandleHealth(ctx context.Context, thing string, m mqttmsg.Heal
 		}
 	}
 	return nil
+}
+
+// putReport stores r by group commit when the Store can, alone otherwise;
+// either way it returns once r is committed (the MQTT acknowledgement
+// waits for HandleHealth).
+func (s *Service) putReport(ctx context.Context, r Report) (stored, sync bool, err error) {
+	if s.group == nil {
+		return s.cfg.Store.PutReport(ctx, r)
+	}
+	res := s.group.put(ctx, r)
+	return res.Stored, res.Sync, res.Err
 }
 
 // HandleConnection records the retained connection message (or the last

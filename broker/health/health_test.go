@@ -2,9 +2,17 @@ package health_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,12 +35,15 @@ type clock struct{ now time.Time }
 func (c *clock) Now() time.Time { return c.now }
 
 type fakeRegistry struct {
+	mu         sync.Mutex // handlers run concurrently in TestConcurrentReports
 	statuses   []provider.CoreDevice
 	registered []string
 	fail       error
 }
 
 func (f *fakeRegistry) UpdateCoreStatus(_ context.Context, c provider.CoreDevice) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
@@ -41,6 +52,8 @@ func (f *fakeRegistry) UpdateCoreStatus(_ context.Context, c provider.CoreDevice
 }
 
 func (f *fakeRegistry) MarkCoreRegistered(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.registered = append(f.registered, name)
 	return nil
 }
@@ -368,4 +381,164 @@ func BenchmarkHandleHealth(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestConcurrentReports sends reports of many cores at once, several per
+// core in shuffled order, through the group commit on SQLite: every core
+// ends with its latest report and every report counts as a sign of life.
+func TestConcurrentReports(t *testing.T) {
+	const cores, perCore = 40, 5
+	names := make([]string, cores)
+	for i := range names {
+		names[i] = fmt.Sprintf("core%02d", i)
+	}
+	e := newEnv(t, names...)
+	e.clk.now = t0.Add(time.Hour)
+	type send struct {
+		core string
+		at   time.Duration
+	}
+	var sends []send
+	for _, c := range names {
+		for k := range perCore {
+			sends = append(sends, send{c, time.Duration(k) * time.Second})
+		}
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(sends), func(i, j int) { sends[i], sends[j] = sends[j], sends[i] })
+	var wg sync.WaitGroup
+	errs := make(chan error, len(sends))
+	for _, s := range sends {
+		wg.Go(func() {
+			m := report(t0.Add(s.at), mqttmsg.Healthy)
+			m.ThingName = s.core
+			if err := e.svc.HandleHealth(context.Background(), s.core, m); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Go(func() {
+		if err := e.svc.HandleHealth(context.Background(), "ghost", report(t0, mqttmsg.Healthy)); !errkind.Is(err, errkind.NotFound) {
+			errs <- fmt.Errorf("ghost: %v, want NotFound", err)
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	latest := t0.Add((perCore - 1) * time.Second)
+	seen := e.clk.now
+	for _, c := range names {
+		d, ok := device(t, e, c)
+		if !ok || d.LastStatusUpdateTimestamp == nil || !d.LastStatusUpdateTimestamp.Equal(latest) ||
+			d.LastSeenAt == nil || !d.LastSeenAt.Equal(seen) || d.Connectivity != "ONLINE" {
+			t.Errorf("%s: ok=%v reported %v seen %v %s, want %v %v ONLINE", c, ok, d.LastStatusUpdateTimestamp, d.LastSeenAt, d.Connectivity, latest, seen)
+		}
+	}
+	// The registry hears of each core's status at least once.
+	got := map[string]int{}
+	for _, s := range e.reg.statuses {
+		got[s.Name]++
+	}
+	for _, c := range names {
+		if got[c] == 0 {
+			t.Errorf("registry never told about %s", c)
+		}
+	}
+}
+
+// plainStore hides a Store's BatchStore, for comparison with group commit.
+type plainStore struct{ health.Store }
+
+// BenchmarkHandleHealthConcurrent is P5's database side: 1000 cores, one
+// report in flight each, stored one commit per report or by group commit.
+// On SQLite always, on PostgreSQL too when GGFLEET_BENCH_POSTGRES names a
+// database (a schema of its own is made and dropped).
+func BenchmarkHandleHealthConcurrent(b *testing.B) {
+	const cores = 1000
+	names := make([]string, cores)
+	for i := range names {
+		names[i] = fmt.Sprintf("core%04d", i)
+	}
+	engines := []struct {
+		name string
+		open func(b *testing.B) *sqlstore.DB
+	}{
+		{"sqlite", func(b *testing.B) *sqlstore.DB { return newEnv(b, names...).db }},
+		{"postgres", func(b *testing.B) *sqlstore.DB { return benchPostgres(b, names) }},
+	}
+	for _, eng := range engines {
+		for _, mode := range []string{"one-by-one", "group-commit"} {
+			b.Run(eng.name+"/"+mode, func(b *testing.B) {
+				db := eng.open(b)
+				var store health.Store = db.Health()
+				if mode == "one-by-one" {
+					store = plainStore{store}
+				}
+				now := t0.Add(24 * time.Hour)
+				svc := health.New(health.Config{Store: store, Now: func() time.Time { return now }})
+				var next atomic.Int64
+				b.SetParallelism(cores / runtime.GOMAXPROCS(0))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					core := names[int(next.Add(1)-1)%cores]
+					m := report(t0, mqttmsg.Healthy)
+					for i := 1; pb.Next(); i++ {
+						m.Timestamp = t0.Add(time.Duration(i) * time.Millisecond)
+						if err := svc.HandleHealth(context.Background(), core, m); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reports/s")
+			})
+		}
+	}
+}
+
+var benchSchemas atomic.Int64
+
+// benchPostgres opens a migrated PostgreSQL database holding cores, in a
+// schema of its own, or skips when GGFLEET_BENCH_POSTGRES is unset.
+func benchPostgres(b *testing.B, cores []string) *sqlstore.DB {
+	raw := os.Getenv("GGFLEET_BENCH_POSTGRES")
+	if raw == "" {
+		b.Skip("GGFLEET_BENCH_POSTGRES is unset")
+	}
+	ctx := context.Background()
+	admin, err := sql.Open("pgx", raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close()
+	schema := fmt.Sprintf("ggbench_health_%d_%d", os.Getpid(), benchSchemas.Add(1))
+	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if a, err := sql.Open("pgx", raw); err == nil {
+			_, _ = a.Exec(`DROP SCHEMA ` + schema + ` CASCADE`)
+			a.Close()
+		}
+	})
+	u, err := url.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	db, err := sqlstore.OpenPostgres(ctx, u.String(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Cores().EnsureCores(ctx, cores, t0); err != nil {
+		b.Fatal(err)
+	}
+	return db
 }
