@@ -72,7 +72,7 @@ func main() {
 	flag.DurationVar(&o.Idle, "idle", 20*time.Second, "P3: how long the idle phase samples")
 	flag.DurationVar(&o.CryptoFor, "crypto-time", 10*time.Second, "P1: how long the crypto-only rate is measured, before and again after P1")
 	flag.IntVar(&o.Burst, "burst", 20, "P5: health reports each simulated agent publishes back to back (0: no P5)")
-	flag.IntVar(&o.Storm, "storm", 2000, "P7: simulated agents reconnecting at once (the first of P1's cores; 0: no P7)")
+	flag.IntVar(&o.Storm, "storm", 2000, "P7: simulated agents reconnecting at once (the first of P1's cores, at most -cores; 0: no P7)")
 	flag.IntVar(&o.StormConc, "storm-concurrency", 64, "P7: connects in flight at once")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
@@ -82,9 +82,10 @@ func main() {
 	if o.Configs, err = parseConfigs(*configs); err != nil {
 		fail(err)
 	}
-	if o.Cores < 1 || o.TaskSize < 1 || o.Agents < 1 || o.Agents > o.Cores || o.Storm < 0 || o.Storm > o.Cores {
-		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1, 1 ≤ -agents ≤ -cores and 0 ≤ -storm ≤ -cores"))
+	if o.Cores < 1 || o.TaskSize < 1 || o.Agents < 1 || o.Agents > o.Cores || o.Storm < 0 {
+		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1, 1 ≤ -agents ≤ -cores and -storm ≥ 0"))
 	}
+	o.Storm = min(o.Storm, o.Cores) // the storm's agents are P1's cores
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
