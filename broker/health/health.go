@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/groupcommit"
 	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
@@ -112,7 +113,7 @@ type Config struct {
 type Service struct {
 	cfg   Config
 	log   *slog.Logger
-	group *groupCommit // nil unless Store is a BatchStore
+	group *groupcommit.Group[Report, PutResult] // nil unless Store is a BatchStore
 }
 
 // New returns a Service.
@@ -193,7 +194,10 @@ func (s *Service) putReport(ctx context.Context, r Report) (stored, sync bool, e
 	if s.group == nil {
 		return s.cfg.Store.PutReport(ctx, r)
 	}
-	res := s.group.put(ctx, r)
+	res, err := s.group.Put(ctx, r)
+	if err != nil {
+		return false, false, fmt.Errorf("health report: %w", err)
+	}
 	return res.Stored, res.Sync, res.Err
 }
 
