@@ -7,9 +7,12 @@ import (
 	"time"
 )
 
-// BatchStore is implemented by stores that append many events in one
-// transaction (sqlstore.DB). Each event is stored under a Store.AppendEvent
-// contract; the result says, per event, its number and whether it was added.
+// BatchStore is implemented by stores that append many events, of any
+// types, in one transaction (sqlstore.DB): PublishAll's details and the
+// events of concurrent Publish calls (group commit). Each event is stored
+// under a Store.AppendEvent contract, an event whose (DetailType, Key)
+// came earlier in evs included; the result says, per event, its number and
+// whether it was added. A non-nil error means none was stored.
 type BatchStore interface {
 	AppendEvents(ctx context.Context, evs []Event) (seqs []int64, added []bool, err error)
 }
@@ -69,4 +72,52 @@ func (s *Service) PublishAll(ctx context.Context, detailType string, details []a
 	}
 	s.mu.Unlock()
 	s.wakeDeliverers()
+}
+
+// maxGroup bounds the events of concurrent Publish calls stored in one
+// transaction, so that the transaction, which holds the lock that orders
+// events, stays short and the writer role moves on.
+const maxGroup = 256
+
+// appended is one event's outcome in a group commit: its number, and
+// whether it was added (false: its key was stored already).
+type appended struct {
+	seq   int64
+	added bool
+}
+
+// appendGroup is the group commit's write: it stores evs (the events of
+// concurrent Publish calls, of any types) in one AppendEvents transaction
+// under writeTimeout, and fans out the added ones in order, all under mu
+// so that live subscribers see events in sequence order. ctx does not end
+// with any one caller's.
+func (s *Service) appendGroup(ctx context.Context, bs BatchStore, evs []Event) ([]appended, error) {
+	s.mu.Lock()
+	fanned := false
+	defer func() {
+		s.mu.Unlock()
+		if fanned {
+			s.wakeDeliverers()
+		}
+	}()
+	actx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	seqs, added, err := bs.AppendEvents(actx, evs)
+	if err != nil {
+		return nil, fmt.Errorf("store %d events together: %w", len(evs), err)
+	}
+	if len(seqs) != len(evs) || len(added) != len(evs) {
+		return nil, fmt.Errorf("store %d events together: the store returned %d numbers", len(evs), len(seqs))
+	}
+	out := make([]appended, len(evs))
+	for i := range evs {
+		out[i] = appended{seq: seqs[i], added: added[i]}
+		if added[i] {
+			ev := evs[i]
+			ev.Seq = seqs[i]
+			s.fanOutLocked(ev)
+			fanned = true
+		}
+	}
+	return out, nil
 }

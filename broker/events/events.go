@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/groupcommit"
 )
 
 // The CDF detail-types (spec §9). DeploymentTask Deleted Event is declared by
@@ -191,6 +192,10 @@ type Service struct {
 
 	wakeMu sync.Mutex
 	wakes  []chan struct{} // one per running webhook deliverer
+
+	// group stores concurrent Publish calls' events in one transaction
+	// (group commit); nil unless the Store is a BatchStore.
+	group *groupcommit.Group[Event, appended]
 }
 
 // New builds the service.
@@ -236,7 +241,13 @@ func New(cfg Config) *Service {
 	if cfg.SubscriberBuffer <= 0 {
 		cfg.SubscriberBuffer = 256
 	}
-	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, subs: map[*subscriber]struct{}{}}
+	s := &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, subs: map[*subscriber]struct{}{}}
+	if bs, ok := cfg.Store.(BatchStore); ok {
+		s.group = groupcommit.New(func(ctx context.Context, evs []Event) ([]appended, error) {
+			return s.appendGroup(ctx, bs, evs)
+		}, maxGroup)
+	}
+	return s
 }
 
 // writeTimeout bounds one attempt to store an event. It starts once the
@@ -262,7 +273,11 @@ const (
 // webhook deliverers are only woken, so a slow sink never slows the caller.
 // A storage failure is retried briefly, then logged; Publish never panics.
 // A detail that implements Keyed is published once per key: publishing it
-// again (its task item re-run) changes nothing.
+// again (its task item re-run) changes nothing. When the Store is a
+// BatchStore, concurrent Publish calls (a thousand agents' reports) are
+// stored by group commit: one transaction, one commit, for up to maxGroup
+// events, each caller still returning only once its own event is
+// committed.
 func (s *Service) Publish(ctx context.Context, detailType string, detail any) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -285,6 +300,21 @@ func (s *Service) Publish(ctx context.Context, detailType string, detail any) {
 	}
 	// The caller's cancellation (a task ending) must not lose the event.
 	wctx := context.WithoutCancel(ctx)
+
+	if s.group != nil {
+		// Stored (and fanned out) together with the events of the
+		// concurrent Publish calls, once its transaction is committed.
+		a, err := s.group.Put(wctx, ev)
+		if err == nil {
+			if !a.added {
+				s.log.Debug("publish event: already published; not sent again", "detailType", detailType, "key", ev.Key, "seq", a.seq)
+			}
+			return
+		}
+		// The batch's transaction failed: store this event alone, with the
+		// single path's retries (its key keeps a keyed event once).
+		s.log.Warn("publish event: storing it with others failed; storing it alone", "detailType", detailType, "err", err)
+	}
 
 	s.mu.Lock()
 	seq, added, err := s.append(wctx, ev)

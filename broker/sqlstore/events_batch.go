@@ -11,8 +11,9 @@ import (
 
 var _ events.BatchStore = (*DB)(nil)
 
-// AppendEvents stores many events in one transaction, each as AppendEvent
-// would (events.BatchStore): the counter row is locked first, so the key
+// AppendEvents stores many events, of any types, in one transaction, each
+// as AppendEvent would (events.BatchStore: a deployment batch's events, or
+// the events of concurrent Publish calls stored by group commit): the counter row is locked first, so the key
 // look-ups see every committed event, and an event whose (DetailType, Key)
 // is stored already, or came earlier in evs, is not stored again (added
 // false, its stored number returned). One commit instead of one per event.

@@ -13,9 +13,10 @@ func TestAppendEvents(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
 	at := time.UnixMilli(1_700_000_000_123).UTC()
-	ev := func(key string) events.Event {
-		return events.Event{Source: "src", DetailType: events.CoreCreated, Time: at, Detail: []byte(`{"k":"` + key + `"}`), Key: key}
+	evType := func(detailType, key string) events.Event {
+		return events.Event{Source: "src", DetailType: detailType, Time: at, Detail: []byte(`{"k":"` + key + `"}`), Key: key}
 	}
+	ev := func(key string) events.Event { return evType(events.CoreCreated, key) }
 	if _, _, err := db.AppendEvent(ctx, ev("a")); err != nil { // seq 1
 		t.Fatal(err)
 	}
@@ -30,6 +31,8 @@ func TestAppendEvents(t *testing.T) {
 		{name: "nothing new", evs: []events.Event{ev("c")}, wantSeqs: "[4]", wantAdded: "[false]"},
 		{name: "empty", evs: nil, wantSeqs: "[]", wantAdded: "[]"},
 		{name: "numbers go on", evs: []events.Event{ev(""), ev("d")}, wantSeqs: "[5 6]", wantAdded: "[true true]"},
+		{name: "several types: a key is per type", evs: []events.Event{evType(events.CoreDeleted, "a"), ev("a"), evType(events.CoreTemplateUpdated, ""), evType(events.CoreDeleted, "a")},
+			wantSeqs: "[7 1 8 7]", wantAdded: "[true false true false]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,11 +42,11 @@ func TestAppendEvents(t *testing.T) {
 			}
 		})
 	}
-	if seq, _, err := db.AppendEvent(ctx, ev("e")); err != nil || seq != 7 {
-		t.Fatalf("AppendEvent after the batches = %d, %v; want 7", seq, err)
+	if seq, _, err := db.AppendEvent(ctx, ev("e")); err != nil || seq != 9 {
+		t.Fatalf("AppendEvent after the batches = %d, %v; want 9", seq, err)
 	}
 	stored, err := db.EventsAfter(ctx, 0, 100)
-	if err != nil || len(stored) != 7 || string(stored[1].Detail) != `{"k":"b"}` || !stored[1].Time.Equal(at) {
+	if err != nil || len(stored) != 9 || string(stored[1].Detail) != `{"k":"b"}` || !stored[1].Time.Equal(at) {
 		t.Fatalf("stored = %+v, %v", stored, err)
 	}
 }
