@@ -143,18 +143,39 @@ func (s *HealthStore) PutReports(ctx context.Context, rs []health.Report) ([]hea
 	return out, nil
 }
 
+// paddedRows is the number of VALUES rows a statement of n reports has:
+// n rounded up to 1, 4, 16, 64, 256 or putReportsChunk, the rest padding
+// rows of NULLs. So there are six statement texts, not one per batch size:
+// pgx prepares and caches each text on each connection, and on PostgreSQL
+// one prepared 500-row statement holds about 3 MB of server memory.
+func paddedRows(n int) int {
+	size := 1
+	for size < n && size*4 < putReportsChunk {
+		size *= 4
+	}
+	if size < n {
+		return putReportsChunk
+	}
+	return size
+}
+
 // putChunk stores the rows of names by one statement and records in synced
 // the registry_synced of every core it stored.
 func (s *HealthStore) putChunk(ctx context.Context, q Querier, names []string, rows map[string]reportRow, synced map[string]int) error {
+	size := paddedRows(len(names))
 	var b strings.Builder
 	b.WriteString(putReportsHead)
-	args := make([]any, 0, 16*len(names))
-	for k, name := range names {
+	args := make([]any, 0, 16*size)
+	for k := range size {
 		if k > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(putReportsRow)
-		args = append(args, rows[name].args...)
+		if k < len(names) {
+			args = append(args, rows[names[k]].args...)
+		} else {
+			args = append(args, make([]any, 16)...) // NULL core: joins no core
+		}
 	}
 	b.WriteString(putReportsTail)
 	what := fmt.Sprintf("store %d health reports", len(names))

@@ -303,3 +303,14 @@ func TestPutReportsLarge(t *testing.T) {
 		}
 	}
 }
+
+func TestPaddedRows(t *testing.T) {
+	tests := []struct{ n, want int }{
+		{1, 1}, {2, 4}, {4, 4}, {5, 16}, {16, 16}, {17, 64}, {65, 256}, {256, 256}, {257, putReportsChunk}, {putReportsChunk, putReportsChunk},
+	}
+	for _, tt := range tests {
+		if got := paddedRows(tt.n); got != tt.want {
+			t.Errorf("paddedRows(%d) = %d, want %d", tt.n, got, tt.want)
+		}
+	}
+}
