@@ -56,6 +56,7 @@ type options struct {
 	Burst      int
 	Storm      int
 	StormConc  int
+	Keep       bool
 	Progress   io.Writer
 }
 
@@ -74,6 +75,7 @@ func main() {
 	flag.IntVar(&o.Burst, "burst", 20, "P5: health reports each simulated agent publishes back to back (0: no P5)")
 	flag.IntVar(&o.Storm, "storm", 2000, "P7: simulated agents reconnecting at once (the first of P1's cores, at most -cores; 0: no P7)")
 	flag.IntVar(&o.StormConc, "storm-concurrency", 64, "P7: connects in flight at once")
+	flag.BoolVar(&o.Keep, "keep", false, "keep the working directory (brokers' data dirs and logs) and print where it is")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
 	flag.Parse()
@@ -123,7 +125,11 @@ func run(ctx context.Context, o options) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	if o.Keep {
+		defer progressf(o.Progress, "fleetbench: kept %s (each configuration's replica-N/broker.log)", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	// Mosquitto drops root for the user mosquitto, which must reach its
 	// folder below this one. Secrets inside are 0600 files or 0700 data dirs.
 	if err := os.Chmod(dir, 0o755); err != nil {
