@@ -26,14 +26,25 @@ const coreColumns = `name, desired_name, desired_version, reported_name, reporte
 const notFailedSQL = `('None', '', 'SUCCESSFUL', 'IN_PROGRESS')`
 
 // EnsureCores inserts default records for names without one; existing
-// records keep their template state.
+// records keep their template state. Each chunk of up to batchRows names
+// is one multi-row INSERT … ON CONFLICT DO NOTHING, all in one transaction.
 func (s *CoreStore) EnsureCores(ctx context.Context, names []string, now time.Time) error {
+	if len(names) == 0 {
+		return nil
+	}
 	return s.d.InTx(ctx, func(tx *sql.Tx) error {
-		q := s.d.q(`INSERT INTO cores (name, desired_name, desired_version, reported_name, reported_version, deployment_status, created_at, updated_at)
-			VALUES (?, ?, 0, ?, 0, ?, ?, 0) ON CONFLICT (name) DO NOTHING`)
-		for _, n := range names {
-			if _, err := tx.ExecContext(ctx, q, n, corestore.NoTemplate, corestore.NoTemplate, corestore.NoDeploymentStatus, millis(now)); err != nil {
-				return mapErr(err, fmt.Sprintf("record core %s", n))
+		for _, c := range chunks(len(names)) {
+			chunk := names[c[0]:c[1]]
+			rows := make([][]any, len(chunk))
+			for i, n := range chunk {
+				rows[i] = []any{n}
+			}
+			with, args := valuesCTE(`name`, `(?)`, rows)
+			args = append(args, corestore.NoTemplate, corestore.NoTemplate, corestore.NoDeploymentStatus, millis(now))
+			if _, err := tx.ExecContext(ctx, s.d.q(with+`INSERT INTO cores (name, desired_name, desired_version, reported_name, reported_version, deployment_status, created_at, updated_at)
+				SELECT name, CAST(? AS TEXT), 0, CAST(? AS TEXT), 0, CAST(? AS TEXT), CAST(? AS BIGINT), 0 FROM v WHERE name IS NOT NULL
+				ON CONFLICT (name) DO NOTHING`), args...); err != nil {
+				return mapErr(err, fmt.Sprintf("record %d cores", len(chunk)))
 			}
 		}
 		return nil

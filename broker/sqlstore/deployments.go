@@ -61,17 +61,8 @@ func (d *DB) AddItems(ctx context.Context, taskID string, items []tasks.Item, ba
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return mapErr(err, fmt.Sprintf("set batches of task %s", taskID))
 		}
-		for _, it := range items {
-			input := string(it.Input)
-			if len(it.Input) == 0 {
-				input = "{}"
-			}
-			_, err := tx.ExecContext(ctx, d.q(`INSERT INTO task_items (`+itemColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-				taskID, it.Name, it.Seq, it.Batch, taskStatusOr(it.Status), it.StatusMessage,
-				millis(it.CreatedAt), millis(it.UpdatedAt), input, string(it.Progress))
-			if err != nil {
-				return mapErr(err, fmt.Sprintf("create item %q of task %s", it.Name, taskID))
-			}
+		if err := d.insertItems(ctx, tx, taskID, items, time.Time{}); err != nil {
+			return err
 		}
 		refs := make([]tasks.BatchRef, batchesTotal)
 		for i := range refs {

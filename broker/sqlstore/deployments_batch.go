@@ -27,61 +27,57 @@ func (s *CoreStore) SetDesiredTemplates(ctx context.Context, cores []string, nam
 }
 
 // PutDeployments stores the waits, then the documents of many cores, in one
-// transaction, and returns the documents they replaced, by core.
+// transaction, and returns the documents they replaced, by core. Each chunk
+// of up to batchRows rows is one multi-row INSERT … ON CONFLICT: a wait
+// already stored (or given earlier) is kept; of two documents of one core
+// the last is stored.
 func (d *DB) PutDeployments(ctx context.Context, waits []deploy.Wait, docs []deploy.Document) (map[string]deploy.Document, error) {
+	waitRows := make([][]any, 0, len(waits))
+	seen := make(map[[2]string]bool, len(waits))
+	for _, w := range waits {
+		if k := [2]string{w.TaskID, w.Core}; !seen[k] {
+			seen[k] = true
+			waitRows = append(waitRows, []any{w.TaskID, w.Core, w.Batch, w.DeploymentID, millis(w.Deadline)})
+		}
+	}
+	lastDoc := make(map[string]int, len(docs))
+	for i, doc := range docs {
+		lastDoc[doc.Core] = i
+	}
+	cores := make([]string, 0, len(lastDoc))
+	docRows := make([][]any, 0, len(lastDoc))
+	for i, doc := range docs {
+		if lastDoc[doc.Core] != i {
+			continue
+		}
+		cores = append(cores, doc.Core)
+		docRows = append(docRows, []any{doc.Core, doc.TaskID, doc.DeploymentID, doc.TemplateName, doc.TemplateVersion,
+			string(doc.Payload), millis(doc.UpdatedAt)})
+	}
 	prev := map[string]deploy.Document{}
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
 		clear(prev) // a retried transaction starts over
-		if len(waits) > 0 {
-			stmt, err := tx.PrepareContext(ctx, d.q(`INSERT INTO deployment_waits (task_id, core, batch, deployment_id, deadline) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (task_id, core) DO NOTHING`))
-			if err != nil {
-				return mapErr(err, "record deployment waits")
-			}
-			defer stmt.Close()
-			for _, w := range waits {
-				if _, err := stmt.ExecContext(ctx, w.TaskID, w.Core, w.Batch, w.DeploymentID, millis(w.Deadline)); err != nil {
-					return mapErr(err, fmt.Sprintf("record the wait of core %s in task %s", w.Core, w.TaskID))
-				}
+		for _, c := range chunks(len(waitRows)) {
+			with, args := valuesCTE(`task_id, core, batch, deployment_id, deadline`,
+				`(?, ?, CAST(? AS INTEGER), ?, CAST(? AS BIGINT))`, waitRows[c[0]:c[1]])
+			if _, err := tx.ExecContext(ctx, d.q(with+`INSERT INTO deployment_waits (task_id, core, batch, deployment_id, deadline)
+				SELECT task_id, core, batch, deployment_id, deadline FROM v WHERE core IS NOT NULL
+				ON CONFLICT (task_id, core) DO NOTHING`), args...); err != nil {
+				return mapErr(err, fmt.Sprintf("record the waits of %d cores", c[1]-c[0]))
 			}
 		}
-		if len(docs) == 0 {
-			return nil
-		}
-		cores := make([]string, len(docs))
-		for i, doc := range docs {
-			cores[i] = doc.Core
-		}
-		rows, err := tx.QueryContext(ctx, d.q(`SELECT `+documentColumns+` FROM deployment_documents WHERE core IN (`+placeholders(len(cores))+`)`), stringArgs(cores)...)
-		if err != nil {
-			return mapErr(err, fmt.Sprintf("deployment documents of %d cores", len(cores)))
-		}
-		for rows.Next() {
-			doc, err := scanDocument(rows)
-			if err != nil {
-				rows.Close()
-				return mapErr(err, fmt.Sprintf("deployment documents of %d cores", len(cores)))
+		for _, c := range chunks(len(cores)) {
+			chunk := cores[c[0]:c[1]]
+			if err := d.readDocuments(ctx, tx, chunk, prev); err != nil {
+				return err
 			}
-			prev[doc.Core] = doc
-		}
-		if err := rows.Close(); err != nil {
-			return mapErr(err, fmt.Sprintf("deployment documents of %d cores", len(cores)))
-		}
-		if err := rows.Err(); err != nil {
-			return mapErr(err, fmt.Sprintf("deployment documents of %d cores", len(cores)))
-		}
-		stmt, err := tx.PrepareContext(ctx, d.q(`INSERT INTO deployment_documents (`+documentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (core) DO UPDATE SET task_id = excluded.task_id, deployment_id = excluded.deployment_id,
-			template_name = excluded.template_name, template_version = excluded.template_version,
-			document = excluded.document, updated_at = excluded.updated_at`))
-		if err != nil {
-			return mapErr(err, "store deployment documents")
-		}
-		defer stmt.Close()
-		for _, doc := range docs {
-			if _, err := stmt.ExecContext(ctx, doc.Core, doc.TaskID, doc.DeploymentID, doc.TemplateName, doc.TemplateVersion,
-				string(doc.Payload), millis(doc.UpdatedAt)); err != nil {
-				return mapErr(err, fmt.Sprintf("store deployment document of core %s", doc.Core))
+			with, args := valuesCTE(documentColumns, `(?, ?, ?, ?, CAST(? AS INTEGER), ?, CAST(? AS BIGINT))`, docRows[c[0]:c[1]])
+			if _, err := tx.ExecContext(ctx, d.q(with+`INSERT INTO deployment_documents (`+documentColumns+`)
+				SELECT `+documentColumns+` FROM v WHERE core IS NOT NULL
+				ON CONFLICT (core) DO UPDATE SET task_id = excluded.task_id, deployment_id = excluded.deployment_id,
+				template_name = excluded.template_name, template_version = excluded.template_version,
+				document = excluded.document, updated_at = excluded.updated_at`), args...); err != nil {
+				return mapErr(err, fmt.Sprintf("store the deployment documents of %d cores", len(chunk)))
 			}
 		}
 		return nil
@@ -90,6 +86,25 @@ func (d *DB) PutDeployments(ctx context.Context, waits []deploy.Wait, docs []dep
 		return nil, err
 	}
 	return prev, nil
+}
+
+// readDocuments adds to docs the stored deployment documents of cores.
+func (d *DB) readDocuments(ctx context.Context, tx *sql.Tx, cores []string, docs map[string]deploy.Document) error {
+	what := fmt.Sprintf("deployment documents of %d cores", len(cores))
+	marks, args := inList(cores)
+	rows, err := tx.QueryContext(ctx, d.q(`SELECT `+documentColumns+` FROM deployment_documents WHERE core IN (`+marks+`)`), args...)
+	if err != nil {
+		return mapErr(err, what)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		doc, err := scanDocument(rows)
+		if err != nil {
+			return mapErr(err, what)
+		}
+		docs[doc.Core] = doc
+	}
+	return mapErr(rows.Err(), what)
 }
 
 // WaitsForCores returns the waits of the given cores, by task and core.

@@ -65,15 +65,18 @@ func (s *RegistryStore) MoveThingsToGroup(ctx context.Context, things []string, 
 			WHERE substr(group_name, 1, ?) = ? AND group_name <> ? AND thing_name IN (`+placeholders(len(present))+`)`), args...); err != nil {
 			return mapErr(err, fmt.Sprintf("remove %d things from other groups than %s", len(present), group))
 		}
-		stmt, err := tx.PrepareContext(ctx, s.d.q(`INSERT INTO registry_group_members (group_name, thing_name) VALUES (?, ?)
-			ON CONFLICT (group_name, thing_name) DO NOTHING`))
-		if err != nil {
-			return mapErr(err, "add things to group")
-		}
-		defer stmt.Close()
-		for _, n := range present {
-			if _, err := stmt.ExecContext(ctx, group, n); err != nil {
-				return mapErr(err, fmt.Sprintf("add thing %q to group %q", n, group))
+		for _, c := range chunks(len(present)) {
+			chunk := present[c[0]:c[1]]
+			rows := make([][]any, len(chunk))
+			for i, n := range chunk {
+				rows[i] = []any{n}
+			}
+			with, args := valuesCTE(`thing_name`, `(?)`, rows)
+			args = append(args, group)
+			if _, err := tx.ExecContext(ctx, s.d.q(with+`INSERT INTO registry_group_members (group_name, thing_name)
+				SELECT CAST(? AS TEXT), thing_name FROM v WHERE thing_name IS NOT NULL
+				ON CONFLICT (group_name, thing_name) DO NOTHING`), args...); err != nil {
+				return mapErr(err, fmt.Sprintf("add %d things to group %q", len(chunk), group))
 			}
 		}
 		return nil

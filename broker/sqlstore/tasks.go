@@ -47,21 +47,8 @@ func (d *DB) CreateTask(ctx context.Context, t tasks.Task, items []tasks.Item) e
 		if err != nil {
 			return mapErr(err, fmt.Sprintf("create task %s", t.ID))
 		}
-		for _, it := range items {
-			input := string(it.Input)
-			if len(it.Input) == 0 {
-				input = "{}"
-			}
-			created := it.CreatedAt
-			if created.IsZero() {
-				created = t.CreatedAt
-			}
-			_, err := tx.ExecContext(ctx, d.q(`INSERT INTO task_items (`+itemColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-				t.ID, it.Name, it.Seq, it.Batch, taskStatusOr(it.Status), it.StatusMessage,
-				millis(created), millis(it.UpdatedAt), input, string(it.Progress))
-			if err != nil {
-				return mapErr(err, fmt.Sprintf("create item %q of task %s", it.Name, t.ID))
-			}
+		if err := d.insertItems(ctx, tx, t.ID, items, t.CreatedAt); err != nil {
+			return err
 		}
 		refs := make([]tasks.BatchRef, t.BatchesTotal)
 		for i := range refs {
@@ -75,6 +62,33 @@ func (d *DB) CreateTask(ctx context.Context, t tasks.Task, items []tasks.Item) e
 		}
 		return nil
 	})
+}
+
+// insertItems inserts the items of task taskID, each chunk of up to
+// batchRows items by one multi-row INSERT; an item without a creation time
+// gets created. A name given twice, or stored already, is errkind.Conflict.
+func (d *DB) insertItems(ctx context.Context, tx *sql.Tx, taskID string, items []tasks.Item, created time.Time) error {
+	for _, c := range chunks(len(items)) {
+		chunk := items[c[0]:c[1]]
+		rows := make([][]any, len(chunk))
+		for i, it := range chunk {
+			input := string(it.Input)
+			if len(it.Input) == 0 {
+				input = "{}"
+			}
+			at := it.CreatedAt
+			if at.IsZero() {
+				at = created
+			}
+			rows[i] = []any{taskID, it.Name, it.Seq, it.Batch, taskStatusOr(it.Status), it.StatusMessage,
+				millis(at), millis(it.UpdatedAt), input, string(it.Progress)}
+		}
+		with, args := valuesCTE(itemColumns, `(?, ?, CAST(? AS INTEGER), CAST(? AS INTEGER), ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), ?, ?)`, rows)
+		if _, err := tx.ExecContext(ctx, d.q(with+`INSERT INTO task_items (`+itemColumns+`) SELECT `+itemColumns+` FROM v WHERE name IS NOT NULL`), args...); err != nil {
+			return mapErr(err, fmt.Sprintf("create %d items of task %s", len(chunk), taskID))
+		}
+	}
+	return nil
 }
 
 // taskStatusOr defaults an empty status to Waiting.
