@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/ggfleet/ggfleet/broker/events"
@@ -16,29 +15,33 @@ var _ events.BatchStore = (*DB)(nil)
 // the events of concurrent Publish calls stored by group commit): the counter row is locked first, so the key
 // look-ups see every committed event, and an event whose (DetailType, Key)
 // is stored already, or came earlier in evs, is not stored again (added
-// false, its stored number returned). One commit instead of one per event.
+// false, its stored number returned). One commit instead of one per event,
+// and a few set-based statements instead of two per event, since the
+// counter's lock serialises every writer of events.
 func (d *DB) AppendEvents(ctx context.Context, evs []events.Event) ([]int64, []bool, error) {
 	seqs := make([]int64, len(evs))
 	added := make([]bool, len(evs))
+	if len(evs) == 0 {
+		return seqs, added, nil
+	}
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
+		clear(seqs)
 		clear(added)
-		if _, err := tx.ExecContext(ctx, d.q(`UPDATE event_sequence SET last_seq = last_seq WHERE id = 1`)); err != nil {
+		var last int64
+		if err := tx.QueryRowContext(ctx, d.q(`UPDATE event_sequence SET last_seq = last_seq WHERE id = 1 RETURNING last_seq`)).Scan(&last); err != nil {
 			return mapErr(err, "lock event sequence")
 		}
-		var last int64
-		if err := tx.QueryRowContext(ctx, d.q(`SELECT last_seq FROM event_sequence WHERE id = 1`)).Scan(&last); err != nil {
-			return mapErr(err, "read event sequence")
+		stored, err := d.storedEventKeys(ctx, tx, evs)
+		if err != nil {
+			return err
 		}
+		var rows [][]any
 		for i, e := range evs {
+			k := [2]string{e.DetailType, e.Key}
 			if e.Key != "" {
-				var seq int64
-				err := tx.QueryRowContext(ctx, d.q(`SELECT seq FROM events WHERE detail_type = ? AND event_key = ?`), e.DetailType, e.Key).Scan(&seq)
-				if err == nil {
+				if seq, ok := stored[k]; ok {
 					seqs[i] = seq
 					continue
-				}
-				if !errors.Is(err, sql.ErrNoRows) {
-					return mapErr(err, fmt.Sprintf("look up event %s %q", e.DetailType, e.Key))
 				}
 			}
 			last++
@@ -49,18 +52,76 @@ func (d *DB) AppendEvents(ctx context.Context, evs []events.Event) ([]int64, []b
 			var key any
 			if e.Key != "" {
 				key = e.Key
+				stored[k] = last
 			}
-			if _, err := tx.ExecContext(ctx, d.q(`INSERT INTO events (seq, source, detail_type, created_at, detail, event_key) VALUES (?, ?, ?, ?, ?, ?)`),
-				last, e.Source, e.DetailType, millis(e.Time), detail, key); err != nil {
-				return mapErr(err, fmt.Sprintf("insert event %d", last))
-			}
+			rows = append(rows, []any{last, e.Source, e.DetailType, millis(e.Time), detail, key})
 			seqs[i], added[i] = last, true
 		}
-		_, err := tx.ExecContext(ctx, d.q(`UPDATE event_sequence SET last_seq = ? WHERE id = 1`), last)
+		for _, c := range chunks(len(rows)) {
+			with, args := valuesCTE(`seq, source, detail_type, created_at, detail, event_key`,
+				`(CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), ?, CAST(? AS TEXT))`, rows[c[0]:c[1]])
+			if _, err := tx.ExecContext(ctx, d.q(with+`INSERT INTO events (seq, source, detail_type, created_at, detail, event_key)
+				SELECT seq, source, detail_type, created_at, detail, event_key FROM v WHERE seq IS NOT NULL`), args...); err != nil {
+				return mapErr(err, fmt.Sprintf("insert events %d to %d", rows[c[0]][0], rows[c[1]-1][0]))
+			}
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, d.q(`UPDATE event_sequence SET last_seq = ? WHERE id = 1`), last)
 		return mapErr(err, "advance event sequence")
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return seqs, added, nil
+}
+
+// storedEventKeys returns the numbers of the stored events that have the
+// (DetailType, Key) of one of evs, by type and key: one query per type and
+// chunk of keys.
+func (d *DB) storedEventKeys(ctx context.Context, tx *sql.Tx, evs []events.Event) (map[[2]string]int64, error) {
+	out := make(map[[2]string]int64)
+	keys := make(map[string][]string) // detail type → keys, each once
+	var types []string
+	seen := make(map[[2]string]bool)
+	for _, e := range evs {
+		k := [2]string{e.DetailType, e.Key}
+		if e.Key == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		if _, ok := keys[e.DetailType]; !ok {
+			types = append(types, e.DetailType)
+		}
+		keys[e.DetailType] = append(keys[e.DetailType], e.Key)
+	}
+	for _, typ := range types {
+		list := keys[typ]
+		for _, c := range chunks(len(list)) {
+			chunk := list[c[0]:c[1]]
+			what := fmt.Sprintf("look up %d events %s", len(chunk), typ)
+			marks, args := inList(chunk)
+			rows, err := tx.QueryContext(ctx, d.q(`SELECT event_key, seq FROM events WHERE detail_type = ? AND event_key IN (`+marks+`)`),
+				append([]any{typ}, args...)...)
+			if err != nil {
+				return nil, mapErr(err, what)
+			}
+			for rows.Next() {
+				var key string
+				var seq int64
+				if err := rows.Scan(&key, &seq); err != nil {
+					rows.Close()
+					return nil, mapErr(err, what)
+				}
+				out[[2]string{typ, key}] = seq
+			}
+			err = rows.Err()
+			rows.Close()
+			if err != nil {
+				return nil, mapErr(err, what)
+			}
+		}
+	}
+	return out, nil
 }
