@@ -92,7 +92,7 @@ func (r result) p5IngestRatio() float64 {
 	return ratio(r.P5.storedRate(), r.P5Mosquitto.ackedRate())
 }
 
-func (r result) p7Ratio() float64    { return ratio(r.P7.Rate, r.P7.TLSRate) }
+func (r result) p7Ratio() float64 { return ratio(r.P7.Rate, r.P7.TLSRate) }
 func (r result) p7AWSRatio() float64 {
 	if r.P7.Agents == 0 {
 		return ratio(0, 0) // not measured
