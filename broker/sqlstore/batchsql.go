@@ -12,8 +12,8 @@ import (
 // columns take CAST(? AS BIGINT) or CAST(? AS INTEGER) in the row.
 
 // batchRows is the most rows one statement carries: with the widest row
-// (ten parameters) that stays far below SQLite's 32,766 and PostgreSQL's
-// 65,535 parameters.
+// (sixteen parameters, a health report) that stays far below SQLite's
+// 32,766 and PostgreSQL's 65,535 parameters.
 const batchRows = 500
 
 // batchPadded is the number of VALUES rows a statement of n rows has: n

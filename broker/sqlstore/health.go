@@ -21,6 +21,24 @@ var _ health.Store = (*HealthStore)(nil)
 // Health returns the health store backed by this database.
 func (d *DB) Health() *HealthStore { return &HealthStore{d: d} }
 
+// reportConflictSQL is the ON CONFLICT clause of storing a health report,
+// shared by putReportSQL and its multi-row form (health_batch.go): a report
+// older than the stored one changes nothing, last-seen only moves forward,
+// and registry_synced is kept only while the fields the registry holds are
+// unchanged (column references in SET are the old row's values).
+const reportConflictSQL = `ON CONFLICT (core) DO UPDATE SET
+	status = excluded.status, nucleus_state = excluded.nucleus_state, nucleus_version = excluded.nucleus_version,
+	components = excluded.components, effective_deployments = excluded.effective_deployments,
+	platform = excluded.platform, architecture = excluded.architecture, agent_version = excluded.agent_version,
+	uptime_seconds = excluded.uptime_seconds, interval_seconds = excluded.interval_seconds, system = excluded.system,
+	certificate_not_after = excluded.certificate_not_after, reported_at = excluded.reported_at,
+	received_at = excluded.received_at, connection_state = 'ONLINE',
+	last_seen_at = CASE WHEN excluded.last_seen_at > core_health.last_seen_at THEN excluded.last_seen_at ELSE core_health.last_seen_at END,
+	registry_synced = CASE WHEN core_health.status = excluded.status AND core_health.nucleus_version = excluded.nucleus_version
+		AND core_health.platform = excluded.platform AND core_health.architecture = excluded.architecture
+		THEN core_health.registry_synced ELSE 0 END
+WHERE excluded.reported_at >= core_health.reported_at`
+
 // putReportSQL inserts or replaces the core's row in one statement. The
 // SELECT from cores makes an unknown core insert nothing; the DO UPDATE
 // WHERE skips a report older than the stored one; registry_synced is kept
@@ -32,18 +50,7 @@ const putReportSQL = `INSERT INTO core_health (core, status, nucleus_state, nucl
 	certificate_not_after, reported_at, received_at, connection_state, last_seen_at, registry_synced)
 SELECT name, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS INTEGER), ?,
 	CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), 'ONLINE', CAST(? AS BIGINT), 0 FROM cores WHERE name = ?
-ON CONFLICT (core) DO UPDATE SET
-	status = excluded.status, nucleus_state = excluded.nucleus_state, nucleus_version = excluded.nucleus_version,
-	components = excluded.components, effective_deployments = excluded.effective_deployments,
-	platform = excluded.platform, architecture = excluded.architecture, agent_version = excluded.agent_version,
-	uptime_seconds = excluded.uptime_seconds, interval_seconds = excluded.interval_seconds, system = excluded.system,
-	certificate_not_after = excluded.certificate_not_after, reported_at = excluded.reported_at,
-	received_at = excluded.received_at, connection_state = 'ONLINE',
-	last_seen_at = CASE WHEN excluded.last_seen_at > core_health.last_seen_at THEN excluded.last_seen_at ELSE core_health.last_seen_at END,
-	registry_synced = CASE WHEN core_health.status = excluded.status AND core_health.nucleus_version = excluded.nucleus_version
-		AND core_health.platform = excluded.platform AND core_health.architecture = excluded.architecture
-		THEN core_health.registry_synced ELSE 0 END
-WHERE excluded.reported_at >= core_health.reported_at
+` + reportConflictSQL + `
 RETURNING registry_synced`
 
 // PutReport stores r as its core's latest report unless a later one is

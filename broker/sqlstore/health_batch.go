@@ -18,13 +18,8 @@ import (
 
 var _ health.BatchStore = (*HealthStore)(nil)
 
-// putReportsChunk is how many reports one statement stores: 16 parameters
-// each stay far below SQLite's 32,766 and PostgreSQL's 65,535.
-const putReportsChunk = 500
-
 // putReportsHead and putReportsTail frame putReportSQL's multi-row form:
-// the same columns, the same ON CONFLICT clause (copied from health.go's
-// putReportSQL, which TestPutReportsMatchesPutReport holds it to), rows
+// the same columns, the same ON CONFLICT clause (reportConflictSQL), rows
 // from a VALUES list joined with cores so that unknown cores insert
 // nothing. VALUES columns are named column1… on both engines. ORDER BY
 // takes the rows' locks in name order, so two replicas' batches on
@@ -41,18 +36,7 @@ FROM (VALUES `
 	putReportsTail = `) AS v JOIN cores ON cores.name = v.column1
 WHERE true
 ORDER BY cores.name
-ON CONFLICT (core) DO UPDATE SET
-	status = excluded.status, nucleus_state = excluded.nucleus_state, nucleus_version = excluded.nucleus_version,
-	components = excluded.components, effective_deployments = excluded.effective_deployments,
-	platform = excluded.platform, architecture = excluded.architecture, agent_version = excluded.agent_version,
-	uptime_seconds = excluded.uptime_seconds, interval_seconds = excluded.interval_seconds, system = excluded.system,
-	certificate_not_after = excluded.certificate_not_after, reported_at = excluded.reported_at,
-	received_at = excluded.received_at, connection_state = 'ONLINE',
-	last_seen_at = CASE WHEN excluded.last_seen_at > core_health.last_seen_at THEN excluded.last_seen_at ELSE core_health.last_seen_at END,
-	registry_synced = CASE WHEN core_health.status = excluded.status AND core_health.nucleus_version = excluded.nucleus_version
-		AND core_health.platform = excluded.platform AND core_health.architecture = excluded.architecture
-		THEN core_health.registry_synced ELSE 0 END
-WHERE excluded.reported_at >= core_health.reported_at
+` + reportConflictSQL + `
 RETURNING core, registry_synced`
 )
 
@@ -98,8 +82,8 @@ func (s *HealthStore) PutReports(ctx context.Context, rs []health.Report) ([]hea
 	var missing []string                       // cores given but not stored
 	exists := make(map[string]bool)            // of missing, the cores that exist
 	store := func(q Querier) error {
-		for start := 0; start < len(names); start += putReportsChunk {
-			chunk := names[start:min(start+putReportsChunk, len(names))]
+		for start := 0; start < len(names); start += batchRows {
+			chunk := names[start:min(start+batchRows, len(names))]
 			if err := s.putChunk(ctx, q, chunk, rows, synced); err != nil {
 				return err
 			}
@@ -117,7 +101,7 @@ func (s *HealthStore) PutReports(ctx context.Context, rs []health.Report) ([]hea
 		return s.existingCores(ctx, q, missing, exists)
 	}
 	var err error
-	if len(names) <= putReportsChunk {
+	if len(names) <= batchRows {
 		err = store(s.d.sql) // one statement is one transaction
 	} else {
 		err = s.d.InTx(ctx, func(tx *sql.Tx) error { return store(tx) })
@@ -143,26 +127,10 @@ func (s *HealthStore) PutReports(ctx context.Context, rs []health.Report) ([]hea
 	return out, nil
 }
 
-// paddedRows is the number of VALUES rows a statement of n reports has:
-// n rounded up to 1, 4, 16, 64, 256 or putReportsChunk, the rest padding
-// rows of NULLs. So there are six statement texts, not one per batch size:
-// pgx prepares and caches each text on each connection, and on PostgreSQL
-// one prepared 500-row statement holds about 3 MB of server memory.
-func paddedRows(n int) int {
-	size := 1
-	for size < n && size*4 < putReportsChunk {
-		size *= 4
-	}
-	if size < n {
-		return putReportsChunk
-	}
-	return size
-}
-
 // putChunk stores the rows of names by one statement and records in synced
 // the registry_synced of every core it stored.
 func (s *HealthStore) putChunk(ctx context.Context, q Querier, names []string, rows map[string]reportRow, synced map[string]int) error {
-	size := paddedRows(len(names))
+	size := batchPadded(len(names))
 	var b strings.Builder
 	b.WriteString(putReportsHead)
 	args := make([]any, 0, 16*size)
@@ -200,8 +168,8 @@ func (s *HealthStore) putChunk(ctx context.Context, q Querier, names []string, r
 
 // existingCores marks in exists which of names are cores.
 func (s *HealthStore) existingCores(ctx context.Context, q Querier, names []string, exists map[string]bool) error {
-	for start := 0; start < len(names); start += putReportsChunk {
-		chunk := names[start:min(start+putReportsChunk, len(names))]
+	for start := 0; start < len(names); start += batchRows {
+		chunk := names[start:min(start+batchRows, len(names))]
 		args := make([]any, len(chunk))
 		for i, n := range chunk {
 			args[i] = n

@@ -273,7 +273,7 @@ func TestPutReportsLarge(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.UnixMilli(1700000000123).UTC()
 	db := newTestDB(t)
-	const n = 2*putReportsChunk + 7
+	const n = 2*batchRows + 7
 	cores := make([]string, n)
 	rs := make([]health.Report, 0, n+1)
 	for i := range cores {
@@ -296,21 +296,10 @@ func TestPutReportsLarge(t *testing.T) {
 	if !errkind.Is(got[n].Err, errkind.NotFound) {
 		t.Errorf("ghost: %+v, want NotFound", got[n])
 	}
-	for _, i := range []int{0, putReportsChunk, n - 1} {
+	for _, i := range []int{0, batchRows, n - 1} {
 		rec, err := db.Health().GetHealth(ctx, cores[i])
 		if err != nil || !rec.ReportedAt.Equal(rs[i].ReportedAt) {
 			t.Errorf("%s: %+v, %v", cores[i], rec.ReportedAt, err)
-		}
-	}
-}
-
-func TestPaddedRows(t *testing.T) {
-	tests := []struct{ n, want int }{
-		{1, 1}, {2, 4}, {4, 4}, {5, 16}, {16, 16}, {17, 64}, {65, 256}, {256, 256}, {257, putReportsChunk}, {putReportsChunk, putReportsChunk},
-	}
-	for _, tt := range tests {
-		if got := paddedRows(tt.n); got != tt.want {
-			t.Errorf("paddedRows(%d) = %d, want %d", tt.n, got, tt.want)
 		}
 	}
 }
