@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +50,7 @@ func stormGgfleet(ctx context.Context, ids []*loadgen.Identity, concurrency int)
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			c, err := connectOnce(id)
+			c, err := loadgen.Connect(id)
 			if err != nil {
 				failed.Add(1)
 				return
@@ -81,23 +78,4 @@ func stormGgfleet(ctx context.Context, ids []*loadgen.Identity, concurrency int)
 	}
 	res.TLSRate, res.TLSFails, res.TLSWall, err = p.HandshakeStorm(concurrency)
 	return res, err
-}
-
-// connectOnce opens one agent-like MQTT session (client id = thing, a
-// clean session, no retries).
-func connectOnce(id *loadgen.Identity) (paho.Client, error) {
-	host, _, _ := net.SplitHostPort(id.Endpoint)
-	opts := paho.NewClientOptions().AddBroker("tls://" + id.Endpoint).SetClientID(id.Name).SetProtocolVersion(4).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(60 * time.Second).
-		SetKeepAlive(5 * time.Minute).
-		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{id.Cert}, RootCAs: id.Roots, ServerName: host, MinVersion: tls.VersionTLS12})
-	c := paho.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(90 * time.Second) {
-		return nil, errors.New("connect timed out")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	return c, nil
 }

@@ -373,6 +373,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// Connect opens one bare agent-like MQTT session for id (client id = the
+// thing name, a clean session, no retries, no reports): for benchmarks
+// that time connections themselves, such as a reconnect storm.
+func Connect(id *Identity) (mqtt.Client, error) {
+	host, _, _ := net.SplitHostPort(id.Endpoint)
+	opts := mqtt.NewClientOptions().AddBroker("tls://" + id.Endpoint).SetClientID(id.Name).SetProtocolVersion(4).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(60 * time.Second).
+		SetKeepAlive(5 * time.Minute).
+		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{id.Cert}, RootCAs: id.Roots, ServerName: host, MinVersion: tls.VersionTLS12})
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(90 * time.Second) {
+		return nil, fmt.Errorf("agent %s: connect to %s timed out", id.Name, id.Endpoint)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("agent %s: connect to %s: %w", id.Name, id.Endpoint, err)
+	}
+	return c, nil
+}
+
 // ErrLost is returned by Check when reports were lost.
 var ErrLost = errors.New("reports were lost")
 

@@ -26,7 +26,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -40,6 +39,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ggfleet/ggfleet/bench/benchpki"
+	"github.com/ggfleet/ggfleet/bench/loadgen"
 	"github.com/ggfleet/ggfleet/broker/mqttbus"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external/mosquittotest"
@@ -279,21 +279,9 @@ func storm(tg target, pki *benchpki.PKI, agents, concurrency int) (rate float64,
 	return float64(ok) / wall.Seconds(), int(nFailed.Load()), wall
 }
 
-// connect opens an agent-like MQTT session (client id = thing).
+// connect opens an agent-like MQTT session (client id = thing) to tg.
 func connect(tg target, thing string, cert tls.Certificate) (paho.Client, error) {
-	opts := paho.NewClientOptions().AddBroker("tls://" + tg.addr).SetClientID(thing).SetProtocolVersion(4).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(60 * time.Second).
-		SetKeepAlive(5 * time.Minute).
-		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: tg.roots, ServerName: "127.0.0.1"})
-	c := paho.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(90 * time.Second) {
-		return nil, errors.New("connect timed out")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return loadgen.Connect(&loadgen.Identity{Name: thing, Cert: cert, Roots: tg.roots, Endpoint: tg.addr})
 }
 
 func waitFor(limit time.Duration, cond func() bool) error {
