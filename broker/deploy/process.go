@@ -293,21 +293,7 @@ func document(t tasks.Task, req request, tpl cdf.Template) ([]byte, error) {
 // supersede ends the items of other tasks that still wait on this core: its
 // document now belongs to task current, so their reports can never come.
 func (s *Service) supersede(ctx context.Context, core, current string) error {
-	waits, err := s.cfg.Store.WaitsForCore(ctx, core)
-	if err != nil {
-		return err
-	}
-	for _, w := range waits {
-		if w.TaskID == current {
-			continue
-		}
-		msg := fmt.Sprintf("Superseded by deployment task %s before the core reported the outcome", current)
-		if err := s.finish(ctx, Outcome{TaskID: w.TaskID, Core: core, DeploymentID: w.DeploymentID,
-			Status: cdf.StatusFailure, Message: msg, Now: s.now()}, nil); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.supersedeMany(ctx, []string{core}, current)
 }
 
 // finish emits the outcome's event, applies the outcome and completes the

@@ -396,20 +396,27 @@ type BatchStore interface {
 	MoveThingsToGroup(ctx context.Context, things []string, group, prefix string) (missing []string, err error)
 }
 
+// validNames returns the names that are valid provider names, and records
+// in invalid the error of each one that is not.
+func validNames(what string, names []string, invalid map[string]error) []string {
+	var valid []string
+	for _, n := range names {
+		if err := provider.CheckName(what, n); err != nil {
+			invalid[n] = err
+			continue
+		}
+		valid = append(valid, n)
+	}
+	return valid
+}
+
 // CoreRegistrations returns, for each of names that is not a registered
 // core, why: errkind.NotFound when it is not registered, else what kept it
 // from being checked. A deployment batch asks this once instead of
 // GetCoreDevice per core.
 func (p *Provider) CoreRegistrations(ctx context.Context, names []string) (map[string]error, error) {
 	out := map[string]error{}
-	var valid []string
-	for _, n := range names {
-		if err := provider.CheckName("core name", n); err != nil {
-			out[n] = err
-			continue
-		}
-		valid = append(valid, n)
-	}
+	valid := validNames("core name", names, out)
 	bs, ok := p.store.(BatchStore)
 	if !ok {
 		for _, n := range valid {
@@ -444,14 +451,7 @@ func (p *Provider) MoveToGroup(ctx context.Context, things []string, group, pref
 		return nil, err
 	}
 	out := map[string]error{}
-	var valid []string
-	for _, n := range things {
-		if err := provider.CheckName("thing name", n); err != nil {
-			out[n] = err
-			continue
-		}
-		valid = append(valid, n)
-	}
+	valid := validNames("thing name", things, out)
 	bs, ok := p.store.(BatchStore)
 	if !ok {
 		for _, n := range valid {
