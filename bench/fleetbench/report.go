@@ -85,10 +85,18 @@ func (r result) p3SummaryRatio() float64 {
 }
 func (r result) p4Ratio() float64 { return ratio(r.P4Elapsed.Seconds(), r.BoundElapsed.Seconds()) }
 
+// The P5 ratios are NaN ("not measured") when a side did not run: the
+// embedded broker alone is not measured where the agents use Mosquitto.
 func (r result) p5BrokerRatio() float64 {
+	if r.P5Embedded.Reports == 0 {
+		return ratio(0, 0)
+	}
 	return ratio(r.P5Embedded.ackedRate(), r.P5Mosquitto.ackedRate())
 }
 func (r result) p5IngestRatio() float64 {
+	if r.P5.Reports == 0 {
+		return ratio(0, 0)
+	}
 	return ratio(r.P5.storedRate(), r.P5Mosquitto.ackedRate())
 }
 

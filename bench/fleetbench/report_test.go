@@ -98,3 +98,15 @@ func TestNotifyVerdict(t *testing.T) {
 		}
 	}
 }
+
+// TestP5NotMeasured: with the agents on Mosquitto the embedded broker alone
+// is not measured, and its ratio must say so instead of 0×.
+func TestP5NotMeasured(t *testing.T) {
+	r := result{P5: ingestResult{Reports: 100, Stored: time.Second}, P5Mosquitto: ingestResult{Reports: 100, Acked: time.Second}}
+	if got := cell(r.p5BrokerRatio(), targetP5Broker); got != "– not measured" {
+		t.Errorf("embedded broker alone not run: %q", got)
+	}
+	if got := cell(r.p5IngestRatio(), targetP5Ingest); got != "1.00× met" {
+		t.Errorf("ingest ratio: %q", got)
+	}
+}
