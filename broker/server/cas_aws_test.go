@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -26,24 +24,9 @@ type awsCAEnv struct {
 
 func newAWSCAEnv(t *testing.T) awsCAEnv {
 	t.Helper()
-	ctx := context.Background()
 	prov, fake := awstest.NewProvider(t, func(c *awsprov.Config) { c.MaxAttempts = 1 })
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, ca.SecretsKeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
-	if _, _, err := authority.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b := awstest.NewBroker(t)
+	db, authority := b.DB, b.Authority
 	return awsCAEnv{fake: fake, prov: prov, db: db, authority: authority}
 }
 

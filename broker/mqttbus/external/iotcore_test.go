@@ -2,12 +2,10 @@ package external_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -46,23 +44,8 @@ func newIoTEnv(t *testing.T) *iotEnv {
 	t.Helper()
 	ctx := context.Background()
 	prov, fake := awstest.NewProvider(t, nil)
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, ca.SecretsKeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
-	def, _, err := authority.Init(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := awstest.NewBroker(t)
+	db, authority, def, key := b.DB, b.Authority, b.Default, b.SecretsKey
 	if err := prov.RegisterCA(ctx, authority, def.ID, def.CertificatePem); err != nil {
 		t.Fatal(err)
 	}

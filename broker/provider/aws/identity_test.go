@@ -2,11 +2,9 @@ package aws_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/ca"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/shared/certs"
 )
@@ -30,24 +29,8 @@ type identityEnv struct {
 
 func newIdentityEnv(t *testing.T) identityEnv {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, ca.SecretsKeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
-	if _, _, err := authority.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return identityEnv{db: db, authority: authority, secretsKey: key}
+	b := awstest.NewBroker(t)
+	return identityEnv{db: b.DB, authority: b.Authority, secretsKey: b.SecretsKey}
 }
 
 func (e identityEnv) config() awsprov.IdentityConfig {

@@ -6,12 +6,16 @@ package awstest
 
 import (
 	"context"
+	"crypto/rand"
+	"path/filepath"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/ggfleet/ggfleet/broker/ca"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
 )
 
 // Credentials are the static credentials tests sign with.
@@ -42,4 +46,38 @@ func NewProvider(t *testing.T, mod func(*awsprov.Config)) (*awsprov.Provider, *a
 		t.Fatalf("aws provider on the fake: %v", err)
 	}
 	return p, fake
+}
+
+// Broker is what the broker keeps for its AWS side in the tests that need
+// more than the provider: a fresh SQLite database (migrated) and a CA
+// authority initialised on it with a random secrets key.
+type Broker struct {
+	DB         *sqlstore.DB
+	Authority  *ca.Authority
+	Default    ca.CA // the authority's default CA, made by Init
+	SecretsKey []byte
+}
+
+// NewBroker makes a Broker in t's temporary directory, closed when t ends.
+func NewBroker(t *testing.T) Broker {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, ca.SecretsKeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
+	def, _, err := authority.Init(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Broker{DB: db, Authority: authority, Default: def, SecretsKey: key}
 }
