@@ -20,7 +20,10 @@
 //     transactions on the writer (the API's GET paths). On SQLite it is a
 //     separate pool of query_only connections on the same WAL database, so a
 //     read sees every transaction committed before it started (read your own
-//     writes) and never waits for one in progress; on PostgreSQL it is d.sql.
+//     writes) and never waits for one in progress. On PostgreSQL it is a
+//     small pool of its own on the same database, so the API's reads never
+//     wait for a connection behind task work that holds every connection of
+//     d.sql; READ COMMITTED gives them what any d.sql statement would see.
 //     Each statement sees its own snapshot. Never use d.read inside a
 //     transaction, for a read whose result decides a write (read-modify-write:
 //     use the *Tx), or where several statements must see one snapshot.
@@ -45,9 +48,10 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
-	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
+	"github.com/jackc/pgx/v5/stdlib" // also registers the database/sql driver "pgx"
+	_ "modernc.org/sqlite"           // SQLite driver "sqlite"
 )
 
 //go:embed migrations/*.sql
@@ -121,14 +125,16 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	return &DB{sql: db, read: read, dialect: SQLite, log: log}, nil
 }
 
-// Pool limits of OpenPostgres: each replica keeps at most this many
-// connections, so N replicas fit PostgreSQL's default max_connections (100)
-// with room for the leader and liveness sessions and for operators. Idle
-// connections are kept up to the same limit: closing and reopening them under
-// load showed up as connect timeouts.
+// Pool limits of OpenPostgres: each replica keeps at most
+// PostgresMaxOpenConns connections for task work, the job queue and writes,
+// and PostgresReadConns more for the API's reads, so N replicas fit
+// PostgreSQL's default max_connections (100) with room for the leader and
+// liveness sessions and for operators. Idle connections are kept up to the
+// same limits: closing and reopening them under load showed up as connect
+// timeouts.
 const (
-	PostgresMaxOpenConns = 20
-	PostgresMaxIdleConns = PostgresMaxOpenConns
+	PostgresMaxOpenConns = 16
+	PostgresReadConns    = 4
 )
 
 // OpenPostgres connects to the PostgreSQL database at url
@@ -138,12 +144,35 @@ func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*DB, error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := sql.Open("pgx", url)
+	db, err := openPostgresPool(ctx, url, PostgresMaxOpenConns, false)
+	if err != nil {
+		return nil, err
+	}
+	// The API's reads get a pool of their own: under a large task every
+	// connection of db is busy, and a GET queued behind task statements for
+	// a connection (P3 in BENCHMARKS.md). Its sessions are read-only, so a
+	// write sent there by mistake fails instead of escaping its transaction.
+	read, err := openPostgresPool(ctx, url, PostgresReadConns, true)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &DB{sql: db, read: read, dialect: Postgres, log: log}, nil
+}
+
+// openPostgresPool opens one pool of at most size connections (read-only
+// sessions when readOnly) and checks that the database answers.
+func openPostgresPool(ctx context.Context, url string, size int, readOnly bool) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(url), err)
 	}
-	db.SetMaxOpenConns(PostgresMaxOpenConns)
-	db.SetMaxIdleConns(PostgresMaxIdleConns)
+	if readOnly {
+		cfg.RuntimeParams["default_transaction_read_only"] = "on"
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(size)
+	db.SetMaxIdleConns(size)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -152,9 +181,7 @@ func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*DB, error
 		db.Close()
 		return nil, mapErr(fmt.Errorf("connect to postgres %s: %w", RedactURL(url), err), "open database")
 	}
-	// One pool serves reads and writes: PostgreSQL readers never wait for
-	// writers (MVCC), and the pool has room for both.
-	return &DB{sql: db, read: db, dialect: Postgres, log: log}, nil
+	return db, nil
 }
 
 // RedactURL drops the password from a database URL, for logs and errors.

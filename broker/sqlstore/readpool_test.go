@@ -65,10 +65,98 @@ func TestReadsDoNotWaitForTheWriter(t *testing.T) {
 		}
 	}()
 
-	reads := []struct {
-		name string
-		read func(ctx context.Context) error
-	}{
+	reads := apiReads(t, db)
+	for _, r := range reads {
+		t.Run(r.name, func(t *testing.T) {
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			if err := r.read(rctx); err != nil {
+				t.Fatalf("%s while a write transaction is open: %v", r.name, err)
+			}
+		})
+	}
+
+	released = true
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("write transaction: %v", err)
+	}
+	// Read your own writes: the committed change is visible at once.
+	r, err := cs.GetCore(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DesiredName != "T" || r.DesiredVersion != 1 {
+		t.Fatalf("GetCore after the commit = %+v, want desired T 1", r)
+	}
+}
+
+// TestReadPoolRefusesWrites checks that the read pool cannot write: on
+// SQLite it would take the write lock behind the writer connection's back,
+// on PostgreSQL commit outside the caller's transaction.
+func TestReadPoolRefusesWrites(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	_, err := db.read.ExecContext(ctx, `INSERT INTO broker_settings (name, value, created_at) VALUES ('x', 'y', 1)`)
+	if err == nil || !(strings.Contains(err.Error(), "readonly") || strings.Contains(err.Error(), "read-only")) {
+		t.Fatalf("a write through the read pool: %v, want a read-only error", err)
+	}
+}
+
+// TestReadsDoNotWaitForBusyWriterPool holds every connection of the writer
+// pool, as a large task does, and checks that the API's reads still answer
+// (on PostgreSQL they queued for a connection before the read pool).
+func TestReadsDoNotWaitForBusyWriterPool(t *testing.T) {
+	ctx := context.Background()
+	db, _ := newTaskTestDB(t)
+	now := time.UnixMilli(1_700_000_000_123).UTC()
+	if err := db.Cores().EnsureCores(ctx, []string{"a"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateTemplate(ctx, cdf.Template{Name: "T", Components: []cdf.Component{{Key: "c", Version: "1.0.0"}}, CreatedAt: cdf.At(now)}); err != nil {
+		t.Fatal(err)
+	}
+	task, items := newTestTask("readpool1", tasks.KindCore, 2, 2)
+	if err := db.CreateTask(ctx, task, items); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.Health().PutReport(ctx, health.Report{Core: "a", Status: "HEALTHY", ReportedAt: now, ReceivedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	limit := db.sql.Stats().MaxOpenConnections
+	if limit < 1 {
+		t.Fatalf("the writer pool has no connection limit (%d)", limit)
+	}
+	for range limit {
+		c, err := db.sql.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	for _, r := range apiReads(t, db) {
+		t.Run(r.name, func(t *testing.T) {
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			if err := r.read(rctx); err != nil {
+				t.Fatalf("%s while every writer connection is taken: %v", r.name, err)
+			}
+		})
+	}
+}
+
+// apiRead is one read of the API's GET paths.
+type apiRead struct {
+	name string
+	read func(ctx context.Context) error
+}
+
+// apiReads lists the reads that go through the read pool, on a database
+// holding core "a", template "T" and task "readpool1".
+func apiReads(t *testing.T, db *DB) []apiRead {
+	t.Helper()
+	cs := db.Cores()
+	return []apiRead{
 		{"GetCore", func(ctx context.Context) error {
 			r, err := cs.GetCore(ctx, "a")
 			if err == nil && r.DesiredName != corestore.NoTemplate {
@@ -110,42 +198,5 @@ func TestReadsDoNotWaitForTheWriter(t *testing.T) {
 			}
 			return err
 		}},
-	}
-	for _, r := range reads {
-		t.Run(r.name, func(t *testing.T) {
-			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			if err := r.read(rctx); err != nil {
-				t.Fatalf("%s while a write transaction is open: %v", r.name, err)
-			}
-		})
-	}
-
-	released = true
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("write transaction: %v", err)
-	}
-	// Read your own writes: the committed change is visible at once.
-	r, err := cs.GetCore(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.DesiredName != "T" || r.DesiredVersion != 1 {
-		t.Fatalf("GetCore after the commit = %+v, want desired T 1", r)
-	}
-}
-
-// TestReadPoolRefusesWrites checks that SQLite's read pool cannot take the
-// write lock behind the writer connection's back.
-func TestReadPoolRefusesWrites(t *testing.T) {
-	if testDialect != SQLite {
-		t.Skip("on PostgreSQL the read pool is the writer pool")
-	}
-	ctx := context.Background()
-	db := newTestDB(t)
-	_, err := db.read.ExecContext(ctx, `INSERT INTO broker_settings (name, value, created_at) VALUES ('x', 'y', 1)`)
-	if err == nil || !strings.Contains(err.Error(), "readonly") {
-		t.Fatalf("a write through the read pool: %v, want a read-only error", err)
 	}
 }
