@@ -70,6 +70,19 @@ func chunks(n int) [][2]int {
 	return out
 }
 
+// eachInList calls fn with the IN list (inList) and arguments of each
+// chunk of vals, so a list of any length stays within the engines' limits
+// on bound parameters (SQLite 32,766, PostgreSQL 65,535).
+func eachInList(vals []string, fn func(marks string, args []any) error) error {
+	for _, c := range chunks(len(vals)) {
+		marks, args := inList(vals[c[0]:c[1]])
+		if err := fn(marks, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // inList returns `?, ?, …` for vals padded by batchPadded with NULLs (which
 // IN never matches), and its arguments, so an IN list too has six texts.
 // vals must hold at most batchRows values.

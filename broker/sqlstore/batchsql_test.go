@@ -167,8 +167,13 @@ func TestBatchStatementsAtChunkBoundaries(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := reg.CreateThingGroup(ctx, "g", "", now); err != nil {
-				t.Fatal(err)
+			for _, g := range []string{"g", "gold"} {
+				if err := reg.CreateThingGroup(ctx, g, "", now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if missing, err := reg.MoveThingsToGroup(ctx, names, "gold", "g"); err != nil || len(missing) != 0 {
+				t.Fatalf("MoveThingsToGroup gold = %v, %v", missing, err)
 			}
 			for range 2 {
 				missing, err := reg.MoveThingsToGroup(ctx, append(names, "ghost"), "g", "g")
@@ -177,6 +182,29 @@ func TestBatchStatementsAtChunkBoundaries(t *testing.T) {
 				}
 				if got := countRows(t, db, `SELECT COUNT(*) FROM registry_group_members WHERE group_name = 'g'`); got != n {
 					t.Fatalf("%d members of g, want %d", got, n)
+				}
+				if got := countRows(t, db, `SELECT COUNT(*) FROM registry_group_members WHERE group_name = 'gold'`); got != 0 {
+					t.Fatalf("%d things still in gold, want 0", got)
+				}
+			}
+
+			// RegisteredCores and WaitsForCores, looked up in chunks.
+			for _, c := range names[len(names)/2:] {
+				if err := reg.MarkCoreRegistered(ctx, c, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			registered, err := reg.RegisteredCores(ctx, append(names, "ghost"))
+			if err != nil || len(registered) != n-n/2 || registered["ghost"] {
+				t.Fatalf("RegisteredCores = %d, %v; want %d", len(registered), err, n-n/2)
+			}
+			gotWaits, err := db.WaitsForCores(ctx, names)
+			if err != nil || len(gotWaits) != n {
+				t.Fatalf("WaitsForCores = %d waits, %v; want %d", len(gotWaits), err, n)
+			}
+			for i, w := range gotWaits {
+				if w.Core != names[i] {
+					t.Fatalf("WaitsForCores[%d] = %s, want %s (ordered by task and core)", i, w.Core, names[i])
 				}
 			}
 
@@ -249,5 +277,32 @@ func TestBatchDuplicatesLastWins(t *testing.T) {
 	}
 	if got := countRows(t, db, `SELECT COUNT(*) FROM task_items WHERE task_id = ?`, twice.ID); got != 0 {
 		t.Fatalf("%d items stored by a failed CreateTask", got)
+	}
+}
+
+// A lookup of more names than an engine binds in one statement (SQLite
+// 32,766 parameters, PostgreSQL 65,535) is split, not refused.
+func TestLookupsBeyondParameterLimits(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	now := time.UnixMilli(1_700_000_000_000).UTC()
+	names := make([]string, 70_000)
+	for i := range names {
+		names[i] = fmt.Sprintf("core-%05d", i)
+	}
+	reg := db.Registry()
+	last := names[len(names)-1]
+	if err := reg.MarkCoreRegistered(ctx, last, now); err != nil {
+		t.Fatal(err)
+	}
+	registered, err := reg.RegisteredCores(ctx, names)
+	if err != nil || len(registered) != 1 || !registered[last] {
+		t.Fatalf("RegisteredCores of %d names = %v, %v; want only %s", len(names), registered, err, last)
+	}
+	if waits, err := db.WaitsForCores(ctx, names); err != nil || len(waits) != 0 {
+		t.Fatalf("WaitsForCores of %d names = %d, %v", len(names), len(waits), err)
+	}
+	if err := db.Cores().SetDesiredTemplates(ctx, names, "T", 1, "Pending", now); err != nil {
+		t.Fatalf("SetDesiredTemplates of %d names: %v", len(names), err)
 	}
 }

@@ -1,9 +1,11 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/deploy"
@@ -20,10 +22,14 @@ func (s *CoreStore) SetDesiredTemplates(ctx context.Context, cores []string, nam
 	if len(cores) == 0 {
 		return nil
 	}
-	args := append([]any{name, version, status, millis(now)}, stringArgs(cores)...)
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`UPDATE cores SET desired_name = ?, desired_version = ?, deployment_status = ?,
-		deployment_status_message = '', updated_at = ? WHERE name IN (`+placeholders(len(cores))+`)`), args...)
-	return mapErr(err, fmt.Sprintf("set desired template of %d cores", len(cores)))
+	return s.d.InTx(ctx, func(tx *sql.Tx) error {
+		return eachInList(cores, func(marks string, names []any) error {
+			args := append([]any{name, version, status, millis(now)}, names...)
+			_, err := tx.ExecContext(ctx, s.d.q(`UPDATE cores SET desired_name = ?, desired_version = ?, deployment_status = ?,
+				deployment_status_message = '', updated_at = ? WHERE name IN (`+marks+`)`), args...)
+			return mapErr(err, fmt.Sprintf("set desired template of %d cores", len(cores)))
+		})
+	})
 }
 
 // PutDeployments stores the waits, then the documents of many cores, in one
@@ -112,6 +118,18 @@ func (d *DB) WaitsForCores(ctx context.Context, cores []string) ([]deploy.Wait, 
 	if len(cores) == 0 {
 		return nil, nil
 	}
-	return d.queryWaits(ctx, fmt.Sprintf("waits of %d cores", len(cores)),
-		`WHERE core IN (`+placeholders(len(cores))+`) ORDER BY task_id, core`, stringArgs(cores)...)
+	var out []deploy.Wait
+	err := eachInList(cores, func(marks string, args []any) error {
+		waits, err := d.queryWaits(ctx, fmt.Sprintf("waits of %d cores", len(cores)),
+			`WHERE core IN (`+marks+`) ORDER BY task_id, core`, args...)
+		out = append(out, waits...)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b deploy.Wait) int {
+		return cmp.Or(cmp.Compare(a.TaskID, b.TaskID), cmp.Compare(a.Core, b.Core))
+	})
+	return out, nil
 }

@@ -15,8 +15,13 @@ func (s *RegistryStore) RegisteredCores(ctx context.Context, names []string) (ma
 	if len(names) == 0 {
 		return out, nil
 	}
-	found, err := s.column(ctx, s.d.sql, "look up core registrations",
-		`SELECT name FROM registry_core_devices WHERE name IN (`+placeholders(len(names))+`)`, stringArgs(names)...)
+	var found []string
+	err := eachInList(names, func(marks string, args []any) error {
+		list, err := s.column(ctx, s.d.sql, "look up core registrations",
+			`SELECT name FROM registry_core_devices WHERE name IN (`+marks+`)`, args...)
+		found = append(found, list...)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +44,12 @@ func (s *RegistryStore) MoveThingsToGroup(ctx context.Context, things []string, 
 		if err := s.mustExist(ctx, tx, "thing group", group, qGroupExists); err != nil {
 			return err
 		}
-		list, err := s.column(ctx, tx, "look up things",
-			`SELECT name FROM registry_things WHERE name IN (`+placeholders(len(things))+`)`, stringArgs(things)...)
+		var list []string
+		err := eachInList(things, func(marks string, args []any) error {
+			found, err := s.column(ctx, tx, "look up things", `SELECT name FROM registry_things WHERE name IN (`+marks+`)`, args...)
+			list = append(list, found...)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -60,10 +69,16 @@ func (s *RegistryStore) MoveThingsToGroup(ctx context.Context, things []string, 
 			return nil
 		}
 		// substr rather than LIKE: '_' in the prefix would be a wildcard.
-		args := append([]any{len(prefix), prefix, group}, stringArgs(present)...)
-		if _, err := tx.ExecContext(ctx, s.d.q(`DELETE FROM registry_group_members
-			WHERE substr(group_name, 1, ?) = ? AND group_name <> ? AND thing_name IN (`+placeholders(len(present))+`)`), args...); err != nil {
-			return mapErr(err, fmt.Sprintf("remove %d things from other groups than %s", len(present), group))
+		err = eachInList(present, func(marks string, names []any) error {
+			args := append([]any{len(prefix), prefix, group}, names...)
+			if _, err := tx.ExecContext(ctx, s.d.q(`DELETE FROM registry_group_members
+				WHERE substr(group_name, 1, ?) = ? AND group_name <> ? AND thing_name IN (`+marks+`)`), args...); err != nil {
+				return mapErr(err, fmt.Sprintf("remove %d things from other groups than %s", len(names), group))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, c := range chunks(len(present)) {
 			chunk := present[c[0]:c[1]]

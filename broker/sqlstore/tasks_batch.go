@@ -78,12 +78,3 @@ func (d *DB) missingItem(ctx context.Context, tx *sql.Tx, rows [][]any) error {
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
-
-// stringArgs returns names as query arguments.
-func stringArgs(names []string) []any {
-	out := make([]any, len(names))
-	for i, n := range names {
-		out[i] = n
-	}
-	return out
-}
