@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"github.com/ggfleet/ggfleet/broker/groupcommit"
 	"log/slog"
 	"regexp"
 	"time"
@@ -41,6 +42,9 @@ const (
 	BatchSize            = 50
 	DefaultTimeout       = 10 * time.Minute
 	DefaultSweepInterval = 5 * time.Second
+
+	// finishGroupMax bounds the outcomes applied in one transaction.
+	finishGroupMax = 256
 )
 
 // Event detail-types this package emits (spec §9).
@@ -153,6 +157,9 @@ type Service struct {
 	log    *slog.Logger
 	now    func() time.Time
 	runner *tasks.Runner // completes batches whose awaited items finished
+	// finishes groups concurrent outcomes into one FinishMany when the
+	// store has it (nil: Store.Finish per outcome).
+	finishes *groupcommit.Group[Outcome, Finished]
 }
 
 var (
@@ -175,6 +182,9 @@ func New(cfg Config) *Service {
 		cfg.SweepInterval = DefaultSweepInterval
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	if bf, ok := cfg.Store.(BatchFinisher); ok {
+		s.finishes = groupcommit.New(bf.FinishMany, finishGroupMax)
+	}
 	s.runner = &tasks.Runner{
 		Store:      cfg.Tasks,
 		Processors: map[tasks.Kind]tasks.Processor{tasks.KindDeployment: s},

@@ -318,7 +318,7 @@ func (s *Service) finish(ctx context.Context, o Outcome, event *CoreTemplateUpda
 		}
 		s.emit(ctx, EventCoreTemplateUpdated, *event)
 	}
-	fin, err := s.cfg.Store.Finish(ctx, o)
+	fin, err := s.storeFinish(ctx, o)
 	if errkind.Is(err, errkind.NotFound) {
 		s.log.Warn("deployment item no longer exists", "task", o.TaskID, "core", o.Core)
 		return nil
@@ -337,6 +337,15 @@ func (s *Service) finish(ctx context.Context, o Outcome, event *CoreTemplateUpda
 		return fmt.Errorf("complete batch %d of task %s: %w", fin.Batch, o.TaskID, err)
 	}
 	return nil
+}
+
+// storeFinish applies o with the store, grouped with the outcomes being
+// applied at the same time when the store can (BatchFinisher).
+func (s *Service) storeFinish(ctx context.Context, o Outcome) (Finished, error) {
+	if s.finishes != nil {
+		return s.finishes.Put(ctx, o)
+	}
+	return s.cfg.Store.Finish(ctx, o)
 }
 
 // HandleStatus applies an agent's deployment report (topic

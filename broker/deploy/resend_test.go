@@ -100,6 +100,14 @@ func (f *failingFinish) Finish(ctx context.Context, o deploy.Outcome) (deploy.Fi
 	return f.DB.Finish(ctx, o)
 }
 
+// FinishMany fails the same way (the service groups outcomes through it).
+func (f *failingFinish) FinishMany(ctx context.Context, outs []deploy.Outcome) ([]deploy.Finished, error) {
+	if f.fail {
+		return nil, errors.New("replica killed")
+	}
+	return f.DB.FinishMany(ctx, outs)
+}
+
 // An outcome's event is published before the outcome is stored: a replica
 // that dies in between leaves the item waiting with its event published,
 // the repeated report finishes it with the same event (same key, so the

@@ -208,6 +208,38 @@ func TestBatchStatementsAtChunkBoundaries(t *testing.T) {
 				}
 			}
 
+			// FinishMany: every item final, every wait gone, each batch completed once.
+			outs := make([]deploy.Outcome, n)
+			for i, c := range names {
+				outs[i] = deploy.Outcome{TaskID: dep.ID, Core: c, DeploymentID: "d1", Status: cdf.StatusSuccess,
+					CoreStatus: cdf.DeploymentStatusSuccessful, Now: now}
+			}
+			fins, err := db.FinishMany(ctx, outs)
+			if err != nil || len(fins) != n {
+				t.Fatalf("FinishMany = %d, %v", len(fins), err)
+			}
+			done := 0
+			for i, f := range fins {
+				if !f.Changed || f.Batch != i/50 {
+					t.Fatalf("FinishMany[%d] = %+v, want changed in batch %d", i, f, i/50)
+				}
+				if f.BatchDone {
+					done++
+				}
+			}
+			if done != total {
+				t.Fatalf("%d outcomes completed a batch, want %d (one per batch)", done, total)
+			}
+			if got := countRows(t, db, `SELECT COUNT(*) FROM task_items WHERE task_id = ? AND status = ?`, dep.ID, cdf.StatusSuccess); got != n {
+				t.Fatalf("%d items final, want %d", got, n)
+			}
+			if got := countRows(t, db, `SELECT COUNT(*) FROM deployment_waits WHERE task_id = ?`, dep.ID); got != 0 {
+				t.Fatalf("%d waits left, want 0", got)
+			}
+			if got := countRows(t, db, `SELECT COUNT(*) FROM cores WHERE deployment_status = ?`, cdf.DeploymentStatusSuccessful); got != n {
+				t.Fatalf("%d cores Successful, want %d", got, n)
+			}
+
 			// AppendEvents: keyed events stored once.
 			evs := make([]events.Event, n)
 			for i, c := range names {
