@@ -48,6 +48,11 @@ const (
 	// a second, long enough that an idle queue costs ten cheap queries a
 	// second per replica.
 	DefaultPollInterval = 100 * time.Millisecond
+	// fetchCooldown is the least time between two fetches. When a worker
+	// frees up while more batches wait (a deployment's twenty batches on
+	// four workers), river fetches again after it: at river's default
+	// (100 ms) each round of batches waited that long for the next.
+	fetchCooldown = 10 * time.Millisecond
 )
 
 // Config holds the queue's dependencies and limits.
@@ -144,7 +149,7 @@ func New(cfg Config) (*Queue, error) {
 		JobTimeout:        cfg.JobTimeout,
 		RetryPolicy:       cfg.RetryPolicy,
 		FetchPollInterval: cfg.PollInterval,
-		FetchCooldown:     min(cfg.PollInterval, river.FetchCooldownDefault),
+		FetchCooldown:     min(cfg.PollInterval, fetchCooldown),
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}},
 		Workers:           workers,
 	})
