@@ -34,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -78,6 +79,7 @@ func main() {
 	flag.BoolVar(&o.Keep, "keep", false, "keep the working directory (brokers' data dirs and logs) and print where it is")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
+	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile (load generator, references, the bound's brokers) to this file")
 	flag.Parse()
 
 	var err error
@@ -88,6 +90,19 @@ func main() {
 		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1, 1 ≤ -agents ≤ -cores and -storm ≥ 0"))
 	}
 	o.Storm = min(o.Storm, o.Cores) // the storm's agents are P1's cores
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
