@@ -86,8 +86,32 @@ type DatabaseArtifacts interface {
 	KeepsArtifacts() bool
 }
 
-// DirArtifacts keeps artifacts as files under a directory (the
-// single-process SQLite mode), opened with os.Root so no key can escape it.
+// fallbackArtifacts keeps artifacts in the database and still reads the
+// files an earlier version wrote to the artifacts directory: a key the
+// database does not have is looked up there.
+type fallbackArtifacts struct {
+	ArtifactStore
+	legacy *DirArtifacts
+}
+
+// GetArtifact reads key from the database, else from the legacy files.
+func (f *fallbackArtifacts) GetArtifact(ctx context.Context, key string) ([]byte, error) {
+	data, err := f.ArtifactStore.GetArtifact(ctx, key)
+	if errkind.Is(err, errkind.NotFound) {
+		return f.legacy.GetArtifact(ctx, key)
+	}
+	return data, err
+}
+
+// Close releases both stores.
+func (f *fallbackArtifacts) Close() error {
+	return errors.Join(f.ArtifactStore.Close(), f.legacy.Close())
+}
+
+// DirArtifacts keeps artifacts as files under a directory, opened with
+// os.Root so no key can escape it: the local provider's store when its
+// Store keeps none (ggfleet's own keeps them in the database, and reads
+// this directory only for artifacts earlier versions wrote there).
 type DirArtifacts struct {
 	root *os.Root
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -95,10 +96,14 @@ type Store interface {
 type Config struct {
 	Store Store
 	// Artifacts keeps the artifacts. When nil, a Store that keeps them
-	// itself (DatabaseArtifacts: sqlstore on PostgreSQL, so replicas keep
-	// no files) is used, else files under ArtifactsDir.
-	Artifacts    ArtifactStore
-	ArtifactsDir string // created (0700) when missing; unused with Artifacts
+	// itself (DatabaseArtifacts: sqlstore) is used, else files under
+	// ArtifactsDir.
+	Artifacts ArtifactStore
+	// ArtifactsDir holds the artifacts as files when the Store does not
+	// keep them (created, 0700, when missing). When it does, an existing
+	// ArtifactsDir is still read: artifacts that earlier versions wrote
+	// there are served until replaced.
+	ArtifactsDir string
 	Logger       *slog.Logger
 	Now          func() time.Time // defaults to time.Now; tests pin it
 }
@@ -130,6 +135,13 @@ func New(cfg Config) (*Provider, error) {
 	arts := cfg.Artifacts
 	if da, ok := cfg.Store.(DatabaseArtifacts); ok && arts == nil && da.KeepsArtifacts() {
 		arts = da
+		if fi, err := os.Stat(cfg.ArtifactsDir); cfg.ArtifactsDir != "" && err == nil && fi.IsDir() {
+			legacy, err := NewDirArtifacts(cfg.ArtifactsDir)
+			if err != nil {
+				return nil, err
+			}
+			arts = &fallbackArtifacts{ArtifactStore: da, legacy: legacy}
+		}
 	}
 	if arts == nil {
 		d, err := NewDirArtifacts(cfg.ArtifactsDir)

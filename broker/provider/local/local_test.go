@@ -16,7 +16,20 @@ import (
 
 // newLocal returns a local provider on a fresh SQLite database and
 // artifacts directory.
+// newLocal returns a provider on a migrated SQLite database, keeping its
+// artifacts there, and the artifacts directory it was given (not created).
 func newLocal(t *testing.T) (*local.Provider, string) {
+	t.Helper()
+	return newLocalWith(t, false)
+}
+
+// newLocalFiles is newLocal with the artifacts kept as files (DirArtifacts).
+func newLocalFiles(t *testing.T) (*local.Provider, string) {
+	t.Helper()
+	return newLocalWith(t, true)
+}
+
+func newLocalWith(t *testing.T, files bool) (*local.Provider, string) {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -29,7 +42,15 @@ func newLocal(t *testing.T) (*local.Provider, string) {
 		t.Fatalf("migrate: %v", err)
 	}
 	artifacts := filepath.Join(dir, "artifacts")
-	p, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: artifacts})
+	cfg := local.Config{Store: db.Registry(), ArtifactsDir: artifacts}
+	if files {
+		d, err := local.NewDirArtifacts(artifacts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Artifacts = d
+	}
+	p, err := local.New(cfg)
 	if err != nil {
 		t.Fatalf("local.New: %v", err)
 	}
@@ -156,7 +177,7 @@ func TestRegistryThingGroupsForThing(t *testing.T) {
 
 func TestArtifactFiles(t *testing.T) {
 	ctx := context.Background()
-	p, dir := newLocal(t)
+	p, dir := newLocalFiles(t)
 	key := "greengrass2/artifacts/core-1/core-1/certs.zip"
 	bucket, err := p.PutArtifact(ctx, key, "application/zip", []byte("PK"))
 	if err != nil {
@@ -190,7 +211,7 @@ func TestArtifactFiles(t *testing.T) {
 
 func TestArtifactSymlinkEscape(t *testing.T) {
 	ctx := context.Background()
-	p, dir := newLocal(t)
+	p, dir := newLocalFiles(t)
 	outside := t.TempDir()
 	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600); err != nil {
 		t.Fatal(err)
@@ -207,6 +228,70 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
 		t.Fatal("PutArtifact wrote outside the artifacts dir")
+	}
+}
+
+// ggfleet's store keeps artifacts in its database; the files an earlier
+// version wrote to the artifacts directory are still served until replaced,
+// and nothing new is written there.
+func TestArtifactsInDatabaseWithLegacyFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "t.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	artifacts := filepath.Join(dir, "artifacts")
+	old, err := local.NewDirArtifacts(artifacts) // as an earlier version left it
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacyKey := "greengrass2/artifacts/old/old/certs.zip"
+	if err := old.PutArtifact(ctx, legacyKey, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	p, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: artifacts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if data, typ, err := p.GetArtifact(ctx, legacyKey); err != nil || string(data) != "old" || typ != "application/zip" {
+		t.Fatalf("legacy artifact = %q, %q, %v; want the file's bytes", data, typ, err)
+	}
+	newKey := "greengrass2/artifacts/new/new/certs.zip"
+	for _, k := range []string{newKey, legacyKey} {
+		if _, err := p.PutArtifact(ctx, k, "application/zip", []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+		if data, _, err := p.GetArtifact(ctx, k); err != nil || string(data) != "new" {
+			t.Fatalf("%s after PutArtifact = %q, %v; want new", k, data, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(artifacts, filepath.FromSlash(newKey))); !os.IsNotExist(err) {
+		t.Fatalf("a new artifact was written as a file (%v); want it in the database only", err)
+	}
+	if data, err := db.Artifacts().GetArtifact(ctx, newKey); err != nil || string(data) != "new" {
+		t.Fatalf("database holds %q, %v for the new artifact", data, err)
+	}
+	if _, _, err := p.GetArtifact(ctx, "greengrass2/artifacts/none/none/certs.zip"); !errkind.Is(err, errkind.NotFound) {
+		t.Fatalf("missing artifact: %v, want NotFound", err)
+	}
+
+	// Without an artifacts directory, none is created.
+	fresh := filepath.Join(dir, "fresh")
+	p2, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: fresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2.Close()
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Fatalf("artifacts dir created (%v); want none when the database keeps them", err)
 	}
 }
 
