@@ -51,7 +51,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the database/sql driver "pgx"
-	_ "modernc.org/sqlite"           // SQLite driver "sqlite"
 )
 
 //go:embed migrations/*.sql
@@ -92,7 +91,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		return nil, fmt.Errorf("create database dir: %w", err)
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	db, err := sql.Open(stmtCacheDriver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -110,7 +109,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	// Opened after the writer has put the file in WAL mode (persistent in
 	// the file). query_only makes any write through this pool fail rather
 	// than take the write lock behind the writer's back.
-	read, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	read, err := sql.Open(stmtCacheDriver, "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
