@@ -20,25 +20,8 @@ import (
 // committed data, and see the write once it commits.
 func TestReadsDoNotWaitForTheWriter(t *testing.T) {
 	ctx := context.Background()
-	db, _ := newTaskTestDB(t)
-	now := time.UnixMilli(1_700_000_000_123).UTC()
+	db := newReadFixture(t)
 	cs := db.Cores()
-	if err := cs.EnsureCores(ctx, []string{"a"}, now); err != nil {
-		t.Fatal(err)
-	}
-	if err := cs.PutArtifact(ctx, corestore.ArtifactRecord{Core: "a", Kind: "certs", Bucket: "b", Key: "k", CreatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateTemplate(ctx, cdf.Template{Name: "T", Components: []cdf.Component{{Key: "c", Version: "1.0.0"}}, CreatedAt: cdf.At(now)}); err != nil {
-		t.Fatal(err)
-	}
-	task, items := newTestTask("readpool1", tasks.KindCore, 2, 2)
-	if err := db.CreateTask(ctx, task, items); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := db.Health().PutReport(ctx, health.Report{Core: "a", Status: "HEALTHY", ReportedAt: now, ReceivedAt: now}); err != nil {
-		t.Fatal(err)
-	}
 
 	// The writer: a transaction that changes core a and stays open until released.
 	locked, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
@@ -108,21 +91,7 @@ func TestReadPoolRefusesWrites(t *testing.T) {
 // (on PostgreSQL they queued for a connection before the read pool).
 func TestReadsDoNotWaitForBusyWriterPool(t *testing.T) {
 	ctx := context.Background()
-	db, _ := newTaskTestDB(t)
-	now := time.UnixMilli(1_700_000_000_123).UTC()
-	if err := db.Cores().EnsureCores(ctx, []string{"a"}, now); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateTemplate(ctx, cdf.Template{Name: "T", Components: []cdf.Component{{Key: "c", Version: "1.0.0"}}, CreatedAt: cdf.At(now)}); err != nil {
-		t.Fatal(err)
-	}
-	task, items := newTestTask("readpool1", tasks.KindCore, 2, 2)
-	if err := db.CreateTask(ctx, task, items); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := db.Health().PutReport(ctx, health.Report{Core: "a", Status: "HEALTHY", ReportedAt: now, ReceivedAt: now}); err != nil {
-		t.Fatal(err)
-	}
+	db := newReadFixture(t)
 	limit := db.sql.Stats().MaxOpenConnections
 	if limit < 1 {
 		t.Fatalf("the writer pool has no connection limit (%d)", limit)
@@ -145,14 +114,40 @@ func TestReadsDoNotWaitForBusyWriterPool(t *testing.T) {
 	}
 }
 
+// newReadFixture returns a database holding what apiReads reads: core "a"
+// with an artifact and a health report, template "T" and task "readpool1".
+func newReadFixture(t *testing.T) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db, _ := newTaskTestDB(t)
+	now := time.UnixMilli(1_700_000_000_123).UTC()
+	cs := db.Cores()
+	if err := cs.EnsureCores(ctx, []string{"a"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.PutArtifact(ctx, corestore.ArtifactRecord{Core: "a", Kind: "certs", Bucket: "b", Key: "k", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateTemplate(ctx, cdf.Template{Name: "T", Components: []cdf.Component{{Key: "c", Version: "1.0.0"}}, CreatedAt: cdf.At(now)}); err != nil {
+		t.Fatal(err)
+	}
+	task, items := newTestTask("readpool1", tasks.KindCore, 2, 2)
+	if err := db.CreateTask(ctx, task, items); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.Health().PutReport(ctx, health.Report{Core: "a", Status: "HEALTHY", ReportedAt: now, ReceivedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // apiRead is one read of the API's GET paths.
 type apiRead struct {
 	name string
 	read func(ctx context.Context) error
 }
 
-// apiReads lists the reads that go through the read pool, on a database
-// holding core "a", template "T" and task "readpool1".
+// apiReads lists the reads that go through the read pool, on newReadFixture's database.
 func apiReads(t *testing.T, db *DB) []apiRead {
 	t.Helper()
 	cs := db.Cores()

@@ -29,10 +29,10 @@ func newLocalFiles(t *testing.T) (*local.Provider, string) {
 	return newLocalWith(t, true)
 }
 
-func newLocalWith(t *testing.T, files bool) (*local.Provider, string) {
+// openDB opens and migrates a SQLite database in dir.
+func openDB(t *testing.T, dir string) *sqlstore.DB {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "t.db"), nil)
 	if err != nil {
 		t.Fatalf("open database: %v", err)
@@ -41,6 +41,13 @@ func newLocalWith(t *testing.T, files bool) (*local.Provider, string) {
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
+	return db
+}
+
+func newLocalWith(t *testing.T, files bool) (*local.Provider, string) {
+	t.Helper()
+	dir := t.TempDir()
+	db := openDB(t, dir)
 	artifacts := filepath.Join(dir, "artifacts")
 	cfg := local.Config{Store: db.Registry(), ArtifactsDir: artifacts}
 	if files {
@@ -237,14 +244,7 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 func TestArtifactsInDatabaseWithLegacyFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "t.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t, dir)
 	artifacts := filepath.Join(dir, "artifacts")
 	old, err := local.NewDirArtifacts(artifacts) // as an earlier version left it
 	if err != nil {
