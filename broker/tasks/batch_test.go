@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -194,5 +196,69 @@ func TestWholeBatchAwaitThenComplete(t *testing.T) {
 	}
 	if task, _ := ms.GetTask(ctx, id); task.Status != cdf.StatusSuccess || task.BatchesComplete != 1 {
 		t.Fatalf("task = %+v", task)
+	}
+}
+
+// slowStore saves one item slowly (so concurrent saves queue behind it),
+// refuses the items in broken, and counts the items UpdateItems saved.
+type slowStore struct {
+	*memStore
+	broken     map[string]bool
+	grouped    int // items saved by UpdateItems calls of more than one
+	groupCalls int
+}
+
+func (s *slowStore) UpdateItem(ctx context.Context, it tasks.Item) error {
+	time.Sleep(20 * time.Millisecond)
+	if s.broken[it.Name] {
+		return errors.New("item " + it.Name + " cannot be saved")
+	}
+	return s.memStore.UpdateItem(ctx, it)
+}
+
+func (s *slowStore) UpdateItems(ctx context.Context, items []tasks.Item) error {
+	for _, it := range items {
+		if s.broken[it.Name] {
+			return errors.New("item " + it.Name + " cannot be saved")
+		}
+	}
+	s.mu.Lock()
+	s.groupCalls++
+	s.grouped += len(items)
+	s.mu.Unlock()
+	for _, it := range items {
+		if err := s.memStore.UpdateItem(ctx, it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// The saves of items worked at the same time share UpdateItems calls; an
+// item the store refuses fails its own save only.
+func TestItemSavesGrouped(t *testing.T) {
+	for _, broken := range []string{"", "core-3"} {
+		t.Run("broken="+broken, func(t *testing.T) {
+			p := &proc{fail: map[string]bool{}}
+			ms, _, id, _ := setup(t, 8, 8, p)
+			st := &slowStore{memStore: ms, broken: map[string]bool{broken: broken != ""}}
+			r := &tasks.Runner{Store: st, Processors: map[tasks.Kind]tasks.Processor{tasks.KindCore: p}, Concurrency: 8}
+			err := r.RunBatch(context.Background(), tasks.BatchRef{TaskID: id, Batch: 0})
+			if broken == "" && err != nil {
+				t.Fatal(err)
+			}
+			if broken != "" && (err == nil || !strings.Contains(err.Error(), broken)) {
+				t.Fatalf("RunBatch = %v, want the error of %s", err, broken)
+			}
+			if st.groupCalls == 0 || st.grouped < 2 {
+				t.Fatalf("UpdateItems saved %d items in %d calls: the concurrent saves were not grouped", st.grouped, st.groupCalls)
+			}
+			items, _ := ms.ListItems(context.Background(), id)
+			for _, it := range items {
+				if it.Name != broken && it.Status != cdf.StatusSuccess {
+					t.Fatalf("item %s = %s, want Success (only %q's save fails)", it.Name, it.Status, broken)
+				}
+			}
+		})
 	}
 }
