@@ -13,23 +13,8 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/auth"
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
-
-// openDB opens a migrated SQLite database in a temporary directory.
-func openDB(t *testing.T) *sqlstore.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
 
 func readToken(t *testing.T, path string) string {
 	t.Helper()
@@ -42,7 +27,7 @@ func readToken(t *testing.T, path string) string {
 
 func TestEnsureAdminTokenStoresOnlyTheHash(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	svc := auth.New(auth.Config{Store: db})
 	path := filepath.Join(t.TempDir(), "data", "admin.token")
 
@@ -103,7 +88,7 @@ func TestEnsureAdminTokenStoresOnlyTheHash(t *testing.T) {
 
 func TestEnsureAdminTokenIsIdempotent(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	svc := auth.New(auth.Config{Store: db})
 	path := filepath.Join(t.TempDir(), "admin.token")
 	if _, err := svc.EnsureAdminToken(ctx, path); err != nil {
@@ -165,7 +150,7 @@ func TestEnsureAdminTokenIsIdempotent(t *testing.T) {
 
 func TestEnsureAdminTokenRace(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()}
 	var (
 		wg      sync.WaitGroup
@@ -204,7 +189,7 @@ func TestEnsureAdminTokenRace(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	now := time.UnixMilli(1_700_000_000_000).UTC()
 	svc := auth.New(auth.Config{Store: db, Now: func() time.Time { return now }})
 	good, err := svc.CreateToken(ctx, "ci")

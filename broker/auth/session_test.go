@@ -9,6 +9,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/auth"
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 // clock is a settable time source.
@@ -20,7 +21,7 @@ func (c *clock) now() time.Time { return c.t }
 // admin token and the token file's path.
 func sessionSetup(t *testing.T, ttl time.Duration) (*auth.Service, *clock, string, string) {
 	t.Helper()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	svc := auth.New(auth.Config{Store: db, Sessions: db, SessionTTL: ttl, Now: clk.now})
 	path := filepath.Join(t.TempDir(), "admin.token")
@@ -32,7 +33,7 @@ func sessionSetup(t *testing.T, ttl time.Duration) (*auth.Service, *clock, strin
 
 func TestLoginMakesASessionStoredOnlyHashed(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	svc := auth.New(auth.Config{Store: db, Sessions: db})
 	path := filepath.Join(t.TempDir(), "admin.token")
 	if _, err := svc.EnsureAdminToken(ctx, path); err != nil {
@@ -136,7 +137,7 @@ func TestMalformedSessionIDs(t *testing.T) {
 
 func TestLoginPurgesExpiredSessions(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	clk := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	svc := auth.New(auth.Config{Store: db, Sessions: db, SessionTTL: time.Minute, Now: clk.now})
 	token, err := svc.CreateToken(ctx, "ops")
@@ -162,7 +163,7 @@ func TestLoginPurgesExpiredSessions(t *testing.T) {
 }
 
 func TestLoginWithoutSessionStore(t *testing.T) {
-	db := openDB(t)
+	db := sqlstoretest.Open(t)
 	svc := auth.New(auth.Config{Store: db})
 	token, err := svc.CreateToken(context.Background(), "ops")
 	if err != nil {

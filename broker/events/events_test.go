@@ -4,27 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/events"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 // openDB opens a migrated SQLite database in dir.
 func openDB(t *testing.T, dir string) *sqlstore.DB {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.OpenIn(t, dir)
 	return db
 }
 

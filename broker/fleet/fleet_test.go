@@ -11,6 +11,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/fleet"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
@@ -29,20 +30,6 @@ type world struct {
 	templates map[string]int // name → number of versions
 	deleted   []string       // templates deleted after the cores were set
 	cores     []core
-}
-
-func newDB(t *testing.T) *sqlstore.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
 }
 
 // apply creates the missing template versions and sets the cores.
@@ -167,7 +154,7 @@ func TestSummary(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			db := newDB(t)
+			db := sqlstoretest.Open(t)
 			apply(t, db, tt.w)
 			got, err := fleet.New(fleet.Config{Store: db.Fleet()}).Summary(context.Background())
 			if err != nil {
@@ -185,7 +172,7 @@ func TestSummary(t *testing.T) {
 // final body is the spec's example, byte for byte in meaning.
 func TestCDFIntegrationFigures(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := sqlstoretest.Open(t)
 	svc := fleet.New(fleet.Config{Store: db.Fleet()})
 	apply(t, db, world{templates: map[string]int{"IntegrationTest": 1}, cores: []core{
 		{"core1", "IntegrationTest", 1, "IntegrationTest", 1, cdf.DeploymentStatusSuccessful},

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
 )
@@ -68,14 +68,7 @@ type env struct {
 func newEnv(tb testing.TB, cores ...string) *env {
 	tb.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	db := sqlstoretest.Open(tb)
 	if err := db.Cores().EnsureCores(ctx, cores, t0); err != nil {
 		tb.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/deploy"
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -30,7 +31,7 @@ type deployFixture struct {
 func newDeployFixture(t *testing.T) *deployFixture {
 	t.Helper()
 	ctx := context.Background()
-	db := newTestDB(t)
+	db := sqlstoretest.Open(t)
 	f := &deployFixture{}
 	db.SetEnqueuer(func(ctx context.Context, tx *sql.Tx, refs []tasks.BatchRef) error {
 		f.mu.Lock()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/events"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 const evtToken = "events-test-token"
@@ -32,15 +31,7 @@ func (evtAuth) Authenticate(_ context.Context, token string) error {
 // newEventsServer serves the API with a real event service on a fresh database.
 func newEventsServer(t *testing.T) (*events.Service, *httptest.Server) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "t.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.Open(t)
 	svc := events.New(events.Config{Store: db})
 	srv := httptest.NewServer(New(Deps{Auth: evtAuth{}, Events: svc}).Handler())
 	t.Cleanup(srv.Close)

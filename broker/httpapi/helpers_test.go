@@ -4,12 +4,10 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
@@ -21,22 +19,6 @@ func (a tokenAuth) Authenticate(_ context.Context, token string) error {
 		return errkind.New(errkind.Unauthorized, "bad token")
 	}
 	return nil
-}
-
-// newTestDB opens a migrated SQLite database in a temporary directory,
-// closed when the test ends.
-func newTestDB(t *testing.T) *sqlstore.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return db
 }
 
 // doAPI sends method path to the server at baseURL with the bearer token,

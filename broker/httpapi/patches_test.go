@@ -12,6 +12,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/patches"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/shared/patchmsg"
 )
 
@@ -61,7 +62,7 @@ type patchFixture struct {
 func newPatchFixture(t *testing.T) *patchFixture {
 	t.Helper()
 	f := &patchFixture{t: t, pub: &patchTestPub{}}
-	f.svc = patches.New(patches.Config{Store: newTestDB(t), Publisher: f.pub, Blobs: &patchTestBlobs{m: map[string][]byte{}},
+	f.svc = patches.New(patches.Config{Store: sqlstoretest.Open(t), Publisher: f.pub, Blobs: &patchTestBlobs{m: map[string][]byte{}},
 		URLKey: []byte("0123456789abcdef0123456789abcdef"), BaseURL: "http://placeholder"})
 	f.srv = httptest.NewServer(New(Deps{Auth: tokenAuth("tok"), Patches: f.svc}).Handler())
 	t.Cleanup(f.srv.Close)

@@ -12,6 +12,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/deploy"
 	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -58,7 +59,7 @@ func dumpDB(t *testing.T, db *sql.DB) string {
 
 func TestDeploymentDryRun(t *testing.T) {
 	ctx := context.Background()
-	db := newTestDB(t)
+	db := sqlstoretest.Open(t)
 	var queued int
 	db.SetEnqueuer(func(ctx context.Context, tx *sql.Tx, refs []tasks.BatchRef) error { queued += len(refs); return nil })
 	prov, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: t.TempDir()})

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/provisioning"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 // provTplServer serves the API with the real provisioning service over SQLite.
 func provTplServer(t *testing.T, maxBody int64) *httptest.Server {
 	t.Helper()
-	db := newTestDB(t)
+	db := sqlstoretest.Open(t)
 	clock := time.Date(2022, 1, 14, 6, 58, 11, 157_000_000, time.UTC)
 	svc := provisioning.New(provisioning.Config{Store: db, Now: func() time.Time {
 		clock = clock.Add(time.Second)

@@ -14,7 +14,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/httpapi"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provider/providertest"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 const registryTestToken = "registry-test-token"
@@ -32,16 +32,8 @@ func (registryTestAuth) Authenticate(_ context.Context, token string) error {
 // newRegistryServer serves the API over a local provider on a fresh database.
 func newRegistryServer(t *testing.T) (*local.Provider, *httptest.Server) {
 	t.Helper()
-	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "t.db"), nil)
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	db := sqlstoretest.OpenIn(t, dir)
 	p, err := local.New(local.Config{Store: db.Registry(), ArtifactsDir: filepath.Join(dir, "artifacts")})
 	if err != nil {
 		t.Fatalf("local.New: %v", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
@@ -16,7 +17,7 @@ import (
 // tplServer serves the API with the real template service over SQLite.
 func tplServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	db := newTestDB(t)
+	db := sqlstoretest.Open(t)
 	now := time.Date(2022, 1, 14, 6, 58, 11, 157_000_000, time.UTC)
 	svc := templates.New(templates.Config{Store: db, Now: func() time.Time { return now }})
 	srv := httptest.NewServer(New(Deps{Auth: tokenAuth("tpl-token"), Templates: svc}).Handler())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
@@ -67,14 +67,7 @@ type harness struct {
 func newHarness(t *testing.T, proc tasks.Processor, maxAttempts int) *harness {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.Open(t)
 	runner := &tasks.Runner{Store: db, Processors: map[tasks.Kind]tasks.Processor{tasks.KindCore: proc}}
 	q, err := New(Config{
 		DB: db.SQL(), Runner: runner, MaxAttempts: maxAttempts, Workers: 2,

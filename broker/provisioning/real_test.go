@@ -10,7 +10,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
@@ -19,14 +19,7 @@ import (
 func TestRealParts(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.OpenIn(t, dir)
 	key, err := ca.LoadOrCreateSecretsKey(filepath.Join(dir, "secrets.key"))
 	if err != nil {
 		t.Fatal(err)

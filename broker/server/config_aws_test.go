@@ -15,7 +15,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/mqttbus/external"
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awstest"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 // The aws-mode MQTT flags: --mqtt-client-id names the replica at IoT
@@ -108,14 +108,7 @@ func TestReadiness(t *testing.T) {
 func TestIoTIdentityRenews(t *testing.T) {
 	ctx := context.Background()
 	prov, fake := awstest.NewProvider(t, nil)
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.Open(t)
 	key := make([]byte, ca.SecretsKeySize)
 	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
 	if _, _, err := authority.Init(ctx); err != nil {

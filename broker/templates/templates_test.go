@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/templates"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
@@ -23,15 +22,7 @@ func (c *clock) now() time.Time { return c.t }
 // newService returns a template service over a fresh SQLite database.
 func newService(t *testing.T, checker templates.ComponentChecker) (*templates.Service, *clock) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.Open(t)
 	c := &clock{t: time.Date(2022, 1, 14, 6, 58, 11, 157_000_000, time.UTC)}
 	return templates.New(templates.Config{Store: db, Checker: checker, Now: c.now}), c
 }

@@ -6,14 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/auth"
 	"github.com/ggfleet/ggfleet/broker/httpapi"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/ui"
 )
 
@@ -28,17 +27,11 @@ type env struct {
 func newEnv(t *testing.T, tlsServer, secureCookies bool) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.Open(t)
 	now := time.Now()
 	e := &env{now: &now}
 	svc := auth.New(auth.Config{Store: db, Sessions: db, SessionTTL: time.Hour, Now: func() time.Time { return *e.now }})
+	var err error
 	if e.token, err = svc.CreateToken(ctx, "ops"); err != nil {
 		t.Fatal(err)
 	}

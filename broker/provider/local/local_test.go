@@ -11,7 +11,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provider/providertest"
-	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 // newLocal returns a local provider on a fresh SQLite database and
@@ -29,25 +29,10 @@ func newLocalFiles(t *testing.T) (*local.Provider, string) {
 	return newLocalWith(t, true)
 }
 
-// openDB opens and migrates a SQLite database in dir.
-func openDB(t *testing.T, dir string) *sqlstore.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "t.db"), nil)
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return db
-}
-
 func newLocalWith(t *testing.T, files bool) (*local.Provider, string) {
 	t.Helper()
 	dir := t.TempDir()
-	db := openDB(t, dir)
+	db := sqlstoretest.OpenIn(t, dir)
 	artifacts := filepath.Join(dir, "artifacts")
 	cfg := local.Config{Store: db.Registry(), ArtifactsDir: artifacts}
 	if files {
@@ -244,7 +229,7 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 func TestArtifactsInDatabaseWithLegacyFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db := openDB(t, dir)
+	db := sqlstoretest.OpenIn(t, dir)
 	artifacts := filepath.Join(dir, "artifacts")
 	old, err := local.NewDirArtifacts(artifacts) // as an earlier version left it
 	if err != nil {

@@ -7,7 +7,6 @@ package awstest
 import (
 	"context"
 	"crypto/rand"
-	"path/filepath"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -16,6 +15,7 @@ import (
 	awsprov "github.com/ggfleet/ggfleet/broker/provider/aws"
 	"github.com/ggfleet/ggfleet/broker/provider/aws/awsfake"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 )
 
 // Credentials are the static credentials tests sign with.
@@ -62,14 +62,7 @@ type Broker struct {
 func NewBroker(t *testing.T) Broker {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ggfleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := sqlstoretest.Open(t)
 	key := make([]byte, ca.SecretsKeySize)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
