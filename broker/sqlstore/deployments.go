@@ -195,7 +195,7 @@ func (d *DB) OverdueWaits(ctx context.Context, now time.Time, limit int) ([]depl
 // Finish makes a waiting item final once (conditional update), removes its
 // wait and applies the core state, in one transaction; then it counts the
 // batch's unfinished items, so only the outcomes that finish a batch have
-// to complete it.
+// to complete it. It is FinishMany of one outcome.
 //
 // The count runs after the commit, not inside the transaction: on
 // PostgreSQL (read committed) two outcomes finishing a batch's last two
@@ -205,60 +205,11 @@ func (d *DB) OverdueWaits(ctx context.Context, now time.Time, limit int) ([]depl
 // the task row instead would serialise every outcome of a task, commit
 // (fsync) included.
 func (d *DB) Finish(ctx context.Context, o deploy.Outcome) (deploy.Finished, error) {
-	var out deploy.Finished
-	err := d.InTx(ctx, func(tx *sql.Tx) error {
-		out = deploy.Finished{}
-		what := fmt.Sprintf("finish item %q of task %s", o.Core, o.TaskID)
-		err := tx.QueryRowContext(ctx, d.q(`SELECT batch FROM task_items WHERE task_id = ? AND name = ?`), o.TaskID, o.Core).Scan(&out.Batch)
-		if errors.Is(err, sql.ErrNoRows) {
-			// The task is gone: drop its wait so the sweeper forgets it.
-			_, err := tx.ExecContext(ctx, d.q(`DELETE FROM deployment_waits WHERE task_id = ? AND core = ?`), o.TaskID, o.Core)
-			return mapErr(err, what)
-		}
-		if err != nil {
-			return mapErr(err, what)
-		}
-		res, err := tx.ExecContext(ctx, d.q(`UPDATE task_items SET status = ?, status_message = ?, updated_at = ?
-			WHERE task_id = ? AND name = ? AND status NOT IN (?, ?)`),
-			o.Status, o.Message, millis(o.Now), o.TaskID, o.Core, cdf.StatusSuccess, cdf.StatusFailure)
-		if err != nil {
-			return mapErr(err, what)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return mapErr(err, what)
-		}
-		out.Changed = n == 1
-		if _, err := tx.ExecContext(ctx, d.q(`DELETE FROM deployment_waits WHERE task_id = ? AND core = ?`), o.TaskID, o.Core); err != nil {
-			return mapErr(err, what)
-		}
-		if !out.Changed || o.CoreStatus == "" {
-			return nil
-		}
-		var current string
-		err = tx.QueryRowContext(ctx, d.q(`SELECT deployment_id FROM deployment_documents WHERE core = ?`), o.Core).Scan(&current)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && current != o.DeploymentID) {
-			return nil // superseded: the core's state belongs to a newer deployment
-		}
-		if err != nil {
-			return mapErr(err, what)
-		}
-		err = setDeploymentOutcome(ctx, d, tx, o.Core, o.CoreStatus, o.CoreMessage, o.Reported, o.Now)
-		if errkind.Is(err, errkind.NotFound) {
-			return nil // the core record was deleted meanwhile
-		}
-		return err
-	})
-	if err != nil || !out.Changed {
-		return out, err
+	res, err := d.FinishMany(ctx, []deploy.Outcome{o})
+	if err != nil {
+		return deploy.Finished{}, err
 	}
-	var open int
-	if err := d.sql.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM task_items WHERE task_id = ? AND batch = ? AND status NOT IN (?, ?)`),
-		o.TaskID, out.Batch, cdf.StatusSuccess, cdf.StatusFailure).Scan(&open); err != nil {
-		return out, mapErr(err, fmt.Sprintf("count open items of batch %d of task %s", out.Batch, o.TaskID))
-	}
-	out.BatchDone = open == 0
-	return out, nil
+	return res[0], nil
 }
 
 // PendingBatches returns batches of unfinished deployment tasks whose items
