@@ -168,32 +168,22 @@ func (s *HealthStore) putChunk(ctx context.Context, q Querier, names []string, r
 
 // existingCores marks in exists which of names are cores.
 func (s *HealthStore) existingCores(ctx context.Context, q Querier, names []string, exists map[string]bool) error {
-	for start := 0; start < len(names); start += batchRows {
-		chunk := names[start:min(start+batchRows, len(names))]
-		args := make([]any, len(chunk))
-		for i, n := range chunk {
-			args[i] = n
-		}
-		marks := strings.TrimSuffix(strings.Repeat("?, ", len(chunk)), ", ")
+	return eachInList(names, func(marks string, args []any) error {
+		what := fmt.Sprintf("look up %d cores", len(names))
 		rows, err := q.QueryContext(ctx, s.d.q(`SELECT name FROM cores WHERE name IN (`+marks+`)`), args...)
 		if err != nil {
-			return mapErr(err, fmt.Sprintf("look up %d cores", len(chunk)))
+			return mapErr(err, what)
 		}
+		defer rows.Close()
 		for rows.Next() {
 			var name string
 			if err := rows.Scan(&name); err != nil {
-				rows.Close()
-				return mapErr(err, fmt.Sprintf("look up %d cores", len(chunk)))
+				return mapErr(err, what)
 			}
 			exists[name] = true
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return mapErr(err, fmt.Sprintf("look up %d cores", len(chunk)))
-		}
-	}
-	return nil
+		return mapErr(rows.Err(), what)
+	})
 }
 
 // reportArgs encodes r as the 16 parameters of putReportsRow, in the order
