@@ -72,12 +72,12 @@ func (d *DB) CreateDefaultCA(ctx context.Context, rec ca.Record) (ca.Record, boo
 
 // GetCA returns the CA with the id, or errkind.NotFound (ca.Store).
 func (d *DB) GetCA(ctx context.Context, id string) (ca.Record, error) {
-	return scanCA(d.sql.QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE id = ?`), id))
+	return scanCA(d.lookup().QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE id = ?`), id))
 }
 
 // DefaultCA returns the default CA, or errkind.NotFound (ca.Store).
 func (d *DB) DefaultCA(ctx context.Context) (ca.Record, error) {
-	return scanCA(d.sql.QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE is_default = 1`)))
+	return scanCA(d.lookup().QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE is_default = 1`)))
 }
 
 // ListCAs returns every CA, the default first, then by subject and id (ca.Store).

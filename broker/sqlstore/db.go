@@ -27,6 +27,11 @@
 //     Each statement sees its own snapshot. Never use d.read inside a
 //     transaction, for a read whose result decides a write (read-modify-write:
 //     use the *Tx), or where several statements must see one snapshot.
+//   - d.lookup() is for the lookups by key a task makes for every item
+//     (thing, policy, provisioning template, CA) outside any transaction:
+//     d.read on SQLite, so they do not queue for the writer connection
+//     behind other items' writes; d.sql on PostgreSQL, where the task pool
+//     has connections enough and the read pool stays the API's.
 //   - Missing rows are errkind.NotFound, unique violations errkind.Conflict.
 package sqlstore
 
@@ -74,10 +79,11 @@ type DB struct {
 	enqueue Enqueuer // set by SetEnqueuer (tasks.go)
 }
 
-// SQLiteReadConns is the size of the SQLite read pool: enough for the API's
-// concurrent GETs on a small machine; WAL lets them all read while the one
-// writer connection holds a transaction.
-const SQLiteReadConns = 4
+// SQLiteReadConns is the size of the SQLite read pool: the API's
+// concurrent GETs and the task workers' lookups (DB.lookup) on a small
+// machine; WAL lets them all read while the one writer connection holds a
+// transaction.
+const SQLiteReadConns = 8
 
 // OpenSQLite opens (creating if needed) the SQLite database at path, in WAL
 // mode, with the single-connection pool river's SQLite driver requires, and a
@@ -403,4 +409,15 @@ func splitStatements(body string) []string {
 		}
 	}
 	return out
+}
+
+// lookup is where single-row lookups by key go that must see every
+// committed write but need no transaction: on SQLite the read pool, so
+// they do not queue for the one writer connection; on PostgreSQL the
+// task pool (the read pool is kept for the API).
+func (d *DB) lookup() *sql.DB {
+	if d.dialect == SQLite {
+		return d.read
+	}
+	return d.sql
 }

@@ -46,7 +46,7 @@ func (d *DB) PutProvisioningTemplate(ctx context.Context, name string, doc []byt
 // GetProvisioningTemplate returns the document as stored.
 func (d *DB) GetProvisioningTemplate(ctx context.Context, name string) ([]byte, error) {
 	var doc string
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT document FROM provisioning_templates WHERE name = ?`), name).Scan(&doc)
+	err := d.lookup().QueryRowContext(ctx, d.q(`SELECT document FROM provisioning_templates WHERE name = ?`), name).Scan(&doc)
 	if err != nil {
 		return nil, mapErr(err, "provisioning template "+name)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/cores/corestore"
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/health"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -193,5 +194,61 @@ func apiReads(t *testing.T, db *DB) []apiRead {
 			}
 			return err
 		}},
+	}
+}
+
+// TestSQLiteLookupsDoNotWaitForTheWriter holds SQLite's one writer
+// connection and checks that the lookups a task makes per item (thing,
+// policy, provisioning template, CA) still answer from the read pool, and
+// see what the writer committed just before: queueing them for the writer
+// connection behind other items' writes was a sixth of the bulk
+// provisioning rate (BENCHMARKS.md, run 6).
+func TestSQLiteLookupsDoNotWaitForTheWriter(t *testing.T) {
+	if testDialect != SQLite {
+		t.Skip("on PostgreSQL these lookups use the task pool; the read pool is kept for the API")
+	}
+	ctx := context.Background()
+	db := newTestDB(t)
+	reg := db.Registry()
+	now := time.UnixMilli(1_700_000_000_123).UTC()
+	if err := reg.CreateThing(ctx, provider.Thing{Name: "thing1", Attributes: map[string]string{}, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.PutPolicy(ctx, provider.Policy{Name: "pol1", Document: `{"Version":"2012-10-17","Statement":[]}`}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateProvisioningTemplate(ctx, "tmpl1", []byte(`{"Resources":{}}`), now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.CreateDefaultCA(ctx, caRecord("ca1", true)); err != nil {
+		t.Fatal(err)
+	}
+
+	writer, err := db.sql.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writer.Close() })
+
+	for _, c := range []struct {
+		name   string
+		lookup func(ctx context.Context) error
+	}{
+		{"GetThing", func(ctx context.Context) error { _, err := reg.GetThing(ctx, "thing1"); return err }},
+		{"GetPolicy", func(ctx context.Context) error { _, err := reg.GetPolicy(ctx, "pol1"); return err }},
+		{"GetProvisioningTemplate", func(ctx context.Context) error {
+			_, err := db.GetProvisioningTemplate(ctx, "tmpl1")
+			return err
+		}},
+		{"DefaultCA", func(ctx context.Context) error { _, err := db.DefaultCA(ctx); return err }},
+		{"GetCA", func(ctx context.Context) error { _, err := db.GetCA(ctx, "ca1"); return err }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			if err := c.lookup(lctx); err != nil {
+				t.Fatalf("%s while the writer connection is taken: %v", c.name, err)
+			}
+		})
 	}
 }

@@ -103,7 +103,7 @@ func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thi
 	t := provider.Thing{Name: name}
 	var attrs string
 	var created int64
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
+	err := s.d.lookup().QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
 		Scan(&t.ThingType, &attrs, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errkind.New(errkind.NotFound, "thing %q does not exist", name)
@@ -116,15 +116,15 @@ func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thi
 	if err := json.Unmarshal([]byte(attrs), &t.Attributes); err != nil {
 		return t, fmt.Errorf("decode attributes of thing %q: %w", name, err)
 	}
-	if t.Groups, err = s.column(ctx, s.d.sql, "read thing groups",
+	if t.Groups, err = s.column(ctx, s.d.lookup(), "read thing groups",
 		`SELECT group_name FROM registry_group_members WHERE thing_name = ?`, name); err != nil {
 		return t, err
 	}
-	if t.Principals, err = s.column(ctx, s.d.sql, "read thing principals",
+	if t.Principals, err = s.column(ctx, s.d.lookup(), "read thing principals",
 		`SELECT cert_id FROM registry_thing_principals WHERE thing_name = ?`, name); err != nil {
 		return t, err
 	}
-	if t.Policies, err = s.column(ctx, s.d.sql, "read thing policies",
+	if t.Policies, err = s.column(ctx, s.d.lookup(), "read thing policies",
 		`SELECT DISTINCT a.policy_name FROM registry_policy_attachments a
 		 JOIN registry_thing_principals p ON p.cert_id = a.cert_id WHERE p.thing_name = ?`, name); err != nil {
 		return t, err
@@ -280,7 +280,7 @@ func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b link
 // GetPolicy returns a policy or errkind.NotFound.
 func (s *RegistryStore) GetPolicy(ctx context.Context, name string) (provider.Policy, error) {
 	p := provider.Policy{Name: name}
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT document FROM registry_policies WHERE name = ?`), name).Scan(&p.Document)
+	err := s.d.lookup().QueryRowContext(ctx, s.d.q(`SELECT document FROM registry_policies WHERE name = ?`), name).Scan(&p.Document)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, errkind.New(errkind.NotFound, "policy %q does not exist", name)
 	}
