@@ -9,8 +9,8 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/cores/corestore"
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/health"
+	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
