@@ -108,8 +108,15 @@ type Config struct {
 	// GetCore alone calls it: three AWS calls per core would not fit the
 	// list endpoints within Greengrass's quotas.
 	Greengrass Greengrass
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Atomic, when set, runs fn with a context in which every store and
+	// provider call commits together or not at all, and nested calls undo
+	// only their own writes when they fail (sqlstore.DB.Atomically). Create
+	// tasks then work each batch in one transaction (batch.go). Set it only
+	// when the provider keeps its registry in the same database (local
+	// mode): a cloud provider's calls cannot be rolled back.
+	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Service runs core tasks and serves core records. It is the tasks.Processor of tasks.KindCore.

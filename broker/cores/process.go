@@ -25,7 +25,7 @@ func (s *Service) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Item,
 	}
 	switch t.Type {
 	case cdf.TaskCreate:
-		return s.create(ctx, t, req, in, it, &prog, saver)
+		return s.create(ctx, createRun{flow: s.flow, emit: s.emit}, t, req, in, it, &prog, saver)
 	case cdf.TaskDelete:
 		return s.delete(ctx, t, req, in.Name, it, &prog, saver)
 	}
@@ -51,8 +51,17 @@ func failed(it *tasks.Item, err error) (handled bool, transient error) {
 	return true, err
 }
 
+// createRun is how create provisions and where its event goes: the
+// service's flow and events for an item worked alone, a flow with the
+// item's key and certificate made beforehand and an event list published
+// after the commit for items worked whole-batch (batch.go).
+type createRun struct {
+	flow *thingflow.Flow
+	emit func(ctx context.Context, detailType string, detail any)
+}
+
 // create is spec §4.1 with ggfleet's corrections: crash-safe, resumable.
-func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in cdf.NewCore, it *tasks.Item, prog *thingflow.Progress, save thingflow.Saver) error {
+func (s *Service) create(ctx context.Context, run createRun, t tasks.Task, req taskRequest, in cdf.NewCore, it *tasks.Item, prog *thingflow.Progress, save thingflow.Saver) error {
 	name := in.Name
 	if !prog.Started && !prog.Provisioned {
 		_, err := s.cfg.Provider.GetCoreDevice(ctx, name)
@@ -72,16 +81,16 @@ func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in 
 		if thingflow.Transient(err) {
 			return fmt.Errorf("create thing group %q: %w", name, err)
 		}
-		s.createdEvent(ctx, t, it, cdf.StatusFailure, err.Error())
+		s.createdEvent(ctx, run, t, it, cdf.StatusFailure, err.Error())
 		return nil
 	}
 
-	out, err := s.flow.Run(ctx, name, thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters), prog, save)
+	out, err := run.flow.Run(ctx, name, thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters), prog, save)
 	if handled, terr := failed(it, err); handled {
 		if terr != nil {
 			return terr
 		}
-		s.createdEvent(ctx, t, it, cdf.StatusFailure, it.StatusMessage)
+		s.createdEvent(ctx, run, t, it, cdf.StatusFailure, it.StatusMessage)
 		return nil
 	}
 	if out.AlreadyExists {
@@ -100,7 +109,7 @@ func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in 
 			return err
 		}
 		if msg != "" {
-			s.createdEvent(ctx, t, it, cdf.StatusFailure, msg)
+			s.createdEvent(ctx, run, t, it, cdf.StatusFailure, msg)
 			return nil
 		}
 	}
@@ -109,7 +118,7 @@ func (s *Service) create(ctx context.Context, t tasks.Task, req taskRequest, in 
 			return err
 		}
 	}
-	s.createdEvent(ctx, t, it, cdf.StatusSuccess, "")
+	s.createdEvent(ctx, run, t, it, cdf.StatusSuccess, "")
 	return nil
 }
 
@@ -165,14 +174,14 @@ func (s *Service) recordArtifact(ctx context.Context, core, kind string, a cdf.A
 
 // createdEvent finishes a Create item that was newly provisioned or failed,
 // and emits Core Created Event.
-func (s *Service) createdEvent(ctx context.Context, t tasks.Task, it *tasks.Item, status, msg string) {
+func (s *Service) createdEvent(ctx context.Context, run createRun, t tasks.Task, it *tasks.Item, status, msg string) {
 	it.Status, it.StatusMessage = status, msg
 	ev := CoreEvent{CoreName: it.Name, Status: "success", TaskID: t.ID}
 	if status == cdf.StatusFailure {
 		ev.Status, ev.Message = "failed", msg
 		s.log.Info("core create failed", "task", t.ID, "core", it.Name, "reason", msg)
 	}
-	s.emit(ctx, EventCoreCreated, ev)
+	run.emit(ctx, EventCoreCreated, ev)
 }
 
 // delete is spec §4.2 with ggfleet's corrections: client devices are removed

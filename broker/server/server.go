@@ -203,9 +203,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return ggconfig.Generate(alias, cfg.ggParams(in.CoreName, in.CoreVersion, in.ProvisioningTemplate, in.Parameters))
 	}
 	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log})
+	// In local mode the registry is in db too, so a Create batch of cores
+	// commits in one transaction (cores/batch.go).
+	var atomic func(ctx context.Context, fn func(ctx context.Context) error) error
+	if cl.aws == nil {
+		atomic = db.Atomically
+	}
 	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc, Greengrass: greengrassReader(prov),
 		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log,
-		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}})
+		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}, Atomic: atomic})
 
 	var al deploy.AssetLibrary // a nil interface unless configured
 	if cfg.AssetLibraryURL != "" {

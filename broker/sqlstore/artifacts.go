@@ -22,7 +22,7 @@ func (s *ArtifactStore) PutArtifact(ctx context.Context, key string, data []byte
 	if data == nil {
 		data = []byte{}
 	}
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO artifacts (key, data, updated_at) VALUES (?, ?, ?)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO artifacts (key, data, updated_at) VALUES (?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at`), key, data, time.Now().UnixMilli())
 	return mapErr(err, fmt.Sprintf("store artifact %s", key))
 }
@@ -31,7 +31,7 @@ func (s *ArtifactStore) PutArtifact(ctx context.Context, key string, data []byte
 // reads through the read pool: downloads must not queue behind task work.
 func (s *ArtifactStore) GetArtifact(ctx context.Context, key string) ([]byte, error) {
 	var data []byte
-	err := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT data FROM artifacts WHERE key = ?`), key).Scan(&data)
+	err := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT data FROM artifacts WHERE key = ?`), key).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errkind.New(errkind.NotFound, "artifact %s does not exist", key)
 	}

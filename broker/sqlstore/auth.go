@@ -13,7 +13,7 @@ var _ auth.Store = (*DB)(nil)
 
 // InsertAPIToken stores a new API token record (auth.Store).
 func (d *DB) InsertAPIToken(ctx context.Context, rec auth.Record) error {
-	return insertAPIToken(ctx, d, d.sql, rec)
+	return insertAPIToken(ctx, d, d.w(ctx), rec)
 }
 
 func insertAPIToken(ctx context.Context, d *DB, q Querier, rec auth.Record) error {
@@ -46,7 +46,7 @@ func (d *DB) APITokenByHash(ctx context.Context, hash string) (auth.Record, erro
 		created, lastUse int64
 		revoked          int
 	)
-	err := d.read.QueryRowContext(ctx, d.q(`SELECT id, name, hash, created_at, last_used_at, revoked FROM api_tokens WHERE hash = ?`), hash).
+	err := d.r(ctx).QueryRowContext(ctx, d.q(`SELECT id, name, hash, created_at, last_used_at, revoked FROM api_tokens WHERE hash = ?`), hash).
 		Scan(&rec.ID, &rec.Name, &rec.Hash, &created, &lastUse, &revoked)
 	if err != nil {
 		return auth.Record{}, mapErr(err, "API token")
@@ -58,7 +58,7 @@ func (d *DB) APITokenByHash(ctx context.Context, hash string) (auth.Record, erro
 // APITokenNameExists reports whether any token, revoked or not, has the name (auth.Store).
 func (d *DB) APITokenNameExists(ctx context.Context, name string) (bool, error) {
 	var n int
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM api_tokens WHERE name = ?`), name).Scan(&n)
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM api_tokens WHERE name = ?`), name).Scan(&n)
 	if err != nil {
 		return false, mapErr(err, "count API tokens "+name)
 	}
@@ -67,12 +67,12 @@ func (d *DB) APITokenNameExists(ctx context.Context, name string) (bool, error) 
 
 // DeleteAPIToken removes a token record (auth.Store).
 func (d *DB) DeleteAPIToken(ctx context.Context, id string) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM api_tokens WHERE id = ?`), id)
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`DELETE FROM api_tokens WHERE id = ?`), id)
 	return mapErr(err, "delete API token")
 }
 
 // TouchAPIToken records when a token was last used (auth.Store).
 func (d *DB) TouchAPIToken(ctx context.Context, id string, at time.Time) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`UPDATE api_tokens SET last_used_at = ? WHERE id = ?`), millis(at), id)
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE api_tokens SET last_used_at = ? WHERE id = ?`), millis(at), id)
 	return mapErr(err, "record API token use")
 }

@@ -18,7 +18,7 @@ const caColumns = `id, subject, not_after, is_default, key_algorithm, certificat
 // InsertCA stores a new, non-default CA; errkind.Conflict if its id exists (ca.Store).
 func (d *DB) InsertCA(ctx context.Context, rec ca.Record) error {
 	rec.Default = false
-	return insertCA(ctx, d, d.sql, rec)
+	return insertCA(ctx, d, d.w(ctx), rec)
 }
 
 func insertCA(ctx context.Context, d *DB, q Querier, rec ca.Record) error {
@@ -72,17 +72,17 @@ func (d *DB) CreateDefaultCA(ctx context.Context, rec ca.Record) (ca.Record, boo
 
 // GetCA returns the CA with the id, or errkind.NotFound (ca.Store).
 func (d *DB) GetCA(ctx context.Context, id string) (ca.Record, error) {
-	return scanCA(d.lookup().QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE id = ?`), id))
+	return scanCA(d.lookup(ctx).QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE id = ?`), id))
 }
 
 // DefaultCA returns the default CA, or errkind.NotFound (ca.Store).
 func (d *DB) DefaultCA(ctx context.Context) (ca.Record, error) {
-	return scanCA(d.lookup().QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE is_default = 1`)))
+	return scanCA(d.lookup(ctx).QueryRowContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities WHERE is_default = 1`)))
 }
 
 // ListCAs returns every CA, the default first, then by subject and id (ca.Store).
 func (d *DB) ListCAs(ctx context.Context) ([]ca.Record, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities ORDER BY is_default DESC, subject, id`))
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT `+caColumns+` FROM certificate_authorities ORDER BY is_default DESC, subject, id`))
 	if err != nil {
 		return nil, mapErr(err, "list certificate authorities")
 	}

@@ -54,7 +54,7 @@ func (s *CoreStore) EnsureCores(ctx context.Context, names []string, now time.Ti
 // GetCore returns a core or errkind.NotFound. It reads through the read
 // pool (the API's GET /cores/{name}); callers see every committed write.
 func (s *CoreStore) GetCore(ctx context.Context, name string) (corestore.Record, error) {
-	row := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT `+coreColumns+` FROM cores WHERE name = ?`), name)
+	row := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT `+coreColumns+` FROM cores WHERE name = ?`), name)
 	r, err := scanCore(row)
 	if err != nil {
 		return r, mapErr(err, fmt.Sprintf("core %s", name))
@@ -98,7 +98,7 @@ func (s *CoreStore) ListCores(ctx context.Context, f corestore.Filter, count int
 	}
 	query += ` ORDER BY name LIMIT ?`
 	args = append(args, count+1)
-	rows, err := s.d.read.QueryContext(ctx, s.d.q(query), args...)
+	rows, err := s.d.r(ctx).QueryContext(ctx, s.d.q(query), args...)
 	if err != nil {
 		return nil, false, mapErr(err, "list cores")
 	}
@@ -123,7 +123,7 @@ func (s *CoreStore) ListCores(ctx context.Context, f corestore.Filter, count int
 
 // PutArtifact records or replaces an artifact of a core.
 func (s *CoreStore) PutArtifact(ctx context.Context, a corestore.ArtifactRecord) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO core_artifacts (core, kind, bucket, key, created_at) VALUES (?, ?, ?, ?, ?)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO core_artifacts (core, kind, bucket, key, created_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (core, kind) DO UPDATE SET bucket = excluded.bucket, key = excluded.key, created_at = excluded.created_at`),
 		a.Core, a.Kind, a.Bucket, a.Key, millis(a.CreatedAt))
 	return mapErr(err, fmt.Sprintf("record %s artifact of core %s", a.Kind, a.Core))
@@ -131,7 +131,7 @@ func (s *CoreStore) PutArtifact(ctx context.Context, a corestore.ArtifactRecord)
 
 // ListArtifacts returns a core's artifacts, by kind, through the read pool.
 func (s *CoreStore) ListArtifacts(ctx context.Context, core string) ([]corestore.ArtifactRecord, error) {
-	rows, err := s.d.read.QueryContext(ctx, s.d.q(`SELECT core, kind, bucket, key, created_at FROM core_artifacts WHERE core = ? ORDER BY kind`), core)
+	rows, err := s.d.r(ctx).QueryContext(ctx, s.d.q(`SELECT core, kind, bucket, key, created_at FROM core_artifacts WHERE core = ? ORDER BY kind`), core)
 	if err != nil {
 		return nil, mapErr(err, fmt.Sprintf("artifacts of core %s", core))
 	}

@@ -16,7 +16,7 @@ import (
 // SetDesiredTemplate sets a core's desired template and deploymentStatus and
 // clears its deploymentStatusMessage; errkind.NotFound if the core has no record.
 func (s *CoreStore) SetDesiredTemplate(ctx context.Context, core, name string, version int, status string, now time.Time) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`UPDATE cores SET desired_name = ?, desired_version = ?, deployment_status = ?,
+	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`UPDATE cores SET desired_name = ?, desired_version = ?, deployment_status = ?,
 		deployment_status_message = '', updated_at = ? WHERE name = ?`), name, version, status, millis(now), core)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("set desired template of core %s", core))
@@ -27,12 +27,12 @@ func (s *CoreStore) SetDesiredTemplate(ctx context.Context, core, name string, v
 // SetDeploymentStatus sets a core's deploymentStatus and message;
 // errkind.NotFound if the core has no record.
 func (s *CoreStore) SetDeploymentStatus(ctx context.Context, core, status, message string, now time.Time) error {
-	return setDeploymentOutcome(ctx, s.d, s.d.sql, core, status, message, nil, now)
+	return setDeploymentOutcome(ctx, s.d, s.d.w(ctx), core, status, message, nil, now)
 }
 
 // SetReportedTemplate sets the template a core last deployed successfully.
 func (s *CoreStore) SetReportedTemplate(ctx context.Context, core, name string, version int, now time.Time) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`UPDATE cores SET reported_name = ?, reported_version = ?, updated_at = ? WHERE name = ?`),
+	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`UPDATE cores SET reported_name = ?, reported_version = ?, updated_at = ? WHERE name = ?`),
 		name, version, millis(now), core)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("set reported template of core %s", core))

@@ -13,9 +13,15 @@
 //     so replicas starting together migrate and initialise once.
 //   - Timestamps are BIGINT unix milliseconds (0 = never set); booleans are
 //     INTEGER 0/1; documents are TEXT holding JSON.
+//   - Statements go through d.w(ctx) (the writer pool d.sql), reads of the
+//     API's GET paths through d.r(ctx) (the read pool d.read), per-item task
+//     lookups through d.lookup(ctx): each is the transaction Atomically
+//     carries in ctx when there is one (tx.go), so every store method takes
+//     part in a unit of work spanning stores.
 //   - On SQLite d.sql, the writer pool, has one connection (river's driver
 //     needs a single writer): never run a query on d.sql while holding a
-//     transaction, or it deadlocks. Use the *Tx you were given.
+//     transaction, or it deadlocks. Use the *Tx you were given, or the ctx
+//     Atomically gave you.
 //   - d.read is for single-statement reads that must not queue behind task
 //     transactions on the writer (the API's GET paths). On SQLite it is a
 //     separate pool of query_only connections on the same WAL database, so a
@@ -27,7 +33,7 @@
 //     Each statement sees its own snapshot. Never use d.read inside a
 //     transaction, for a read whose result decides a write (read-modify-write:
 //     use the *Tx), or where several statements must see one snapshot.
-//   - d.lookup() is for the lookups by key a task makes for every item
+//   - d.lookup(ctx) is for the lookups by key a task makes for every item
 //     (thing, policy, provisioning template, CA) outside any transaction:
 //     d.read on SQLite, so they do not queue for the writer connection
 //     behind other items' writes; d.sql on PostgreSQL, where the task pool
@@ -248,8 +254,13 @@ type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// InTx runs fn in a transaction, committing when it returns nil.
+// InTx runs fn in a transaction, committing when it returns nil. Inside
+// Atomically it runs in the caller's transaction, under a savepoint that
+// is rolled back when fn fails (see tx.go).
 func (d *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if ct := ctxTx(ctx, d); ct != nil {
+		return ct.savepoint(ctx, func() error { return fn(ct.tx) })
+	}
 	tx, err := d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return mapErr(err, "begin transaction")
@@ -332,7 +343,7 @@ func (d *DB) Migrate(ctx context.Context) error {
 }
 
 func (d *DB) migrate(ctx context.Context) error {
-	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+	if _, err := d.w(ctx).ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
@@ -343,7 +354,7 @@ func (d *DB) migrate(ctx context.Context) error {
 	for _, name := range names {
 		version := strings.TrimSuffix(filepath.Base(name), ".sql")
 		var n int
-		if err := d.sql.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
+		if err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
 			return fmt.Errorf("read schema_migrations: %w", err)
 		}
 		if n > 0 {
@@ -409,15 +420,4 @@ func splitStatements(body string) []string {
 		}
 	}
 	return out
-}
-
-// lookup is where single-row lookups by key go that must see every
-// committed write but need no transaction: on SQLite the read pool, so
-// they do not queue for the one writer connection; on PostgreSQL the
-// task pool (the read pool is kept for the API).
-func (d *DB) lookup() *sql.DB {
-	if d.dialect == SQLite {
-		return d.read
-	}
-	return d.sql
 }

@@ -81,7 +81,7 @@ func (d *DB) AddItems(ctx context.Context, taskID string, items []tasks.Item, ba
 
 // FailTask makes a task Failure; an existing status message is kept.
 func (d *DB) FailTask(ctx context.Context, id, message string, now time.Time) error {
-	res, err := d.sql.ExecContext(ctx, d.q(`UPDATE tasks SET status = ?, updated_at = ?,
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE tasks SET status = ?, updated_at = ?,
 		status_message = CASE WHEN status_message = '' THEN ? ELSE status_message END WHERE id = ?`),
 		cdf.StatusFailure, millis(now), message, id)
 	if err != nil {
@@ -129,7 +129,7 @@ func (d *DB) PutDocument(ctx context.Context, doc deploy.Document) (deploy.Docum
 
 // GetDocument returns a core's desired document or errkind.NotFound.
 func (d *DB) GetDocument(ctx context.Context, core string) (deploy.Document, error) {
-	doc, err := scanDocument(d.sql.QueryRowContext(ctx, d.q(`SELECT `+documentColumns+` FROM deployment_documents WHERE core = ?`), core))
+	doc, err := scanDocument(d.w(ctx).QueryRowContext(ctx, d.q(`SELECT `+documentColumns+` FROM deployment_documents WHERE core = ?`), core))
 	if err != nil {
 		return deploy.Document{}, mapErr(err, fmt.Sprintf("deployment document of core %s", core))
 	}
@@ -138,7 +138,7 @@ func (d *DB) GetDocument(ctx context.Context, core string) (deploy.Document, err
 
 // ListDocuments returns up to count documents in core order after the cursor.
 func (d *DB) ListDocuments(ctx context.Context, after string, count int) ([]deploy.Document, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT `+documentColumns+` FROM deployment_documents WHERE core > ? ORDER BY core LIMIT ?`), after, count)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT `+documentColumns+` FROM deployment_documents WHERE core > ? ORDER BY core LIMIT ?`), after, count)
 	if err != nil {
 		return nil, mapErr(err, "list deployment documents")
 	}
@@ -156,13 +156,13 @@ func (d *DB) ListDocuments(ctx context.Context, after string, count int) ([]depl
 
 // PutWait records a waiting item; an existing wait keeps its deadline.
 func (d *DB) PutWait(ctx context.Context, w deploy.Wait) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO deployment_waits (task_id, core, batch, deployment_id, deadline) VALUES (?, ?, ?, ?, ?)
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO deployment_waits (task_id, core, batch, deployment_id, deadline) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (task_id, core) DO NOTHING`), w.TaskID, w.Core, w.Batch, w.DeploymentID, millis(w.Deadline))
 	return mapErr(err, fmt.Sprintf("record the wait of core %s in task %s", w.Core, w.TaskID))
 }
 
 func (d *DB) queryWaits(ctx context.Context, what, query string, args ...any) ([]deploy.Wait, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT task_id, core, batch, deployment_id, deadline FROM deployment_waits `+query), args...)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT task_id, core, batch, deployment_id, deadline FROM deployment_waits `+query), args...)
 	if err != nil {
 		return nil, mapErr(err, what)
 	}
@@ -215,7 +215,7 @@ func (d *DB) Finish(ctx context.Context, o deploy.Outcome) (deploy.Finished, err
 // PendingBatches returns batches of unfinished deployment tasks whose items
 // are all final but that were never completed.
 func (d *DB) PendingBatches(ctx context.Context) ([]tasks.BatchRef, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT i.task_id, i.batch FROM task_items i JOIN tasks t ON t.id = i.task_id
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT i.task_id, i.batch FROM task_items i JOIN tasks t ON t.id = i.task_id
 		WHERE t.kind = ? AND t.batches_complete < t.batches_total
 		AND NOT EXISTS (SELECT 1 FROM task_batches b WHERE b.task_id = i.task_id AND b.batch = i.batch)
 		GROUP BY i.task_id, i.batch
@@ -265,7 +265,7 @@ func (d *DB) GetTaskItem(ctx context.Context, taskID, name string) (tasks.Item, 
 // their task's times, in task id order after the cursor.
 func (d *DB) ListCoreDeployments(ctx context.Context, core string, count int, after string) ([]deploy.CoreDeployment, bool, error) {
 	what := fmt.Sprintf("deployments of core %s", core)
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT i.task_id, i.name, i.seq, i.batch, i.status, i.status_message, i.created_at, i.updated_at,
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT i.task_id, i.name, i.seq, i.batch, i.status, i.status_message, i.created_at, i.updated_at,
 		t.created_at, t.updated_at FROM task_items i JOIN tasks t ON t.id = i.task_id
 		WHERE i.name = ? AND t.kind = ? AND i.task_id > ? ORDER BY i.task_id LIMIT ?`),
 		core, string(tasks.KindDeployment), after, count+1)

@@ -67,7 +67,7 @@ func (d *DB) FinishMany(ctx context.Context, outs []deploy.Outcome) ([]deploy.Fi
 	}
 	for b, i := range last {
 		var open int
-		if err := d.sql.QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM task_items WHERE task_id = ? AND batch = ? AND status NOT IN (?, ?)`),
+		if err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT COUNT(*) FROM task_items WHERE task_id = ? AND batch = ? AND status NOT IN (?, ?)`),
 			b.task, b.batch, cdf.StatusSuccess, cdf.StatusFailure).Scan(&open); err != nil {
 			return nil, mapErr(err, fmt.Sprintf("count open items of batch %d of task %s", b.batch, b.task))
 		}

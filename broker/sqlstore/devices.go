@@ -23,7 +23,7 @@ const deviceColumns = `name, core_name, certs_bucket, certs_key, certs_created_a
 // CoreExists reports whether a core record of that name exists.
 func (s *DeviceStore) CoreExists(ctx context.Context, core string) (bool, error) {
 	var one int
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT 1 FROM cores WHERE name = ?`), core).Scan(&one)
+	err := s.d.w(ctx).QueryRowContext(ctx, s.d.q(`SELECT 1 FROM cores WHERE name = ?`), core).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -49,7 +49,7 @@ func (s *DeviceStore) PutDevices(ctx context.Context, core string, names []strin
 
 // GetDevice returns a device or errkind.NotFound.
 func (s *DeviceStore) GetDevice(ctx context.Context, name string) (devicestore.Record, error) {
-	row := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT `+deviceColumns+` FROM client_devices WHERE name = ?`), name)
+	row := s.d.w(ctx).QueryRowContext(ctx, s.d.q(`SELECT `+deviceColumns+` FROM client_devices WHERE name = ?`), name)
 	r, err := scanDevice(row)
 	if err != nil {
 		return r, mapErr(err, fmt.Sprintf("client device %s", name))
@@ -67,7 +67,7 @@ func (s *DeviceStore) ListDevices(ctx context.Context, core string, count int, a
 	}
 	query += ` ORDER BY name LIMIT ?`
 	args = append(args, count+1)
-	rows, err := s.d.sql.QueryContext(ctx, s.d.q(query), args...)
+	rows, err := s.d.w(ctx).QueryContext(ctx, s.d.q(query), args...)
 	if err != nil {
 		return nil, false, mapErr(err, "list client devices")
 	}
@@ -92,7 +92,7 @@ func (s *DeviceStore) ListDevices(ctx context.Context, core string, count int, a
 
 // SetCerts records where a device's certs.zip is; errkind.NotFound if the device is unknown.
 func (s *DeviceStore) SetCerts(ctx context.Context, name, bucket, key string, createdAt time.Time) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`UPDATE client_devices SET certs_bucket = ?, certs_key = ?, certs_created_at = ? WHERE name = ?`),
+	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`UPDATE client_devices SET certs_bucket = ?, certs_key = ?, certs_created_at = ? WHERE name = ?`),
 		bucket, key, millis(createdAt), name)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("record certs of client device %s", name))
@@ -105,7 +105,7 @@ func (s *DeviceStore) SetCerts(ctx context.Context, name, bucket, key string, cr
 
 // DeleteDevice removes a device record; errkind.NotFound if missing.
 func (s *DeviceStore) DeleteDevice(ctx context.Context, name string) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`DELETE FROM client_devices WHERE name = ?`), name)
+	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`DELETE FROM client_devices WHERE name = ?`), name)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("delete client device %s", name))
 	}

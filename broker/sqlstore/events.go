@@ -59,7 +59,7 @@ func (d *DB) AppendEvent(ctx context.Context, e events.Event) (int64, bool, erro
 	case errkind.Is(err, errkind.Conflict) && e.Key != "":
 		// Only the key can collide (seq is taken under the counter's lock).
 		var existing int64
-		if qerr := d.sql.QueryRowContext(ctx, d.q(`SELECT seq FROM events WHERE detail_type = ? AND event_key = ?`), e.DetailType, e.Key).Scan(&existing); qerr != nil {
+		if qerr := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT seq FROM events WHERE detail_type = ? AND event_key = ?`), e.DetailType, e.Key).Scan(&existing); qerr != nil {
 			return 0, false, err
 		}
 		return existing, false, nil
@@ -71,7 +71,7 @@ func (d *DB) AppendEvent(ctx context.Context, e events.Event) (int64, bool, erro
 
 // EventsAfter returns up to limit events with seq > after, oldest first (events.Store).
 func (d *DB) EventsAfter(ctx context.Context, after int64, limit int) ([]events.Event, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT seq, source, detail_type, created_at, detail FROM events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT seq, source, detail_type, created_at, detail FROM events WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, mapErr(err, "list events")
 	}
@@ -96,7 +96,7 @@ func (d *DB) EventsAfter(ctx context.Context, after int64, limit int) ([]events.
 // LatestEventSeq returns the last sequence number assigned (events.Store).
 func (d *DB) LatestEventSeq(ctx context.Context) (int64, error) {
 	var seq int64
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT last_seq FROM event_sequence WHERE id = 1`)).Scan(&seq)
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT last_seq FROM event_sequence WHERE id = 1`)).Scan(&seq)
 	return seq, mapErr(err, "read event sequence")
 }
 
@@ -104,7 +104,7 @@ func (d *DB) LatestEventSeq(ctx context.Context) (int64, error) {
 // (events.Store); ok is false when url has none yet.
 func (d *DB) WebhookCursor(ctx context.Context, url string) (int64, bool, error) {
 	var seq int64
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT seq FROM webhook_cursors WHERE url = ?`), url).Scan(&seq)
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT seq FROM webhook_cursors WHERE url = ?`), url).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -116,7 +116,7 @@ func (d *DB) WebhookCursor(ctx context.Context, url string) (int64, bool, error)
 
 // SetWebhookCursor records delivery to url up to seq (events.Store).
 func (d *DB) SetWebhookCursor(ctx context.Context, url string, seq int64) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO webhook_cursors (url, seq, updated_at) VALUES (?, ?, ?)
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO webhook_cursors (url, seq, updated_at) VALUES (?, ?, ?)
 		ON CONFLICT (url) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at`),
 		url, seq, time.Now().UnixMilli())
 	return mapErr(err, "save webhook cursor")
@@ -133,7 +133,7 @@ func (d *DB) PruneEvents(ctx context.Context, keep int, upTo int64) (int64, erro
 	if cut <= 0 {
 		return 0, nil
 	}
-	res, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM events WHERE seq <= ?`), cut)
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`DELETE FROM events WHERE seq <= ?`), cut)
 	if err != nil {
 		return 0, mapErr(err, "prune events")
 	}

@@ -67,7 +67,7 @@ func (s *FleetStore) FleetStats(ctx context.Context) (fleet.Stats, error) {
 }
 
 func (s *FleetStore) query(ctx context.Context, what, query string, row func(scan func(...any) error) error) error {
-	rows, err := s.d.read.QueryContext(ctx, s.d.q(query))
+	rows, err := s.d.r(ctx).QueryContext(ctx, s.d.q(query))
 	if err != nil {
 		return mapErr(err, what)
 	}

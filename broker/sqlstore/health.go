@@ -70,7 +70,7 @@ func (s *HealthStore) PutReport(ctx context.Context, r health.Report) (stored, s
 		return false, false, fmt.Errorf("%s: encode system stats: %w", what, err)
 	}
 	var synced int
-	err = s.d.sql.QueryRowContext(ctx, s.d.q(putReportSQL),
+	err = s.d.w(ctx).QueryRowContext(ctx, s.d.q(putReportSQL),
 		r.Status, r.NucleusState, r.NucleusVersion, string(components), string(deployments),
 		r.Platform, r.Architecture, r.AgentVersion, r.UptimeSeconds, r.IntervalSeconds, string(system),
 		millis(r.CertificateNotAfter), millis(r.ReportedAt), millis(r.ReceivedAt), millis(r.ReceivedAt), r.Core,
@@ -91,7 +91,7 @@ func (s *HealthStore) PutReport(ctx context.Context, r health.Report) (stored, s
 // MarkRegistrySynced sets registry_synced when the row still holds r's
 // registry fields (health.Store).
 func (s *HealthStore) MarkRegistrySynced(ctx context.Context, r health.Report) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`UPDATE core_health SET registry_synced = 1
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`UPDATE core_health SET registry_synced = 1
 		WHERE core = ? AND status = ? AND nucleus_version = ? AND platform = ? AND architecture = ?`),
 		r.Core, r.Status, r.NucleusVersion, r.Platform, r.Architecture)
 	return mapErr(err, fmt.Sprintf("mark registry synced for core %s", r.Core))
@@ -100,7 +100,7 @@ func (s *HealthStore) MarkRegistrySynced(ctx context.Context, r health.Report) e
 // SetConnection sets a core's connection state and moves last-seen forward
 // to seen when it is later (health.Store). errkind.NotFound for an unknown core.
 func (s *HealthStore) SetConnection(ctx context.Context, core, state string, seen time.Time) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO core_health (core, connection_state, last_seen_at)
+	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO core_health (core, connection_state, last_seen_at)
 		SELECT name, ?, CAST(? AS BIGINT) FROM cores WHERE name = ?
 		ON CONFLICT (core) DO UPDATE SET connection_state = excluded.connection_state,
 		last_seen_at = CASE WHEN excluded.last_seen_at > core_health.last_seen_at THEN excluded.last_seen_at ELSE core_health.last_seen_at END`),
@@ -120,7 +120,7 @@ func (s *HealthStore) GetHealth(ctx context.Context, core string) (health.Record
 	var rec health.Record
 	var components, deployments, system string
 	var certNotAfter, reported, received, seen int64
-	err := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT core, status, nucleus_state, nucleus_version, components,
+	err := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT core, status, nucleus_state, nucleus_version, components,
 		effective_deployments, platform, architecture, agent_version, uptime_seconds, interval_seconds, system,
 		certificate_not_after, reported_at, received_at, connection_state, last_seen_at
 		FROM core_health WHERE core = ?`), core).Scan(
@@ -146,7 +146,7 @@ func (s *HealthStore) GetHealth(ctx context.Context, core string) (health.Record
 
 func (s *HealthStore) coreExists(ctx context.Context, core string) error {
 	var n int
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT COUNT(*) FROM cores WHERE name = ?`), core).Scan(&n)
+	err := s.d.w(ctx).QueryRowContext(ctx, s.d.q(`SELECT COUNT(*) FROM cores WHERE name = ?`), core).Scan(&n)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("core %s", core))
 	}

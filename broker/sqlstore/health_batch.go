@@ -102,7 +102,7 @@ func (s *HealthStore) PutReports(ctx context.Context, rs []health.Report) ([]hea
 	}
 	var err error
 	if len(names) <= batchRows {
-		err = store(s.d.sql) // one statement is one transaction
+		err = store(s.d.w(ctx)) // one statement is one transaction
 	} else {
 		err = s.d.InTx(ctx, func(tx *sql.Tx) error { return store(tx) })
 	}

@@ -68,9 +68,9 @@ func (d *DB) AddPatchTemplateVersion(ctx context.Context, t patches.Template) er
 func (d *DB) GetPatchTemplate(ctx context.Context, name string, versionNo int) (patches.Template, error) {
 	var row *sql.Row
 	if versionNo == 0 {
-		row = d.sql.QueryRowContext(ctx, d.q(`SELECT v.document FROM patch_templates t JOIN patch_template_versions v ON v.name = t.name AND v.version_no = t.latest WHERE t.name = ?`), name)
+		row = d.w(ctx).QueryRowContext(ctx, d.q(`SELECT v.document FROM patch_templates t JOIN patch_template_versions v ON v.name = t.name AND v.version_no = t.latest WHERE t.name = ?`), name)
 	} else {
-		row = d.sql.QueryRowContext(ctx, d.q(`SELECT document FROM patch_template_versions WHERE name = ? AND version_no = ?`), name, versionNo)
+		row = d.w(ctx).QueryRowContext(ctx, d.q(`SELECT document FROM patch_template_versions WHERE name = ? AND version_no = ?`), name, versionNo)
 	}
 	var doc string
 	err := row.Scan(&doc)
@@ -96,7 +96,7 @@ func (d *DB) ListPatchTemplates(ctx context.Context, count int, after string) ([
 	if count < 1 {
 		count = 100
 	}
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT v.document FROM patch_templates t JOIN patch_template_versions v ON v.name = t.name AND v.version_no = t.latest WHERE t.name > ? ORDER BY t.name LIMIT ?`),
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT v.document FROM patch_templates t JOIN patch_template_versions v ON v.name = t.name AND v.version_no = t.latest WHERE t.name > ? ORDER BY t.name LIMIT ?`),
 		after, count+1)
 	if err != nil {
 		return nil, false, mapErr(err, "list patch templates")
@@ -160,7 +160,7 @@ func (d *DB) PutPatchArtifact(ctx context.Context, a patches.Artifact) error {
 func (d *DB) GetPatchArtifact(ctx context.Context, template, name string) (patches.Artifact, error) {
 	a := patches.Artifact{TemplateName: template, Name: name}
 	var updated int64
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT sha256, bytes, updated_at FROM patch_artifacts WHERE template_name = ? AND name = ?`), template, name).
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT sha256, bytes, updated_at FROM patch_artifacts WHERE template_name = ? AND name = ?`), template, name).
 		Scan(&a.SHA256, &a.Bytes, &updated)
 	if err != nil {
 		return a, mapErr(err, fmt.Sprintf("artifact %q of patch template %q", name, template))
@@ -224,7 +224,7 @@ func scanTarget(sc interface{ Scan(...any) error }) (patches.Target, error) {
 
 // GetPatchTarget returns a device's target profile.
 func (d *DB) GetPatchTarget(ctx context.Context, deviceID string) (patches.Target, error) {
-	t, err := scanTarget(d.sql.QueryRowContext(ctx, d.q(`SELECT `+targetColumns+` FROM patch_targets WHERE device_id = ?`), deviceID))
+	t, err := scanTarget(d.w(ctx).QueryRowContext(ctx, d.q(`SELECT `+targetColumns+` FROM patch_targets WHERE device_id = ?`), deviceID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errkind.New(errkind.NotFound, "target %q not found: PUT /targets/%s first", deviceID, deviceID)
 	}
@@ -245,7 +245,7 @@ func (d *DB) ListPatchTargets(ctx context.Context, core string, count int, after
 		q += ` AND core_name = ?`
 		args = append(args, core)
 	}
-	rows, err := d.sql.QueryContext(ctx, d.q(q+` ORDER BY device_id LIMIT ?`), append(args, count+1)...)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(q+` ORDER BY device_id LIMIT ?`), append(args, count+1)...)
 	if err != nil {
 		return nil, false, mapErr(err, "list targets")
 	}
@@ -270,7 +270,7 @@ func (d *DB) ListPatchTargets(ctx context.Context, core string, count int, after
 
 // DeletePatchTarget deletes a target; errkind.NotFound if missing.
 func (d *DB) DeletePatchTarget(ctx context.Context, deviceID string) error {
-	res, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM patch_targets WHERE device_id = ?`), deviceID)
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`DELETE FROM patch_targets WHERE device_id = ?`), deviceID)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("delete target %q", deviceID))
 	}
@@ -286,7 +286,7 @@ func (d *DB) SetPatchTargetProbe(ctx context.Context, deviceID string, p patches
 	if err != nil {
 		return err
 	}
-	res, err := d.sql.ExecContext(ctx, d.q(`UPDATE patch_targets SET last_probe = ? WHERE device_id = ?`), probe, deviceID)
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE patch_targets SET last_probe = ? WHERE device_id = ?`), probe, deviceID)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("record probe of target %q", deviceID))
 	}
@@ -326,7 +326,7 @@ func (d *DB) GetPatchTask(ctx context.Context, id string) (patches.Task, error) 
 	t := patches.Task{TaskID: id}
 	var opts string
 	var deadline, created, updated int64
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT options, deadline, created_at, updated_at FROM patch_tasks WHERE task_id = ?`), id).
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT options, deadline, created_at, updated_at FROM patch_tasks WHERE task_id = ?`), id).
 		Scan(&opts, &deadline, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errkind.New(errkind.NotFound, "patch task %s not found", id)
@@ -344,7 +344,7 @@ func (d *DB) GetPatchTask(ctx context.Context, id string) (patches.Task, error) 
 
 // CountTaskPatches counts a task's patches by status.
 func (d *DB) CountTaskPatches(ctx context.Context, taskID string) (map[string]int, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(`SELECT status, COUNT(*) FROM patches WHERE task_id = ? GROUP BY status`), taskID)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(`SELECT status, COUNT(*) FROM patches WHERE task_id = ? GROUP BY status`), taskID)
 	if err != nil {
 		return nil, mapErr(err, "count patches")
 	}
@@ -415,7 +415,7 @@ func scanPatch(sc interface{ Scan(...any) error }) (patches.Patch, error) {
 }
 
 func (d *DB) queryPatches(ctx context.Context, what, query string, args ...any) ([]patches.Patch, error) {
-	rows, err := d.sql.QueryContext(ctx, d.q(query), args...)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(query), args...)
 	if err != nil {
 		return nil, mapErr(err, what)
 	}
@@ -488,7 +488,7 @@ func (d *DB) ListDevicePatches(ctx context.Context, deviceID, status string, cou
 
 // GetPatch returns a patch.
 func (d *DB) GetPatch(ctx context.Context, id string) (patches.Patch, error) {
-	p, err := scanPatch(d.sql.QueryRowContext(ctx, d.q(`SELECT `+patchColumns+` FROM patches WHERE patch_id = ?`), id))
+	p, err := scanPatch(d.w(ctx).QueryRowContext(ctx, d.q(`SELECT `+patchColumns+` FROM patches WHERE patch_id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, errkind.New(errkind.NotFound, "patch %s not found", id)
 	}
@@ -509,7 +509,7 @@ func (d *DB) UpdatePatch(ctx context.Context, p patches.Patch) (patches.Patch, e
 	set := `core_name = ?, template_name = ?, template_version = ?, patch_type = ?, status = ?, status_message = ?, extra_vars = ?, attempt = ?, seq = ?, steps = ?, dispatched_at = ?, not_before = ?, last_event_at = ?, deadline = ?, rev = ?, updated_at = ?`
 	vals := append([]any{}, args[3:17]...)
 	vals = append(vals, p.Rev+1, args[19], p.PatchID, p.Rev)
-	res, err := d.sql.ExecContext(ctx, d.q(`UPDATE patches SET `+set+` WHERE patch_id = ? AND rev = ?`), vals...)
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE patches SET `+set+` WHERE patch_id = ? AND rev = ?`), vals...)
 	if err != nil {
 		return p, mapErr(err, fmt.Sprintf("update patch %s", p.PatchID))
 	}
@@ -613,7 +613,7 @@ func (d *DB) PatchLogs(ctx context.Context, patchID string, attempt int, step, s
 		q += ` AND stream = ?`
 		args = append(args, stream)
 	}
-	rows, err := d.sql.QueryContext(ctx, d.q(q+` ORDER BY received_at, step, stream, seq`), args...)
+	rows, err := d.w(ctx).QueryContext(ctx, d.q(q+` ORDER BY received_at, step, stream, seq`), args...)
 	if err != nil {
 		return nil, mapErr(err, "read patch logs")
 	}
@@ -632,6 +632,6 @@ func (d *DB) PatchLogs(ctx context.Context, patchID string, attempt int, step, s
 // PatchLogBytes returns the size of an attempt's stored output.
 func (d *DB) PatchLogBytes(ctx context.Context, patchID string, attempt int) (int64, error) {
 	var n int64
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT COALESCE(SUM(bytes), 0) FROM patch_logs WHERE patch_id = ? AND attempt = ?`), patchID, attempt).Scan(&n)
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT COALESCE(SUM(bytes), 0) FROM patch_logs WHERE patch_id = ? AND attempt = ?`), patchID, attempt).Scan(&n)
 	return n, mapErr(err, "size patch logs")
 }

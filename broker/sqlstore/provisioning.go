@@ -13,7 +13,7 @@ var _ provisioning.Store = (*DB)(nil)
 
 // CreateProvisioningTemplate stores a template only if the name is free.
 func (d *DB) CreateProvisioningTemplate(ctx context.Context, name string, doc []byte, now time.Time) (bool, error) {
-	res, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO provisioning_templates (name, document, created_at, updated_at)
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO provisioning_templates (name, document, created_at, updated_at)
 		VALUES (?, ?, ?, 0) ON CONFLICT (name) DO NOTHING`), name, string(doc), millis(now))
 	if err != nil {
 		return false, mapErr(err, "create provisioning template "+name)
@@ -31,7 +31,7 @@ func (d *DB) PutProvisioningTemplate(ctx context.Context, name string, doc []byt
 	if err != nil || created {
 		return created, err
 	}
-	res, err := d.sql.ExecContext(ctx, d.q(`UPDATE provisioning_templates SET document = ?, updated_at = ? WHERE name = ?`),
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE provisioning_templates SET document = ?, updated_at = ? WHERE name = ?`),
 		string(doc), millis(now), name)
 	if err != nil {
 		return false, mapErr(err, "replace provisioning template "+name)
@@ -46,7 +46,7 @@ func (d *DB) PutProvisioningTemplate(ctx context.Context, name string, doc []byt
 // GetProvisioningTemplate returns the document as stored.
 func (d *DB) GetProvisioningTemplate(ctx context.Context, name string) ([]byte, error) {
 	var doc string
-	err := d.lookup().QueryRowContext(ctx, d.q(`SELECT document FROM provisioning_templates WHERE name = ?`), name).Scan(&doc)
+	err := d.lookup(ctx).QueryRowContext(ctx, d.q(`SELECT document FROM provisioning_templates WHERE name = ?`), name).Scan(&doc)
 	if err != nil {
 		return nil, mapErr(err, "provisioning template "+name)
 	}
@@ -55,7 +55,7 @@ func (d *DB) GetProvisioningTemplate(ctx context.Context, name string) ([]byte, 
 
 // ListProvisioningTemplates lists every template, sorted by name.
 func (d *DB) ListProvisioningTemplates(ctx context.Context) ([]provisioning.TemplateInfo, error) {
-	rows, err := d.sql.QueryContext(ctx, `SELECT name, created_at, updated_at FROM provisioning_templates ORDER BY name`)
+	rows, err := d.w(ctx).QueryContext(ctx, `SELECT name, created_at, updated_at FROM provisioning_templates ORDER BY name`)
 	if err != nil {
 		return nil, mapErr(err, "list provisioning templates")
 	}
@@ -80,7 +80,7 @@ func (d *DB) ListProvisioningTemplates(ctx context.Context) ([]provisioning.Temp
 
 // DeleteProvisioningTemplate deletes a template, or returns errkind.NotFound.
 func (d *DB) DeleteProvisioningTemplate(ctx context.Context, name string) error {
-	res, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM provisioning_templates WHERE name = ?`), name)
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`DELETE FROM provisioning_templates WHERE name = ?`), name)
 	if err != nil {
 		return mapErr(err, "delete provisioning template "+name)
 	}

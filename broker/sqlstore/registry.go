@@ -86,7 +86,7 @@ func (s *RegistryStore) CreateThing(ctx context.Context, t provider.Thing) error
 	if err != nil {
 		return fmt.Errorf("encode attributes of thing %q: %w", t.Name, err)
 	}
-	_, err = s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_things (name, thing_type, attributes, created_at) VALUES (?, ?, ?, ?)`),
+	_, err = s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_things (name, thing_type, attributes, created_at) VALUES (?, ?, ?, ?)`),
 		t.Name, t.ThingType, string(doc), millis(t.CreatedAt))
 	if err != nil {
 		err = mapErr(err, "create thing")
@@ -103,7 +103,7 @@ func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thi
 	t := provider.Thing{Name: name}
 	var attrs string
 	var created int64
-	err := s.d.lookup().QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
+	err := s.d.lookup(ctx).QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
 		Scan(&t.ThingType, &attrs, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errkind.New(errkind.NotFound, "thing %q does not exist", name)
@@ -116,15 +116,15 @@ func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thi
 	if err := json.Unmarshal([]byte(attrs), &t.Attributes); err != nil {
 		return t, fmt.Errorf("decode attributes of thing %q: %w", name, err)
 	}
-	if t.Groups, err = s.column(ctx, s.d.lookup(), "read thing groups",
+	if t.Groups, err = s.column(ctx, s.d.lookup(ctx), "read thing groups",
 		`SELECT group_name FROM registry_group_members WHERE thing_name = ?`, name); err != nil {
 		return t, err
 	}
-	if t.Principals, err = s.column(ctx, s.d.lookup(), "read thing principals",
+	if t.Principals, err = s.column(ctx, s.d.lookup(ctx), "read thing principals",
 		`SELECT cert_id FROM registry_thing_principals WHERE thing_name = ?`, name); err != nil {
 		return t, err
 	}
-	if t.Policies, err = s.column(ctx, s.d.lookup(), "read thing policies",
+	if t.Policies, err = s.column(ctx, s.d.lookup(ctx), "read thing policies",
 		`SELECT DISTINCT a.policy_name FROM registry_policy_attachments a
 		 JOIN registry_thing_principals p ON p.cert_id = a.cert_id WHERE p.thing_name = ?`, name); err != nil {
 		return t, err
@@ -217,7 +217,7 @@ func (s *RegistryStore) DeletePolicy(ctx context.Context, name string) error {
 
 // PutCertificate inserts a certificate; an existing one is kept as it is.
 func (s *RegistryStore) PutCertificate(ctx context.Context, c provider.Certificate) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_certificates (id, pem, ca_id, status, created_at) VALUES (?, ?, ?, ?, ?)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_certificates (id, pem, ca_id, status, created_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`), c.ID, c.PEM, c.CAID, c.Status, millis(c.CreatedAt))
 	return mapErr(err, "register certificate")
 }
@@ -226,7 +226,7 @@ func (s *RegistryStore) PutCertificate(ctx context.Context, c provider.Certifica
 func (s *RegistryStore) GetCertificate(ctx context.Context, id string) (provider.Certificate, error) {
 	c := provider.Certificate{ID: id}
 	var created int64
-	err := s.d.sql.QueryRowContext(ctx, s.d.q(`SELECT pem, ca_id, status, created_at FROM registry_certificates WHERE id = ?`), id).
+	err := s.d.w(ctx).QueryRowContext(ctx, s.d.q(`SELECT pem, ca_id, status, created_at FROM registry_certificates WHERE id = ?`), id).
 		Scan(&c.PEM, &c.CAID, &c.Status, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errkind.New(errkind.NotFound, "certificate %s does not exist", id)
@@ -260,7 +260,7 @@ type linkEnd struct{ what, name, query string }
 // when nothing was inserted are the checks run again to tell a missing side
 // (errkind.NotFound) from an existing link (nil, idempotent).
 func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b linkEnd) error {
-	res, err := s.d.sql.ExecContext(ctx, s.d.q(insert), a.name, b.name, a.name, b.name)
+	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(insert), a.name, b.name, a.name, b.name)
 	if err != nil {
 		return mapErr(err, what)
 	}
@@ -270,7 +270,7 @@ func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b link
 		return nil
 	}
 	for _, e := range []linkEnd{a, b} {
-		if err := s.mustExist(ctx, s.d.sql, e.what, e.name, e.query); err != nil {
+		if err := s.mustExist(ctx, s.d.w(ctx), e.what, e.name, e.query); err != nil {
 			return err
 		}
 	}
@@ -280,7 +280,7 @@ func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b link
 // GetPolicy returns a policy or errkind.NotFound.
 func (s *RegistryStore) GetPolicy(ctx context.Context, name string) (provider.Policy, error) {
 	p := provider.Policy{Name: name}
-	err := s.d.lookup().QueryRowContext(ctx, s.d.q(`SELECT document FROM registry_policies WHERE name = ?`), name).Scan(&p.Document)
+	err := s.d.lookup(ctx).QueryRowContext(ctx, s.d.q(`SELECT document FROM registry_policies WHERE name = ?`), name).Scan(&p.Document)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, errkind.New(errkind.NotFound, "policy %q does not exist", name)
 	}
@@ -321,7 +321,7 @@ func (s *RegistryStore) AttachPolicy(ctx context.Context, policy, certID string)
 
 // CreateThingGroup inserts a group; an existing group is kept as it is.
 func (s *RegistryStore) CreateThingGroup(ctx context.Context, name, description string, now time.Time) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_thing_groups (name, description, created_at) VALUES (?, ?, ?)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_thing_groups (name, description, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO NOTHING`), name, description, millis(now))
 	return mapErr(err, "create thing group")
 }
@@ -338,7 +338,7 @@ func (s *RegistryStore) AddThingToGroup(ctx context.Context, thing, group string
 
 // RemoveThingFromGroup is idempotent.
 func (s *RegistryStore) RemoveThingFromGroup(ctx context.Context, thing, group string) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`DELETE FROM registry_group_members WHERE group_name = ? AND thing_name = ?`), group, thing)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`DELETE FROM registry_group_members WHERE group_name = ? AND thing_name = ?`), group, thing)
 	return mapErr(err, "remove thing from group")
 }
 
@@ -358,12 +358,12 @@ func (s *RegistryStore) ListThingsInGroup(ctx context.Context, group string) ([]
 
 // ListThingGroupsForThing returns a thing's groups, sorted.
 func (s *RegistryStore) ListThingGroupsForThing(ctx context.Context, thing string) ([]string, error) {
-	return s.column(ctx, s.d.sql, "list groups of thing", `SELECT group_name FROM registry_group_members WHERE thing_name = ?`, thing)
+	return s.column(ctx, s.d.w(ctx), "list groups of thing", `SELECT group_name FROM registry_group_members WHERE thing_name = ?`, thing)
 }
 
 // MarkCoreRegistered records a core registration (idempotent).
 func (s *RegistryStore) MarkCoreRegistered(ctx context.Context, name string, at time.Time) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_core_devices (name, registered_at) VALUES (?, ?)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_core_devices (name, registered_at) VALUES (?, ?)
 		ON CONFLICT (name) DO NOTHING`), name, millis(at))
 	return mapErr(err, "register core")
 }
@@ -374,7 +374,7 @@ func (s *RegistryStore) MarkCoreRegistered(ctx context.Context, name string, at 
 func (s *RegistryStore) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
 	c := provider.CoreDevice{Name: name}
 	var last int64
-	err := s.d.read.QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
+	err := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
 		FROM registry_core_devices WHERE name = ?`), name).Scan(&c.Status, &c.CoreVersion, &c.Platform, &c.Architecture, &last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errkind.New(errkind.NotFound, "core device %q is not registered", name)
@@ -389,7 +389,7 @@ func (s *RegistryStore) GetCoreDevice(ctx context.Context, name string) (provide
 // UpdateCoreStatus stores a core's reported status, registering it if needed.
 func (s *RegistryStore) UpdateCoreStatus(ctx context.Context, c provider.CoreDevice) error {
 	at := millis(c.LastStatus)
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_core_devices
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_core_devices
 		(name, registered_at, status, core_version, platform, architecture, last_status_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET status = excluded.status, core_version = excluded.core_version,
 		platform = excluded.platform, architecture = excluded.architecture, last_status_at = excluded.last_status_at`),
@@ -414,20 +414,20 @@ func (s *RegistryStore) DeleteCoreDevice(ctx context.Context, name string) error
 
 // AssociateClientDevice links a device to a core (idempotent).
 func (s *RegistryStore) AssociateClientDevice(ctx context.Context, core, device string, at time.Time) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`INSERT INTO registry_client_devices (core_name, device_name, associated_at) VALUES (?, ?, ?)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_client_devices (core_name, device_name, associated_at) VALUES (?, ?, ?)
 		ON CONFLICT (core_name, device_name) DO NOTHING`), core, device, millis(at))
 	return mapErr(err, "associate client device")
 }
 
 // DisassociateClientDevice is idempotent.
 func (s *RegistryStore) DisassociateClientDevice(ctx context.Context, core, device string) error {
-	_, err := s.d.sql.ExecContext(ctx, s.d.q(`DELETE FROM registry_client_devices WHERE core_name = ? AND device_name = ?`), core, device)
+	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`DELETE FROM registry_client_devices WHERE core_name = ? AND device_name = ?`), core, device)
 	return mapErr(err, "disassociate client device")
 }
 
 // ListClientDevices returns a core's associations, sorted by device name.
 func (s *RegistryStore) ListClientDevices(ctx context.Context, core string) ([]provider.Association, error) {
-	rows, err := s.d.sql.QueryContext(ctx, s.d.q(`SELECT device_name, associated_at FROM registry_client_devices WHERE core_name = ?`), core)
+	rows, err := s.d.w(ctx).QueryContext(ctx, s.d.q(`SELECT device_name, associated_at FROM registry_client_devices WHERE core_name = ?`), core)
 	if err != nil {
 		return nil, mapErr(err, "list client devices")
 	}

@@ -17,7 +17,7 @@ func (s *RegistryStore) RegisteredCores(ctx context.Context, names []string) (ma
 	}
 	var found []string
 	err := eachInList(names, func(marks string, args []any) error {
-		list, err := s.column(ctx, s.d.sql, "look up core registrations",
+		list, err := s.column(ctx, s.d.w(ctx), "look up core registrations",
 			`SELECT name FROM registry_core_devices WHERE name IN (`+marks+`)`, args...)
 		found = append(found, list...)
 		return err

@@ -13,14 +13,14 @@ var _ ca.RevocationStore = (*DB)(nil)
 // AddRevoked records a revoked certificate; the same one again is a no-op
 // (ca.RevocationStore).
 func (d *DB) AddRevoked(ctx context.Context, r ca.Revoked) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO revoked_certificates (cert_id, ca_id, certificate_pem, revoked_at)
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO revoked_certificates (cert_id, ca_id, certificate_pem, revoked_at)
 		VALUES (?, ?, ?, ?) ON CONFLICT (cert_id) DO NOTHING`), r.CertID, r.CAID, r.CertificatePem, millis(r.RevokedAt))
 	return mapErr(err, "revoked certificate "+r.CertID)
 }
 
 // ListRevoked returns every revoked certificate, oldest first (ca.RevocationStore).
 func (d *DB) ListRevoked(ctx context.Context) ([]ca.Revoked, error) {
-	rows, err := d.sql.QueryContext(ctx, `SELECT cert_id, ca_id, certificate_pem, revoked_at FROM revoked_certificates ORDER BY revoked_at, cert_id`)
+	rows, err := d.w(ctx).QueryContext(ctx, `SELECT cert_id, ca_id, certificate_pem, revoked_at FROM revoked_certificates ORDER BY revoked_at, cert_id`)
 	if err != nil {
 		return nil, mapErr(err, "list revoked certificates")
 	}

@@ -12,7 +12,7 @@ var _ auth.SessionStore = (*DB)(nil)
 
 // InsertSession stores a new dashboard session (auth.SessionStore).
 func (d *DB) InsertSession(ctx context.Context, rec auth.SessionRecord) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO ui_sessions (hash, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)`),
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO ui_sessions (hash, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)`),
 		rec.Hash, rec.TokenHash, millis(rec.CreatedAt), millis(rec.ExpiresAt))
 	return mapErr(err, "insert dashboard session")
 }
@@ -23,7 +23,7 @@ func (d *DB) SessionByHash(ctx context.Context, hash string) (auth.SessionRecord
 		rec              auth.SessionRecord
 		created, expires int64
 	)
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT hash, token_hash, created_at, expires_at FROM ui_sessions WHERE hash = ?`), hash).
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT hash, token_hash, created_at, expires_at FROM ui_sessions WHERE hash = ?`), hash).
 		Scan(&rec.Hash, &rec.TokenHash, &created, &expires)
 	if err != nil {
 		return auth.SessionRecord{}, mapErr(err, "dashboard session")
@@ -34,13 +34,13 @@ func (d *DB) SessionByHash(ctx context.Context, hash string) (auth.SessionRecord
 
 // DeleteSession removes a dashboard session (auth.SessionStore).
 func (d *DB) DeleteSession(ctx context.Context, hash string) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM ui_sessions WHERE hash = ?`), hash)
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`DELETE FROM ui_sessions WHERE hash = ?`), hash)
 	return mapErr(err, "delete dashboard session")
 }
 
 // DeleteExpiredSessions removes the sessions expired at or before t (auth.SessionStore).
 func (d *DB) DeleteExpiredSessions(ctx context.Context, t time.Time) (int, error) {
-	res, err := d.sql.ExecContext(ctx, d.q(`DELETE FROM ui_sessions WHERE expires_at <= ?`), millis(t))
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`DELETE FROM ui_sessions WHERE expires_at <= ?`), millis(t))
 	if err != nil {
 		return 0, mapErr(err, "delete expired dashboard sessions")
 	}

@@ -11,7 +11,7 @@ import (
 // Setting returns the broker-wide setting name, and false when it is unset.
 func (d *DB) Setting(ctx context.Context, name string) (string, bool, error) {
 	var v string
-	err := d.sql.QueryRowContext(ctx, d.q(`SELECT value FROM broker_settings WHERE name = ?`), name).Scan(&v)
+	err := d.w(ctx).QueryRowContext(ctx, d.q(`SELECT value FROM broker_settings WHERE name = ?`), name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}
@@ -24,7 +24,7 @@ func (d *DB) Setting(ctx context.Context, name string) (string, bool, error) {
 // InitSetting sets name to value unless it is set already, and returns the
 // value that holds afterwards (the first writer's, when replicas race).
 func (d *DB) InitSetting(ctx context.Context, name, value string) (string, error) {
-	if _, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO broker_settings (name, value, created_at) VALUES (?, ?, ?)
+	if _, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO broker_settings (name, value, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO NOTHING`), name, value, time.Now().UnixMilli()); err != nil {
 		return "", mapErr(err, "set "+name)
 	}
@@ -40,7 +40,7 @@ func (d *DB) InitSetting(ctx context.Context, name, value string) (string, error
 
 // PutSetting sets name to value, replacing any value it had.
 func (d *DB) PutSetting(ctx context.Context, name, value string) error {
-	if _, err := d.sql.ExecContext(ctx, d.q(`INSERT INTO broker_settings (name, value, created_at) VALUES (?, ?, ?)
+	if _, err := d.w(ctx).ExecContext(ctx, d.q(`INSERT INTO broker_settings (name, value, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET value = excluded.value`), name, value, time.Now().UnixMilli()); err != nil {
 		return mapErr(err, "set "+name)
 	}

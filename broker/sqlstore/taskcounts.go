@@ -10,7 +10,7 @@ import (
 // aggregate through the read pool, so it is cheap enough to run at every
 // scrape and never waits for task transactions.
 func (d *DB) CountTasks(ctx context.Context) (map[string]map[string]int, error) {
-	rows, err := d.read.QueryContext(ctx, d.q(`SELECT kind, status, COUNT(*) FROM tasks GROUP BY kind, status`))
+	rows, err := d.r(ctx).QueryContext(ctx, d.q(`SELECT kind, status, COUNT(*) FROM tasks GROUP BY kind, status`))
 	if err != nil {
 		return nil, mapErr(err, "count tasks")
 	}

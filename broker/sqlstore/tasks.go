@@ -103,7 +103,7 @@ func taskStatusOr(s string) string {
 // pool: one statement, outside any transaction (CompleteBatch reads the
 // task in its own transaction with getTask).
 func (d *DB) GetTask(ctx context.Context, id string) (tasks.Task, error) {
-	return getTask(ctx, d, d.read, id)
+	return getTask(ctx, d, d.r(ctx), id)
 }
 
 func getTask(ctx context.Context, d *DB, q Querier, id string) (tasks.Task, error) {
@@ -123,7 +123,7 @@ func (d *DB) ListTasks(ctx context.Context, kind tasks.Kind, count int, after st
 	if count < 1 {
 		count = 100
 	}
-	rows, err := d.read.QueryContext(ctx, d.q(`SELECT `+taskColumns+` FROM tasks WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`),
+	rows, err := d.r(ctx).QueryContext(ctx, d.q(`SELECT `+taskColumns+` FROM tasks WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`),
 		string(kind), after, count+1)
 	if err != nil {
 		return nil, false, mapErr(err, "list tasks")
@@ -150,7 +150,7 @@ func (d *DB) ListTasks(ctx context.Context, kind tasks.Kind, count int, after st
 // ListItems returns every item of a task in request order, through the
 // read pool (the API's task GETs).
 func (d *DB) ListItems(ctx context.Context, taskID string) ([]tasks.Item, error) {
-	return d.queryItemsOn(ctx, d.read, `SELECT `+itemColumns+` FROM task_items WHERE task_id = ? ORDER BY seq`, taskID)
+	return d.queryItemsOn(ctx, d.r(ctx), `SELECT `+itemColumns+` FROM task_items WHERE task_id = ? ORDER BY seq`, taskID)
 }
 
 // ListBatchItems returns the items of one batch of a task in request order.
@@ -162,7 +162,7 @@ func (d *DB) ListBatchItems(ctx context.Context, taskID string, batch int) ([]ta
 
 // queryItems runs an item query through the writer pool.
 func (d *DB) queryItems(ctx context.Context, query string, args ...any) ([]tasks.Item, error) {
-	return d.queryItemsOn(ctx, d.sql, query, args...)
+	return d.queryItemsOn(ctx, d.w(ctx), query, args...)
 }
 
 // queryItemsOn runs an item query through q.
@@ -199,7 +199,7 @@ func (d *DB) queryItemsOn(ctx context.Context, q Querier, query string, args ...
 
 // UpdateItem saves an item's status, message, progress and updated time.
 func (d *DB) UpdateItem(ctx context.Context, it tasks.Item) error {
-	res, err := d.sql.ExecContext(ctx, d.q(`UPDATE task_items SET status = ?, status_message = ?, updated_at = ?, progress = ? WHERE task_id = ? AND name = ?`),
+	res, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE task_items SET status = ?, status_message = ?, updated_at = ?, progress = ? WHERE task_id = ? AND name = ?`),
 		taskStatusOr(it.Status), it.StatusMessage, millis(it.UpdatedAt), string(it.Progress), it.TaskID, it.Name)
 	if err != nil {
 		return mapErr(err, fmt.Sprintf("update item %q of task %s", it.Name, it.TaskID))
@@ -212,7 +212,7 @@ func (d *DB) UpdateItem(ctx context.Context, it tasks.Item) error {
 
 // StartTask moves a Waiting task to InProgress; other states are left alone.
 func (d *DB) StartTask(ctx context.Context, id string, now time.Time) error {
-	_, err := d.sql.ExecContext(ctx, d.q(`UPDATE tasks SET status = ?, updated_at = ? WHERE id = ? AND status = ?`),
+	_, err := d.w(ctx).ExecContext(ctx, d.q(`UPDATE tasks SET status = ?, updated_at = ? WHERE id = ? AND status = ?`),
 		cdf.StatusInProgress, millis(now), id, cdf.StatusWaiting)
 	return mapErr(err, fmt.Sprintf("start task %s", id))
 }

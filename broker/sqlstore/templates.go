@@ -69,9 +69,9 @@ func (d *DB) AddTemplateVersion(ctx context.Context, t cdf.Template) (cdf.Templa
 func (d *DB) GetTemplate(ctx context.Context, name string, version int) (cdf.Template, error) {
 	var row *sql.Row
 	if version == 0 {
-		row = d.read.QueryRowContext(ctx, d.q(`SELECT `+templateColumns+` FROM templates t JOIN template_versions v ON v.name = t.name AND v.version = t.latest WHERE t.name = ?`), name)
+		row = d.r(ctx).QueryRowContext(ctx, d.q(`SELECT `+templateColumns+` FROM templates t JOIN template_versions v ON v.name = t.name AND v.version = t.latest WHERE t.name = ?`), name)
 	} else {
-		row = d.read.QueryRowContext(ctx, d.q(`SELECT `+templateColumns+` FROM template_versions v WHERE v.name = ? AND v.version = ?`), name, version)
+		row = d.r(ctx).QueryRowContext(ctx, d.q(`SELECT `+templateColumns+` FROM template_versions v WHERE v.name = ? AND v.version = ?`), name, version)
 	}
 	t, err := scanTemplate(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -120,7 +120,7 @@ func (d *DB) DeleteTemplate(ctx context.Context, name string) error {
 
 // queryTemplates runs a template list query through the read pool.
 func (d *DB) queryTemplates(ctx context.Context, count int, query string, args ...any) ([]cdf.Template, bool, error) {
-	rows, err := d.read.QueryContext(ctx, d.q(query), args...)
+	rows, err := d.r(ctx).QueryContext(ctx, d.q(query), args...)
 	if err != nil {
 		return nil, false, mapErr(err, "list templates")
 	}

@@ -33,6 +33,25 @@ type BatchProcessor interface {
 	ProcessBatch(ctx context.Context, t Task, items []*Item, save func(context.Context, []*Item) error) error
 }
 
+// BatchChooser is implemented by BatchProcessors that work only some tasks
+// whole-batch (core tasks: Create, not Delete); RunBatch works the other
+// tasks' items one by one with ProcessItem.
+type BatchChooser interface {
+	WholeBatch(t Task) bool
+}
+
+// wholeBatch returns proc as a BatchProcessor when it works t whole-batch.
+func wholeBatch(proc Processor, t Task) (BatchProcessor, bool) {
+	bp, ok := proc.(BatchProcessor)
+	if !ok {
+		return nil, false
+	}
+	if c, ok := proc.(BatchChooser); ok && !c.WholeBatch(t) {
+		return nil, false
+	}
+	return bp, true
+}
+
 // ItemsUpdater is implemented by stores that save many items in one
 // transaction; the runner falls back to UpdateItem per item without it.
 type ItemsUpdater interface {

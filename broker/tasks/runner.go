@@ -84,7 +84,7 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 	for i := range list {
 		items[i] = &list[i]
 	}
-	if bp, ok := proc.(BatchProcessor); ok {
+	if bp, ok := wholeBatch(proc, t); ok {
 		return r.runWholeBatch(ctx, bp, proc, t, ref, items)
 	}
 

@@ -1,0 +1,164 @@
+package cores
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"runtime"
+	"sync"
+
+	"github.com/ggfleet/ggfleet/broker/cores/thingflow"
+	"github.com/ggfleet/ggfleet/broker/provisioning"
+	"github.com/ggfleet/ggfleet/broker/tasks"
+	"github.com/ggfleet/ggfleet/shared/cdf"
+)
+
+// Create tasks, whole batch at a time.
+//
+// Worked one by one, each core of a Create task costs a dozen commits: the
+// thing group, certs.zip, the thing, its certificate, principal and
+// policy, the installer config, the core's artifact records, the item.
+// When the store can run them in one transaction (Config.Atomic, local
+// mode), a batch is worked in two steps instead:
+//
+//  1. the keys and certificates of the items that start now are made in
+//     parallel, outside any transaction (Prepare has no side effects);
+//  2. one transaction works every item with create, as ProcessItem would,
+//     each under a savepoint: an item that fails leaves nothing behind, an
+//     item that succeeds is committed with the others, and the items'
+//     progress (still InProgress) is saved in the same transaction.
+//
+// Then the items' events are published and the runner saves them final. A
+// crash before the commit leaves nothing: the batch runs again. A crash
+// after it re-runs items whose saved progress says they are provisioned:
+// create resumes them (artifacts recorded again, the event published once,
+// events being keyed by item).
+
+// WholeBatch reports whether t is worked whole-batch (tasks.BatchChooser):
+// Create tasks, when the store has transactions spanning stores.
+func (s *Service) WholeBatch(t tasks.Task) bool {
+	return s.cfg.Atomic != nil && t.Type == cdf.TaskCreate
+}
+
+// errItemFailed rolls an item's savepoint back when the item failed.
+var errItemFailed = errors.New("item failed")
+
+// ProcessBatch works the open items of a Create batch in one transaction
+// (tasks.BatchProcessor).
+func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
+	plans := s.prepareAll(ctx, t, items)
+	var events []pendingEvent
+	err := s.cfg.Atomic(ctx, func(ctx context.Context) error {
+		events = events[:0]
+		saved := make([]*tasks.Item, 0, len(items))
+		for _, it := range items {
+			before := it.Progress
+			var evs []pendingEvent
+			run := createRun{
+				flow: &thingflow.Flow{Provider: s.cfg.Provider, Provisioner: prepared{Provisioner: s.cfg.Provisioner, plan: plans[it.Name]}, Now: s.cfg.Now},
+				emit: func(_ context.Context, detailType string, detail any) {
+					evs = append(evs, pendingEvent{detailType, detail})
+				},
+			}
+			err := s.cfg.Atomic(ctx, func(ctx context.Context) error {
+				if err := s.createItem(ctx, run, t, it); err != nil {
+					return err
+				}
+				if it.Status == cdf.StatusFailure {
+					return errItemFailed
+				}
+				return nil
+			})
+			switch {
+			case errors.Is(err, errItemFailed):
+				// Its writes are undone: keep the progress it started with.
+				it.Progress = before
+			case err != nil:
+				return err // transient: nothing commits, the batch runs again
+			}
+			events = append(events, evs...)
+			cp := *it
+			cp.Status, cp.StatusMessage = cdf.StatusInProgress, ""
+			saved = append(saved, &cp)
+		}
+		return save(ctx, saved)
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		s.emit(ctx, e.detailType, e.detail)
+	}
+	return nil
+}
+
+// pendingEvent is an event held until the transaction commits.
+type pendingEvent struct {
+	detailType string
+	detail     any
+}
+
+// createItem is ProcessItem for a Create item inside the batch's
+// transaction: its progress needs no saves of its own (the transaction
+// saves it with everything else).
+func (s *Service) createItem(ctx context.Context, run createRun, t tasks.Task, it *tasks.Item) error {
+	var in cdf.NewCore
+	var req taskRequest
+	if !thingflow.DecodeItem(t, it, "core", &in, &req) {
+		return nil
+	}
+	prog, saver, err := thingflow.ItemProgress(it, func(context.Context) error { return nil })
+	if err != nil {
+		return err
+	}
+	return s.create(ctx, run, t, req, in, it, &prog, saver)
+}
+
+// prepareAll makes the keys and certificates of the items that start now
+// (no progress yet), in parallel. An item whose Prepare fails gets no plan:
+// create calls Prepare again and reports the failure.
+func (s *Service) prepareAll(ctx context.Context, t tasks.Task, items []*tasks.Item) map[string]*provisioning.Planned {
+	plans := make(map[string]*provisioning.Planned, len(items))
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, runtime.GOMAXPROCS(0))
+	)
+	for _, it := range items {
+		var in cdf.NewCore
+		if len(it.Progress) > 0 && string(it.Progress) != "null" || json.Unmarshal(it.Input, &in) != nil {
+			continue
+		}
+		req := thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters)
+		name := it.Name
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p, err := s.cfg.Provisioner.Prepare(ctx, req)
+			if err != nil || p == nil {
+				return
+			}
+			mu.Lock()
+			plans[name] = p
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return plans
+}
+
+// prepared is a Provisioner whose Prepare returns the plan made beforehand
+// (when there is one).
+type prepared struct {
+	thingflow.Provisioner
+	plan *provisioning.Planned
+}
+
+func (p prepared) Prepare(ctx context.Context, req provisioning.Request) (*provisioning.Planned, error) {
+	if p.plan != nil {
+		return p.plan, nil
+	}
+	return p.Provisioner.Prepare(ctx, req)
+}

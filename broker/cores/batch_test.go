@@ -1,0 +1,286 @@
+package cores_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ggfleet/ggfleet/broker/ca"
+	"github.com/ggfleet/ggfleet/broker/cores"
+	"github.com/ggfleet/ggfleet/broker/cores/coretest"
+	"github.com/ggfleet/ggfleet/broker/cores/thingflow"
+	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/provider"
+	"github.com/ggfleet/ggfleet/broker/provider/local"
+	"github.com/ggfleet/ggfleet/broker/provisioning"
+	"github.com/ggfleet/ggfleet/broker/sqlstore"
+	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
+	"github.com/ggfleet/ggfleet/broker/tasks"
+	"github.com/ggfleet/ggfleet/shared/cdf"
+	"github.com/ggfleet/ggfleet/shared/certs"
+)
+
+// batchEnv is a core service working Create tasks whole-batch on the real
+// parts of local mode: SQLite, the local provider, the provisioning
+// service and the CA.
+type batchEnv struct {
+	t      *testing.T
+	db     *sqlstore.DB
+	prov   *flakyProvider
+	svc    *cores.Service
+	runner *tasks.Runner
+	events *coretest.Events
+	// crashAfterCommit makes the next outer transaction report an error
+	// after it committed, as a crash right after the commit would.
+	crashAfterCommit atomic.Bool
+}
+
+type outerKey struct{}
+
+func newBatchEnv(t *testing.T) *batchEnv {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := sqlstoretest.OpenIn(t, dir)
+	db.SetEnqueuer(func(context.Context, *sql.Tx, []tasks.BatchRef) error { return nil }) // batches are run by RunAll
+	key, err := ca.LoadOrCreateSecretsKey(filepath.Join(dir, "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
+	if _, _, err := authority.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lp, err := local.New(local.Config{Store: db.Registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lp.Close() })
+	e := &batchEnv{t: t, db: db, prov: &flakyProvider{Provider: lp}, events: &coretest.Events{}}
+	psvc := provisioning.New(provisioning.Config{Store: db, Provider: e.prov, Issuer: authority})
+	if err := psvc.SeedDefaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.svc = cores.New(cores.Config{
+		Store: db.Cores(), Tasks: db, Provider: e.prov, Provisioner: psvc, Events: e.events.Sink,
+		ConfigGen: func(alias string, in cores.ConfigInput) (string, error) {
+			if alias != "MANUAL_INSTALL" {
+				return "", fmt.Errorf("%w: %s", cores.ErrUnknownGenerator, alias)
+			}
+			return fmt.Sprintf("---\nsystem:\n  thingName: %q\n", in.CoreName), nil
+		},
+		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
+			outer := ctx.Value(outerKey{}) == nil
+			err := db.Atomically(ctx, func(ctx context.Context) error { return fn(context.WithValue(ctx, outerKey{}, true)) })
+			if err == nil && outer && e.crashAfterCommit.CompareAndSwap(true, false) {
+				return errkind.New(errkind.Unavailable, "crashed after the commit")
+			}
+			return err
+		},
+	})
+	e.runner = &tasks.Runner{Store: db, Processors: map[tasks.Kind]tasks.Processor{tasks.KindCore: e.svc}}
+	return e
+}
+
+// flakyProvider fails CreateThing of one thing name, transiently, once.
+type flakyProvider struct {
+	provider.Provider
+	failThing atomic.Value // string
+}
+
+func (p *flakyProvider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
+	if p.failThing.CompareAndSwap(name, "") {
+		return errkind.New(errkind.Unavailable, "database is locked")
+	}
+	return p.Provider.CreateThing(ctx, name, thingType, attributes)
+}
+
+func (e *batchEnv) submit(cs ...cdf.NewCore) string {
+	e.t.Helper()
+	id, err := e.svc.Submit(context.Background(), cdf.NewCoreTask{Type: cdf.TaskCreate, CoreVersion: "2.12.0", Cores: cs})
+	if err != nil {
+		e.t.Fatalf("submit: %v", err)
+	}
+	return id
+}
+
+func (e *batchEnv) items(id string) map[string]cdf.TaskItem {
+	e.t.Helper()
+	ct, err := e.svc.GetTask(context.Background(), id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]cdf.TaskItem{}
+	for _, c := range ct.Cores {
+		out[c.Name] = c
+	}
+	return out
+}
+
+func (e *batchEnv) thingExists(name string) bool {
+	e.t.Helper()
+	_, err := e.prov.DescribeThing(context.Background(), name)
+	if err != nil && !errkind.Is(err, errkind.NotFound) {
+		e.t.Fatal(err)
+	}
+	return err == nil
+}
+
+// checkProvisioned asserts the thing holds exactly one certificate, the one
+// in its certs.zip with the key that matches it, and that the core's
+// artifacts are recorded.
+func (e *batchEnv) checkProvisioned(name string) {
+	e.t.Helper()
+	ctx := context.Background()
+	th, err := e.prov.DescribeThing(ctx, name)
+	if err != nil {
+		e.t.Fatalf("thing %s: %v", name, err)
+	}
+	data, _, err := e.prov.GetArtifact(ctx, thingflow.CertsKey(name))
+	if err != nil {
+		e.t.Fatalf("certs.zip of %s: %v", name, err)
+	}
+	files, err := thingflow.ReadZip(data)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := certs.ParseCertificate(files["certs/cert.pem"])
+	if err != nil {
+		e.t.Fatalf("certs.zip cert of %s: %v", name, err)
+	}
+	if !slices.Equal(th.Principals, []string{certs.ID(c)}) {
+		e.t.Fatalf("thing %s principals = %v, want only %s (certs.zip)", name, th.Principals, certs.ID(c))
+	}
+	if files["certs/private.key"] == "" {
+		e.t.Fatalf("certs.zip of %s has no private key", name)
+	}
+	arts, err := e.db.Cores().ListArtifacts(ctx, name)
+	if err != nil || len(arts) != 2 {
+		e.t.Fatalf("artifacts of %s = %v, %v; want certs and config", name, arts, err)
+	}
+}
+
+func (e *batchEnv) createdEvents() map[string]int {
+	out := map[string]int{}
+	for _, ev := range e.events.List() {
+		out[ev]++
+	}
+	return out
+}
+
+func batchCores(prefix string, n int) []cdf.NewCore {
+	cs := make([]cdf.NewCore, n)
+	for i := range cs {
+		name := fmt.Sprintf("%s-%02d", prefix, i)
+		cs[i] = core(name, provisioning.DefaultCoreTemplate, "MANUAL_INSTALL")
+	}
+	return cs
+}
+
+// TestCreateWholeBatch works Create tasks whole-batch (Config.Atomic) and
+// checks what ProcessItem guarantees still holds: every core provisioned
+// once with its certs.zip and artifacts, a failed core leaving nothing
+// behind, one event per core; and that a transient failure or a crash after
+// the commit loses and repeats nothing.
+func TestCreateWholeBatch(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("happy path and a failed core", func(t *testing.T) {
+		e := newBatchEnv(t)
+		cs := batchCores("ok", cores.CreateBatchSize+5) // two batches
+		cs[3].ConfigFileGenerator = "NO_SUCH_GENERATOR"
+		id := e.submit(cs...)
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
+			t.Fatal(err)
+		}
+		items := e.items(id)
+		for i, c := range cs {
+			it := items[c.Name]
+			if i == 3 {
+				if it.TaskStatus != cdf.StatusFailure || it.StatusMessage != "Unrecognized generator alias: NO_SUCH_GENERATOR" {
+					t.Fatalf("%s = %+v, want the generator failure", c.Name, it)
+				}
+				if e.thingExists(c.Name) {
+					t.Errorf("the failed core %s left its thing behind", c.Name)
+				}
+				continue
+			}
+			if it.TaskStatus != cdf.StatusSuccess {
+				t.Fatalf("%s = %+v, want Success", c.Name, it)
+			}
+			e.checkProvisioned(c.Name)
+		}
+		evs := e.events.List()
+		if len(evs) != len(cs) {
+			t.Fatalf("%d events for %d cores: %v", len(evs), len(cs), evs)
+		}
+	})
+
+	t.Run("a transient failure commits nothing, the re-run provisions every core once", func(t *testing.T) {
+		e := newBatchEnv(t)
+		cs := batchCores("flaky", 6)
+		e.prov.failThing.Store(cs[4].Name)
+		id := e.submit(cs...)
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err == nil {
+			t.Fatal("the batch with a transient failure succeeded")
+		}
+		for _, c := range cs {
+			if e.thingExists(c.Name) {
+				t.Fatalf("thing %s committed by a batch that failed", c.Name)
+			}
+		}
+		if evs := e.events.List(); len(evs) != 0 {
+			t.Fatalf("events published by a batch that failed: %v", evs)
+		}
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if it := e.items(id)[c.Name]; it.TaskStatus != cdf.StatusSuccess {
+				t.Fatalf("%s = %+v after the re-run", c.Name, it)
+			}
+			e.checkProvisioned(c.Name)
+		}
+		if n := len(e.events.List()); n != len(cs) {
+			t.Fatalf("%d events, want %d", n, len(cs))
+		}
+	})
+
+	t.Run("a crash after the commit resumes every core and publishes its event", func(t *testing.T) {
+		e := newBatchEnv(t)
+		cs := batchCores("crash", 5)
+		e.crashAfterCommit.Store(true)
+		id := e.submit(cs...)
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err == nil {
+			t.Fatal("the crashed batch reported success")
+		}
+		for _, c := range cs {
+			if it := e.items(id)[c.Name]; it.TaskStatus != cdf.StatusInProgress {
+				t.Fatalf("%s = %+v after the crash, want InProgress", c.Name, it)
+			}
+			e.checkProvisioned(c.Name) // committed
+		}
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			it := e.items(id)[c.Name]
+			if it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
+				t.Fatalf("%s = %+v after the re-run, want Success as a fresh core", c.Name, it)
+			}
+			e.checkProvisioned(c.Name)
+		}
+		for ev, n := range e.createdEvents() {
+			if n != 1 {
+				t.Errorf("event %s published %d times", ev, n)
+			}
+		}
+		if n := len(e.events.List()); n != len(cs) {
+			t.Fatalf("%d events, want %d", n, len(cs))
+		}
+	})
+}
