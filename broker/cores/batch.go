@@ -86,10 +86,31 @@ func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks
 	if err != nil {
 		return err
 	}
-	for _, e := range events {
-		s.emit(ctx, e.detailType, e.detail)
-	}
+	s.publish(ctx, events)
 	return nil
+}
+
+// publish publishes events in order, each run of one type in one go when
+// Config.EventsAll is set.
+func (s *Service) publish(ctx context.Context, events []pendingEvent) {
+	if s.cfg.EventsAll == nil {
+		for _, e := range events {
+			s.emit(ctx, e.detailType, e.detail)
+		}
+		return
+	}
+	for len(events) > 0 {
+		n := 1
+		for n < len(events) && events[n].detailType == events[0].detailType {
+			n++
+		}
+		details := make([]any, n)
+		for i, e := range events[:n] {
+			details[i] = e.detail
+		}
+		s.cfg.EventsAll(ctx, events[0].detailType, details)
+		events = events[n:]
+	}
 }
 
 // pendingEvent is an event held until the transaction commits.

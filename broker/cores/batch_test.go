@@ -37,6 +37,7 @@ type batchEnv struct {
 	// crashAfterCommit makes the next outer transaction report an error
 	// after it committed, as a crash right after the commit would.
 	crashAfterCommit atomic.Bool
+	publishCalls     atomic.Int32 // EventsAll calls
 }
 
 type outerKey struct{}
@@ -67,6 +68,12 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	}
 	e.svc = cores.New(cores.Config{
 		Store: db.Cores(), Tasks: db, Provider: e.prov, Provisioner: psvc, Events: e.events.Sink,
+		EventsAll: func(ctx context.Context, detailType string, details []any) {
+			e.publishCalls.Add(1)
+			for _, d := range details {
+				e.events.Sink(ctx, detailType, d)
+			}
+		},
 		ConfigGen: func(alias string, in cores.ConfigInput) (string, error) {
 			if alias != "MANUAL_INSTALL" {
 				return "", fmt.Errorf("%w: %s", cores.ErrUnknownGenerator, alias)
@@ -217,6 +224,9 @@ func TestCreateWholeBatch(t *testing.T) {
 		evs := e.events.List()
 		if len(evs) != len(cs) {
 			t.Fatalf("%d events for %d cores: %v", len(evs), len(cs), evs)
+		}
+		if n := e.publishCalls.Load(); n != 2 {
+			t.Errorf("events published in %d calls, want one per batch (2)", n)
 		}
 	})
 

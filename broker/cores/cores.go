@@ -98,6 +98,10 @@ type Config struct {
 	ConfigGen func(alias string, in ConfigInput) (string, error)
 	Devices   DeviceRemover
 	Events    EventSink          // optional
+	// EventsAll, when set, publishes many events of one type in one go
+	// (events.Service.PublishAll): the events of a whole-batch Create
+	// (batch.go). Without it they go to Events one by one.
+	EventsAll func(ctx context.Context, detailType string, details []any)
 	Revoker   CertificateRevoker // optional
 	Presence  PresenceFunc       // optional; without it cores are OFFLINE
 	// DeviceView, when set, builds GET /cores/{name}'s device block (and

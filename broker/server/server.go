@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc, Greengrass: greengrassReader(prov),
 		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log,
-		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}, Atomic: atomic})
+		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}, Atomic: atomic, EventsAll: eventSvc.PublishAll})
 
 	var al deploy.AssetLibrary // a nil interface unless configured
 	if cfg.AssetLibraryURL != "" {
