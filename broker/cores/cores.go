@@ -97,7 +97,7 @@ type Config struct {
 	// (every alias is then unknown).
 	ConfigGen func(alias string, in ConfigInput) (string, error)
 	Devices   DeviceRemover
-	Events    EventSink          // optional
+	Events    EventSink // optional
 	// EventsAll, when set, publishes many events of one type in one go
 	// (events.Service.PublishAll): the events of a whole-batch Create
 	// (batch.go). Without it they go to Events one by one.
