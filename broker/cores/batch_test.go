@@ -34,10 +34,13 @@ type batchEnv struct {
 	svc    *cores.Service
 	runner *tasks.Runner
 	events *coretest.Events
-	// crashAfterCommit makes the next outer transaction report an error
-	// after it committed, as a crash right after the commit would.
-	crashAfterCommit atomic.Bool
-	publishCalls     atomic.Int32 // EventsAll calls
+	// failAfterCommit makes the next outer transaction report an error
+	// after it committed (a commit whose answer was lost); with crash set
+	// too, it also cancels the run's context, as a crash right after the
+	// commit would end the work.
+	failAfterCommit atomic.Bool
+	crash           context.CancelFunc
+	publishCalls    atomic.Int32 // EventsAll calls
 }
 
 type outerKey struct{}
@@ -83,8 +86,12 @@ func newBatchEnv(t *testing.T) *batchEnv {
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil
 			err := db.Atomically(ctx, func(ctx context.Context) error { return fn(context.WithValue(ctx, outerKey{}, true)) })
-			if err == nil && outer && e.crashAfterCommit.CompareAndSwap(true, false) {
-				return errkind.New(errkind.Unavailable, "crashed after the commit")
+			if err == nil && outer && e.failAfterCommit.CompareAndSwap(true, false) {
+				if e.crash != nil {
+					e.crash()
+					return ctx.Err()
+				}
+				return errkind.New(errkind.Unavailable, "connection lost during the commit")
 			}
 			return err
 		},
@@ -93,14 +100,16 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	return e
 }
 
-// flakyProvider fails CreateThing of one thing name, transiently, once.
+// flakyProvider fails CreateThing of one thing name transiently: once
+// (failOnce) or until cleared (failAlways).
 type flakyProvider struct {
 	provider.Provider
-	failThing atomic.Value // string
+	failOnce   atomic.Value // string
+	failAlways atomic.Value // string
 }
 
 func (p *flakyProvider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
-	if p.failThing.CompareAndSwap(name, "") {
+	if p.failOnce.CompareAndSwap(name, "") || p.failAlways.Load() == name {
 		return errkind.New(errkind.Unavailable, "database is locked")
 	}
 	return p.Provider.CreateThing(ctx, name, thingType, attributes)
@@ -230,22 +239,50 @@ func TestCreateWholeBatch(t *testing.T) {
 		}
 	})
 
-	t.Run("a transient failure commits nothing, the re-run provisions every core once", func(t *testing.T) {
+	t.Run("a transient failure rolls the batch back and its cores are worked one by one", func(t *testing.T) {
 		e := newBatchEnv(t)
 		cs := batchCores("flaky", 6)
-		e.prov.failThing.Store(cs[4].Name)
+		e.prov.failOnce.Store(cs[4].Name)
 		id := e.submit(cs...)
-		if err := coretest.RunAll(ctx, e.runner, e.db, id); err == nil {
-			t.Fatal("the batch with a transient failure succeeded")
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
+			t.Fatal(err)
 		}
 		for _, c := range cs {
-			if e.thingExists(c.Name) {
-				t.Fatalf("thing %s committed by a batch that failed", c.Name)
+			// A message would say the core found a thing the rolled-back
+			// transaction had left behind.
+			if it := e.items(id)[c.Name]; it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
+				t.Fatalf("%s = %+v, want Success as a fresh core", c.Name, it)
 			}
+			e.checkProvisioned(c.Name)
 		}
-		if evs := e.events.List(); len(evs) != 0 {
-			t.Fatalf("events published by a batch that failed: %v", evs)
+		if n := len(e.events.List()); n != len(cs) {
+			t.Fatalf("%d events, want %d", n, len(cs))
 		}
+	})
+
+	t.Run("a core that keeps failing does not hold up the others", func(t *testing.T) {
+		e := newBatchEnv(t)
+		cs := batchCores("stuck", 6)
+		stuck := cs[2].Name
+		e.prov.failAlways.Store(stuck)
+		id := e.submit(cs...)
+		if err := coretest.RunAll(ctx, e.runner, e.db, id); err == nil {
+			t.Fatal("the batch with a core failing transiently succeeded")
+		}
+		for _, c := range cs {
+			it := e.items(id)[c.Name]
+			if c.Name == stuck {
+				if it.TaskStatus == cdf.StatusSuccess || it.TaskStatus == cdf.StatusFailure || e.thingExists(stuck) {
+					t.Fatalf("the stuck core = %+v (thing exists: %v), want it open and no thing", it, e.thingExists(stuck))
+				}
+				continue
+			}
+			if it.TaskStatus != cdf.StatusSuccess {
+				t.Fatalf("%s = %+v, want Success saved despite the stuck core", c.Name, it)
+			}
+			e.checkProvisioned(c.Name)
+		}
+		e.prov.failAlways.Store("")
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
 			t.Fatal(err)
 		}
@@ -255,17 +292,22 @@ func TestCreateWholeBatch(t *testing.T) {
 			}
 			e.checkProvisioned(c.Name)
 		}
-		if n := len(e.events.List()); n != len(cs) {
-			t.Fatalf("%d events, want %d", n, len(cs))
+		for ev, n := range e.createdEvents() {
+			if n != 1 {
+				t.Errorf("event %s published %d times", ev, n)
+			}
 		}
 	})
 
 	t.Run("a crash after the commit resumes every core and publishes its event", func(t *testing.T) {
 		e := newBatchEnv(t)
 		cs := batchCores("crash", 5)
-		e.crashAfterCommit.Store(true)
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		e.failAfterCommit.Store(true)
+		e.crash = cancel
 		id := e.submit(cs...)
-		if err := coretest.RunAll(ctx, e.runner, e.db, id); err == nil {
+		if err := coretest.RunAll(runCtx, e.runner, e.db, id); err == nil {
 			t.Fatal("the crashed batch reported success")
 		}
 		for _, c := range cs {
@@ -274,23 +316,42 @@ func TestCreateWholeBatch(t *testing.T) {
 			}
 			e.checkProvisioned(c.Name) // committed
 		}
-		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
-			t.Fatal(err)
+		if n := len(e.events.List()); n != 0 {
+			t.Fatalf("%d events published by the crashed run", n)
 		}
-		for _, c := range cs {
-			it := e.items(id)[c.Name]
-			if it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
-				t.Fatalf("%s = %+v after the re-run, want Success as a fresh core", c.Name, it)
-			}
-			e.checkProvisioned(c.Name)
-		}
-		for ev, n := range e.createdEvents() {
-			if n != 1 {
-				t.Errorf("event %s published %d times", ev, n)
-			}
-		}
-		if n := len(e.events.List()); n != len(cs) {
-			t.Fatalf("%d events, want %d", n, len(cs))
-		}
+		e.checkResumed(id, cs)
 	})
+
+	t.Run("a commit reported as failed resumes every core in the same run", func(t *testing.T) {
+		e := newBatchEnv(t)
+		cs := batchCores("lost", 5)
+		e.failAfterCommit.Store(true)
+		id := e.submit(cs...)
+		e.checkResumed(id, cs)
+	})
+}
+
+// checkResumed runs task id and checks each core ends Success as a core
+// provisioned by this task (no "already provisioned" message), once, with
+// one event.
+func (e *batchEnv) checkResumed(id string, cs []cdf.NewCore) {
+	e.t.Helper()
+	if err := coretest.RunAll(context.Background(), e.runner, e.db, id); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, c := range cs {
+		it := e.items(id)[c.Name]
+		if it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
+			e.t.Fatalf("%s = %+v, want Success as a core this task provisioned", c.Name, it)
+		}
+		e.checkProvisioned(c.Name)
+	}
+	for ev, n := range e.createdEvents() {
+		if n != 1 {
+			e.t.Errorf("event %s published %d times", ev, n)
+		}
+	}
+	if n := len(e.events.List()); n != len(cs) {
+		e.t.Fatalf("%d events, want %d", n, len(cs))
+	}
 }
