@@ -34,8 +34,9 @@ import (
 // after it re-runs items whose saved progress says they are provisioned:
 // create resumes them (artifacts recorded again, the event published once,
 // events being keyed by item). When the transaction fails (a transient
-// error of one core rolls back all of them), the batch's cores are worked
-// one by one instead, so one core's trouble does not hold up the others.
+// error of one core rolls back all of them), the runner works the batch's
+// cores one by one instead (tasks.ErrItemByItem), so one core's trouble
+// does not hold up the others.
 
 // WholeBatch reports whether t is worked whole-batch (tasks.BatchChooser):
 // Create tasks, when the store has transactions spanning stores.
@@ -49,14 +50,9 @@ var errItemFailed = errors.New("item failed")
 // ProcessBatch works the open items of a Create batch in one transaction
 // (tasks.BatchProcessor).
 func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
-	start := make([]tasks.Item, len(items))
-	for i, it := range items {
-		start[i] = *it
-	}
 	plans := s.prepareAll(ctx, t, items)
 	var events []pendingEvent
 	err := s.cfg.Atomic(ctx, func(ctx context.Context) error {
-		events = events[:0]
 		saved := make([]*tasks.Item, 0, len(items))
 		for _, it := range items {
 			before := it.Progress
@@ -96,67 +92,13 @@ func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks
 		return save(ctx, saved)
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		// Nothing was committed. Rather than fail the whole batch again on
-		// the next attempt for the sake of one core, work the cores one by
-		// one as ProcessItem does: the others get done and saved.
-		s.log.Warn("core batch transaction failed; working its cores one by one", "task", t.ID, "err", err)
-		if rerr := s.reload(ctx, t, items, start); rerr != nil {
-			return fmt.Errorf("%w (and reloading the batch's items: %v)", err, rerr)
-		}
-		return s.processEach(ctx, t, items, save)
+		// Nothing committed, or a commit whose answer was lost: the
+		// runner works the cores one by one from what is stored, so one
+		// core's trouble does not fail the whole batch again.
+		return fmt.Errorf("%w: %w", tasks.ErrItemByItem, err)
 	}
 	s.publish(ctx, events)
 	return nil
-}
-
-// reload puts items back as stored: as they were before the transaction
-// (start), or with its progress if it committed after all (a commit whose
-// answer was lost), so each resumes from what is really there.
-func (s *Service) reload(ctx context.Context, t tasks.Task, items []*tasks.Item, start []tasks.Item) error {
-	for i, it := range items {
-		*it = start[i]
-	}
-	if len(items) == 0 {
-		return nil
-	}
-	stored, err := s.cfg.Tasks.ListBatchItems(ctx, t.ID, items[0].Batch)
-	if err != nil {
-		return err
-	}
-	byName := make(map[string]tasks.Item, len(stored))
-	for _, it := range stored {
-		byName[it.Name] = it
-	}
-	for _, it := range items {
-		if st, ok := byName[it.Name]; ok {
-			it.Status, it.StatusMessage, it.Progress = st.Status, st.StatusMessage, st.Progress
-		}
-	}
-	return nil
-}
-
-// processEach works items one at a time with ProcessItem, saving each
-// final item at once, and returns the first transient error (after trying
-// every item): the batch then runs again and the saved items are skipped.
-func (s *Service) processEach(ctx context.Context, t tasks.Task, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
-	var first error
-	for _, it := range items {
-		if it.Final() {
-			continue
-		}
-		one := []*tasks.Item{it}
-		err := s.ProcessItem(ctx, t, it, func(ctx context.Context) error { return save(ctx, one) })
-		if err == nil && it.Final() {
-			err = save(ctx, one)
-		}
-		if err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 // publish publishes events in order, each run of one type in one go when

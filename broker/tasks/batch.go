@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -32,6 +33,12 @@ type BatchProcessor interface {
 	// trouble: the batch is retried and every step must be idempotent.
 	ProcessBatch(ctx context.Context, t Task, items []*Item, save func(context.Context, []*Item) error) error
 }
+
+// ErrItemByItem, wrapped in ProcessBatch's error, asks the runner to work
+// the batch's items one by one with ProcessItem right away, from what is
+// stored (a processor whose batch transaction failed as a whole: one
+// item's trouble then does not hold up the others).
+var ErrItemByItem = errors.New("work the batch item by item")
 
 // BatchChooser is implemented by BatchProcessors that work only some tasks
 // whole-batch (core tasks: Create, not Delete); RunBatch works the other

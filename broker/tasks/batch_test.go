@@ -262,3 +262,49 @@ func TestItemSavesGrouped(t *testing.T) {
 		})
 	}
 }
+
+// byItemProc is a BatchProcessor whose batch fails as a whole, asking for
+// the items to be worked one by one (ProcessItem, with proc's outcomes).
+type byItemProc struct {
+	proc
+	batches int
+}
+
+func (p *byItemProc) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
+	p.batches++
+	for _, it := range items {
+		it.Status = cdf.StatusSuccess // not saved: the runner must reload
+	}
+	return fmt.Errorf("%w: batch transaction: database is busy", tasks.ErrItemByItem)
+}
+
+// A ProcessBatch error wrapping ErrItemByItem makes the runner work the
+// items one by one from what is stored, in the same run: the others are
+// saved even when one keeps failing.
+func TestWholeBatchFallsBackItemByItem(t *testing.T) {
+	p := &byItemProc{proc: proc{fail: map[string]bool{"core-1": true}, flaky: map[string]bool{"core-2": true}}}
+	ms, _, id, _ := setup(t, 3, 10, &p.proc)
+	r := &tasks.Runner{Store: ms, Processors: map[tasks.Kind]tasks.Processor{tasks.KindCore: p}}
+	ctx := context.Background()
+	ref := tasks.BatchRef{TaskID: id, Batch: 0}
+	if err := r.RunBatch(ctx, ref); err == nil || !strings.Contains(err.Error(), "database is busy") {
+		t.Fatalf("first run = %v, want core-2's transient error", err)
+	}
+	items, _ := ms.ListBatchItems(ctx, id, 0)
+	got := map[string]string{}
+	for _, it := range items {
+		got[it.Name] = it.Status
+	}
+	if got["core-0"] != cdf.StatusSuccess || got["core-1"] != cdf.StatusFailure || got["core-2"] != cdf.StatusInProgress {
+		t.Fatalf("items after the first run = %v", got)
+	}
+	if err := r.RunBatch(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if task, _ := ms.GetTask(ctx, id); task.Status != cdf.StatusFailure || task.BatchesComplete != 1 {
+		t.Fatalf("task = %+v", task)
+	}
+	if p.batches != 2 || p.worked["core-0"] != 1 || p.worked["core-2"] != 2 {
+		t.Fatalf("batches %d, worked %v", p.batches, p.worked)
+	}
+}

@@ -76,16 +76,20 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 	if err := r.Store.StartTask(ctx, t.ID, r.now()); err != nil {
 		return fmt.Errorf("start task %s: %w", t.ID, err)
 	}
-	list, err := r.Store.ListBatchItems(ctx, t.ID, ref.Batch)
+	items, err := r.loadBatch(ctx, t, ref)
 	if err != nil {
-		return fmt.Errorf("load batch %d of task %s: %w", ref.Batch, t.ID, err)
-	}
-	items := make([]*Item, len(list))
-	for i := range list {
-		items[i] = &list[i]
+		return err
 	}
 	if bp, ok := wholeBatch(proc, t); ok {
-		return r.runWholeBatch(ctx, bp, proc, t, ref, items)
+		err := r.runWholeBatch(ctx, bp, proc, t, ref, items)
+		if !errors.Is(err, ErrItemByItem) || ctx.Err() != nil {
+			return err
+		}
+		// Work the items one by one below, from what is stored now.
+		r.logger().Warn("batch failed as a whole; working its items one by one", "task", t.ID, "batch", ref.Batch, "err", err)
+		if items, err = r.loadBatch(ctx, t, ref); err != nil {
+			return err
+		}
 	}
 
 	conc := r.Concurrency
@@ -129,6 +133,19 @@ func (r *Runner) RunBatch(ctx context.Context, ref BatchRef) error {
 		return err
 	}
 	return r.finishBatch(ctx, proc, t, ref.Batch, items)
+}
+
+// loadBatch returns the items of a batch as stored.
+func (r *Runner) loadBatch(ctx context.Context, t Task, ref BatchRef) ([]*Item, error) {
+	list, err := r.Store.ListBatchItems(ctx, t.ID, ref.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("load batch %d of task %s: %w", ref.Batch, t.ID, err)
+	}
+	items := make([]*Item, len(list))
+	for i := range list {
+		items[i] = &list[i]
+	}
+	return items, nil
 }
 
 // finishBatch runs AfterBatch over the final items of a batch, saves what it
