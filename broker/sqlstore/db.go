@@ -102,7 +102,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database dir: %w", err)
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	db, err := sql.Open(stmtCacheDriver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -121,7 +121,7 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	// Opened after the writer has put the file in WAL mode (persistent in
 	// the file). query_only makes any write through this pool fail rather
 	// than take the write lock behind the writer's back.
-	read, err := sql.Open(stmtCacheDriver, "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	read, err := sql.Open(stmtCacheDriver, "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=temp_store(MEMORY)")
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
