@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -122,6 +123,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "ggfleet serve: invalid configuration:\n"+err.Error())
 		return 2
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(server.GCPercent)
 	}
 	if err := server.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(stderr, "ggfleet serve:", err)

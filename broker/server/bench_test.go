@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,6 +56,9 @@ func BenchmarkCoreTask(b *testing.B) {
 		name := fmt.Sprintf("bench-core-%06d", i)
 		cores[i] = cdf.NewCore{Name: name, ProvisioningTemplate: "ggfleet-core",
 			ProvisioningParameters: map[string]string{"ThingName": name}, ConfigFileGenerator: "MANUAL_INSTALL"}
+	}
+	if os.Getenv("GOGC") == "" { // as `ggfleet serve` does
+		defer debug.SetGCPercent(debug.SetGCPercent(GCPercent))
 	}
 	cpu0 := benchCPU()
 	b.ResetTimer()
