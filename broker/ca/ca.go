@@ -437,6 +437,19 @@ func (a *Authority) forgetPool() {
 
 // lookup returns the CA record for caID, "" meaning the default.
 func (a *Authority) lookup(ctx context.Context, caID string) (Record, error) {
+	memo := memoOf(ctx)
+	if rec, ok := memo.get(caID); ok {
+		return rec, nil
+	}
+	rec, err := a.read(ctx, caID)
+	if err == nil {
+		memo.put(caID, rec)
+	}
+	return rec, err
+}
+
+// read reads the record of CA caID ("" = the default).
+func (a *Authority) read(ctx context.Context, caID string) (Record, error) {
 	if caID == "" {
 		rec, err := a.store.DefaultCA(ctx)
 		if errkind.Is(err, errkind.NotFound) {

@@ -151,6 +151,9 @@ func (s *Service) createItem(ctx context.Context, run createRun, t tasks.Task, i
 // create calls Prepare again and reports the failure.
 func (s *Service) prepareAll(ctx context.Context, t tasks.Task, items []*tasks.Item) map[string]*provisioning.Planned {
 	plans := make(map[string]*provisioning.Planned, len(items))
+	if s.cfg.BatchReads != nil {
+		ctx = s.cfg.BatchReads(ctx)
+	}
 	var (
 		mu  sync.Mutex
 		wg  sync.WaitGroup

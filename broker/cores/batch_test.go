@@ -41,6 +41,7 @@ type batchEnv struct {
 	failAfterCommit atomic.Bool
 	crash           context.CancelFunc
 	publishCalls    atomic.Int32 // EventsAll calls
+	batchReads      atomic.Int32 // BatchReads calls
 }
 
 type outerKey struct{}
@@ -82,6 +83,10 @@ func newBatchEnv(t *testing.T) *batchEnv {
 				return "", fmt.Errorf("%w: %s", cores.ErrUnknownGenerator, alias)
 			}
 			return fmt.Sprintf("---\nsystem:\n  thingName: %q\n", in.CoreName), nil
+		},
+		BatchReads: func(ctx context.Context) context.Context {
+			e.batchReads.Add(1)
+			return provisioning.WithBatchTemplates(ca.WithBatchLookups(ctx))
 		},
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil
@@ -236,6 +241,9 @@ func TestCreateWholeBatch(t *testing.T) {
 		}
 		if n := e.publishCalls.Load(); n != 2 {
 			t.Errorf("events published in %d calls, want one per batch (2)", n)
+		}
+		if n := e.batchReads.Load(); n != 2 {
+			t.Errorf("the batches' keys were prepared in %d batch-read contexts, want one per batch (2)", n)
 		}
 	})
 

@@ -119,8 +119,12 @@ type Config struct {
 	// when the provider keeps its registry in the same database (local
 	// mode): a cloud provider's calls cannot be rolled back.
 	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
-	Logger *slog.Logger
-	Now    func() time.Time
+	// BatchReads, when set, returns the context a batch's keys and
+	// certificates are prepared in: reads every core of the batch would
+	// repeat (its provisioning template, the CA) are then made once.
+	BatchReads func(ctx context.Context) context.Context
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Service runs core tasks and serves core records. It is the tasks.Processor of tasks.KindCore.

@@ -23,6 +23,8 @@ type memStore struct {
 	mu   sync.Mutex
 	docs map[string][]byte
 	info map[string]TemplateInfo
+	// reads counts GetProvisioningTemplate calls.
+	reads int
 }
 
 func newMemStore() *memStore {
@@ -56,6 +58,7 @@ func (m *memStore) CreateProvisioningTemplate(ctx context.Context, name string, 
 func (m *memStore) GetProvisioningTemplate(_ context.Context, name string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads++
 	d, ok := m.docs[name]
 	if !ok {
 		return nil, errkind.New(errkind.NotFound, "template %q not found", name)

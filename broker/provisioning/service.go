@@ -97,6 +97,10 @@ func (s *Service) template(ctx context.Context, req Request) ([]byte, *document,
 	if p := req.PlannedCertificate; p != nil && p.origin != nil && p.origin.template.name == req.Template {
 		return p.origin.template.raw, p.origin.template.doc, nil
 	}
+	memo, _ := ctx.Value(templatesKey{}).(*templateMemo)
+	if t, ok := memo.get(req.Template); ok {
+		return t.raw, t.doc, nil
+	}
 	raw, err := s.store.GetProvisioningTemplate(ctx, req.Template)
 	if errkind.Is(err, errkind.NotFound) {
 		return nil, nil, errkind.Wrap(errkind.Invalid, err, "BadRequestError: INVALID_PROVISIONING_TEMPLATE: %s", req.Template)
@@ -108,19 +112,58 @@ func (s *Service) template(ctx context.Context, req Request) ([]byte, *document,
 	c, ok := s.parsed[req.Template]
 	s.mu.Unlock()
 	if ok && bytes.Equal(c.raw, raw) {
+		memo.put(c)
 		return c.raw, c.doc, nil
 	}
 	doc, err := parseTemplate(raw)
 	if err != nil {
 		return nil, nil, invalid("provisioning template %q is not valid: %s", req.Template, msgOf(err))
 	}
+	c = parsedTemplate{name: req.Template, raw: raw, doc: doc}
 	s.mu.Lock()
 	if s.parsed == nil || len(s.parsed) >= maxParsed {
 		s.parsed = map[string]parsedTemplate{}
 	}
-	s.parsed[req.Template] = parsedTemplate{name: req.Template, raw: raw, doc: doc}
+	s.parsed[req.Template] = c
 	s.mu.Unlock()
+	memo.put(c)
 	return raw, doc, nil
+}
+
+// WithBatchTemplates returns a context in which the Service reads each
+// provisioning template at most once: a batch of things provisioned together
+// (a core task's batch) does not read the same template for each. Keep such a
+// context short lived: a template changed while it lasts is not seen by it.
+func WithBatchTemplates(ctx context.Context) context.Context {
+	return context.WithValue(ctx, templatesKey{}, &templateMemo{byName: map[string]parsedTemplate{}})
+}
+
+type templatesKey struct{}
+
+// templateMemo holds the templates read under one WithBatchTemplates
+// context; its things may be prepared concurrently.
+type templateMemo struct {
+	mu     sync.Mutex
+	byName map[string]parsedTemplate
+}
+
+func (m *templateMemo) get(name string) (parsedTemplate, bool) {
+	if m == nil {
+		return parsedTemplate{}, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.byName[name]
+	return t, ok
+}
+
+func (m *templateMemo) put(t parsedTemplate) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.byName[t.name] = t
 }
 
 // New returns a Service.

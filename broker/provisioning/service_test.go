@@ -5,9 +5,11 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
@@ -503,6 +505,56 @@ func TestPrepareAndResume(t *testing.T) {
 	req.Parameters = map[string]string{"ThingName": "dev2"}
 	if _, err := e.svc.Provision(ctx, req); !errkind.Is(err, errkind.Invalid) {
 		t.Fatalf("plan for another thing: err = %v, want Invalid", err)
+	}
+}
+
+func TestWithBatchTemplates(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	e.put(t, "tmpl", thingWithCert("", ""))
+	prepare := func(ctx context.Context, n int) int {
+		t.Helper()
+		e.store.mu.Lock()
+		e.store.reads = 0
+		e.store.mu.Unlock()
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := e.svc.Prepare(ctx, Request{Template: "tmpl", Parameters: map[string]string{"ThingName": fmt.Sprintf("dev%d", i)}}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		e.store.mu.Lock()
+		defer e.store.mu.Unlock()
+		return e.store.reads
+	}
+	if got := prepare(ctx, 4); got != 4 {
+		t.Errorf("plain context: %d template reads for 4 things, want 4", got)
+	}
+	batch := WithBatchTemplates(ctx)
+	if got := prepare(batch, 4); got < 1 || got > 4 {
+		t.Errorf("batch context: %d template reads for 4 things", got)
+	}
+	if got := prepare(batch, 4); got != 0 {
+		t.Errorf("batch context, second round: %d template reads, want 0", got)
+	}
+	// A template changed after the batch is read by the next one.
+	e.put(t, "tmpl", `{"Parameters": {"ThingName": {"Type": "String"}}, "Resources": {"thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}}}}`)
+	planned, err := e.svc.Prepare(WithBatchTemplates(ctx), Request{Template: "tmpl", Parameters: map[string]string{"ThingName": "later"}})
+	if err != nil || planned != nil {
+		t.Errorf("Prepare with the changed template (no certificate) = %+v, %v; want no plan", planned, err)
+	}
+	// A missing template is not remembered.
+	if _, err := e.svc.Prepare(batch, Request{Template: "nope", Parameters: map[string]string{"ThingName": "x"}}); !errkind.Is(err, errkind.Invalid) {
+		t.Errorf("missing template: err = %v, want Invalid", err)
+	}
+	e.put(t, "nope", thingWithCert("", ""))
+	if _, err := e.svc.Prepare(batch, Request{Template: "nope", Parameters: map[string]string{"ThingName": "x"}}); err != nil {
+		t.Errorf("template created within the batch: %v", err)
 	}
 }
 

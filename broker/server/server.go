@@ -211,7 +211,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc, Greengrass: greengrassReader(prov),
 		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log,
-		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}, Atomic: atomic, EventsAll: eventSvc.PublishAll})
+		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}, Atomic: atomic, EventsAll: eventSvc.PublishAll,
+		BatchReads: func(ctx context.Context) context.Context {
+			return provisioning.WithBatchTemplates(ca.WithBatchLookups(ctx))
+		}})
 
 	var al deploy.AssetLibrary // a nil interface unless configured
 	if cfg.AssetLibraryURL != "" {
