@@ -74,7 +74,7 @@ func (s *Service) Prepare(ctx context.Context, req Request) (*Planned, error) {
 		// Provision with this plan (moments later, in this process) uses
 		// the same template instead of reading and parsing it again.
 		r.planned.origin = &planOrigin{template: parsedTemplate{name: req.Template, raw: r.raw, doc: r.doc},
-			certPEM: r.planned.CertificatePem, caPEM: r.planned.CaCertificatePem}
+			thing: r.thing.Name, certPEM: r.planned.CertificatePem, caPEM: r.planned.CaCertificatePem}
 	}
 	return r.planned, nil
 }
@@ -229,12 +229,15 @@ func (r *run) createDeviceCertificate(ctx context.Context) error {
 		return nil
 	}
 	if p := r.req.PlannedCertificate; p != nil {
-		c, err := certs.ParseCertificate(p.CertificatePem)
-		if err != nil {
-			return invalid("the planned certificate cannot be read: %v", err)
-		}
-		if c.Subject.CommonName != r.thing.Name {
-			return invalid("the planned certificate is for %q, not for thing %q", c.Subject.CommonName, r.thing.Name)
+		// A plan Prepare made for this thing in this process needs no check.
+		if o := p.origin; o == nil || o.thing != r.thing.Name || o.certPEM != p.CertificatePem {
+			c, err := certs.ParseCertificate(p.CertificatePem)
+			if err != nil {
+				return invalid("the planned certificate cannot be read: %v", err)
+			}
+			if c.Subject.CommonName != r.thing.Name {
+				return invalid("the planned certificate is for %q, not for thing %q", c.Subject.CommonName, r.thing.Name)
+			}
 		}
 		cp := *p
 		r.planned = &cp
@@ -364,23 +367,29 @@ func (r *run) resolve(ctx context.Context) error {
 	if c := r.cert; c != nil {
 		switch {
 		case c.PEM != "":
-			cert, err := certs.ParseCertificate(c.PEM)
-			if err != nil {
-				return invalid("CertificatePem: %v", err)
-			}
 			// The certificate and CA of a plan Prepare made in this process
-			// come from the CA's Issue: checking the signature again is
-			// wasted work.
+			// come from the CA's Issue: reading them and checking the
+			// signature again is wasted work.
 			o := (*planOrigin)(nil)
 			if r.planned != nil {
 				o = r.planned.origin
 			}
-			ownPlan := o != nil && c.PEM == o.certPEM && c.CAPEM == o.caPEM
-			if c.CAPEM != "" && ownPlan {
+			if o != nil && c.PEM == o.certPEM && c.CAPEM == o.caPEM && c.CAPEM != "" {
+				id, err := certs.IDOfPEM(c.PEM)
+				if err != nil {
+					return fmt.Errorf("read issued certificate: %w", err)
+				}
+				r.certID = id
 				if r.caPEM == "" {
 					r.caPEM = c.CAPEM
 				}
-			} else if c.CAPEM != "" {
+				break
+			}
+			cert, err := certs.ParseCertificate(c.PEM)
+			if err != nil {
+				return invalid("CertificatePem: %v", err)
+			}
+			if c.CAPEM != "" {
 				ca, err := certs.ParseCertificate(c.CAPEM)
 				if err != nil {
 					return invalid("CACertificatePem: %v", err)

@@ -49,10 +49,11 @@ type Planned struct {
 	origin *planOrigin
 }
 
-// planOrigin is the template a plan was prepared with and the certificate
-// and CA Prepare put in it.
+// planOrigin is the template a plan was prepared with, the thing it was
+// prepared for and the certificate and CA Prepare put in it.
 type planOrigin struct {
 	template       parsedTemplate
+	thing          string
 	certPEM, caPEM string
 }
 

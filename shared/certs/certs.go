@@ -125,6 +125,23 @@ func ParseCertificate(pemText string) (*x509.Certificate, error) {
 	}
 }
 
+// IDOfPEM is the ID of the first certificate of a PEM text, computed without
+// parsing the certificate: for certificates this process made itself.
+func IDOfPEM(pemText string) (string, error) {
+	rest := []byte(pemText)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return "", errors.New("no CERTIFICATE PEM block found")
+		}
+		if block.Type == "CERTIFICATE" {
+			sum := sha256.Sum256(block.Bytes)
+			return hex.EncodeToString(sum[:]), nil
+		}
+	}
+}
+
 // ID is a certificate's id: the hex SHA-256 of its DER (AWS IoT's certificateId form).
 func ID(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)

@@ -1,8 +1,13 @@
 package certs
 
 import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestKeysAndCSR(t *testing.T) {
@@ -72,4 +77,42 @@ func FuzzParseCSR(f *testing.F) {
 			t.Fatal("nil CSR without error")
 		}
 	})
+}
+
+func TestIDOfPEM(t *testing.T) {
+	key, err := GenerateKey(ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "core-1"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := EncodeCertificate(der)
+	keyPEM, err := EncodeKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := ParseCertificate(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, pem, want string
+	}{
+		{"certificate", certPEM, ID(parsed)},
+		{"after a key block", keyPEM + certPEM, ID(parsed)},
+		{"no certificate", keyPEM, ""},
+		{"not PEM", "hello", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := IDOfPEM(tt.pem)
+			if got != tt.want || (err != nil) != (tt.want == "") {
+				t.Errorf("IDOfPEM = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
@@ -114,7 +115,13 @@ type Provider struct {
 	artifacts ArtifactStore
 	log       *slog.Logger
 	now       func() time.Time
+
+	mu    sync.Mutex
+	caIDs map[string]string // CA certificate PEM → its id: every registration names one of a few CAs
 }
+
+// maxCAIDs bounds the caIDs cache.
+const maxCAIDs = 64
 
 var _ provider.Provider = (*Provider)(nil)
 
@@ -223,19 +230,40 @@ func (p *Provider) RegisterCertificate(ctx context.Context, certPEM, caPEM, stat
 	if err != nil {
 		return "", errkind.Wrap(errkind.Invalid, err, "the certificate is not a valid PEM certificate")
 	}
-	caID := ""
-	if strings.TrimSpace(caPEM) != "" {
-		ca, err := certs.ParseCertificate(caPEM)
-		if err != nil {
-			return "", errkind.Wrap(errkind.Invalid, err, "the CA certificate is not a valid PEM certificate")
-		}
-		caID = certs.ID(ca)
+	caID, err := p.caID(caPEM)
+	if err != nil {
+		return "", err
 	}
 	id := certs.ID(cert)
 	c := provider.Certificate{ID: id, PEM: certs.EncodeCertificate(cert.Raw), CAID: caID, Status: status, CreatedAt: p.now()}
 	if err := p.store.PutCertificate(ctx, c); err != nil {
 		return "", fmt.Errorf("register certificate %s: %w", id, err)
 	}
+	return id, nil
+}
+
+// caID is the id of a CA certificate ("" for none), read once per PEM.
+func (p *Provider) caID(caPEM string) (string, error) {
+	if strings.TrimSpace(caPEM) == "" {
+		return "", nil
+	}
+	p.mu.Lock()
+	id, ok := p.caIDs[caPEM]
+	p.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	ca, err := certs.ParseCertificate(caPEM)
+	if err != nil {
+		return "", errkind.Wrap(errkind.Invalid, err, "the CA certificate is not a valid PEM certificate")
+	}
+	id = certs.ID(ca)
+	p.mu.Lock()
+	if p.caIDs == nil || len(p.caIDs) >= maxCAIDs {
+		p.caIDs = map[string]string{}
+	}
+	p.caIDs[caPEM] = id
+	p.mu.Unlock()
 	return id, nil
 }
 

@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provider/providertest"
 	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
+	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
 // newLocal returns a local provider on a fresh SQLite database and
@@ -343,5 +345,45 @@ func TestDeleteCertificateAndPolicy(t *testing.T) {
 	}
 	if _, err := p.DescribeCertificate(ctx, id2); !errkind.Is(err, errkind.NotFound) {
 		t.Fatalf("certificate after delete: %v", err)
+	}
+}
+
+func TestRegisterCertificateCAID(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newLocal(t)
+	first, second := providertest.NewIssuer(t), providertest.NewIssuer(t)
+	caID := func(is *providertest.Issuer) string {
+		t.Helper()
+		c, err := certs.ParseCertificate(is.CAPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certs.ID(c)
+	}
+	tests := []struct {
+		name   string
+		is     *providertest.Issuer
+		caPEM  string
+		wantCA string
+	}{
+		{"first CA", first, first.CAPEM, caID(first)},
+		{"first CA again", first, first.CAPEM, caID(first)},
+		{"second CA", second, second.CAPEM, caID(second)},
+		{"no CA", first, "", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := p.RegisterCertificate(ctx, tt.is.Issue(t, fmt.Sprintf("core-%d", i)), tt.caPEM, "ACTIVE")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := p.DescribeCertificate(ctx, id)
+			if err != nil || c.CAID != tt.wantCA {
+				t.Fatalf("certificate's CA = %q, %v; want %q", c.CAID, err, tt.wantCA)
+			}
+		})
+	}
+	if _, err := p.RegisterCertificate(ctx, first.Issue(t, "core-x"), "not a certificate", "ACTIVE"); !errkind.Is(err, errkind.Invalid) {
+		t.Fatalf("a bad CA certificate: err = %v, want Invalid", err)
 	}
 }
