@@ -21,7 +21,7 @@ func (s *Service) GetTask(ctx context.Context, id string) (cdf.DeploymentTask, e
 	if err != nil {
 		return cdf.DeploymentTask{}, err
 	}
-	items, err := s.cfg.Tasks.ListItems(ctx, t.ID)
+	items, err := s.cfg.Tasks.ListItemStates(ctx, t.ID)
 	if err != nil {
 		return cdf.DeploymentTask{}, fmt.Errorf("items of deployment task %s: %w", id, err)
 	}

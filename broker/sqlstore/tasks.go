@@ -28,7 +28,10 @@ var _ tasks.Store = (*DB)(nil)
 
 const taskColumns = `id, kind, type, core_name, status, status_message, created_at, updated_at, request, batches_total, batches_complete`
 
-const itemColumns = `task_id, name, seq, batch, status, status_message, created_at, updated_at, input, progress`
+const (
+	itemStateColumns = `task_id, name, seq, batch, status, status_message, created_at, updated_at`
+	itemColumns      = itemStateColumns + `, input, progress`
+)
 
 // CreateTask stores a task and its items and enqueues one job per batch, all
 // in one transaction.
@@ -153,6 +156,12 @@ func (d *DB) ListItems(ctx context.Context, taskID string) ([]tasks.Item, error)
 	return d.queryItemsOn(ctx, d.r(ctx), `SELECT `+itemColumns+` FROM task_items WHERE task_id = ? ORDER BY seq`, taskID)
 }
 
+// ListItemStates returns a task's items in request order without their
+// input and progress (tasks.Store).
+func (d *DB) ListItemStates(ctx context.Context, taskID string) ([]tasks.Item, error) {
+	return d.queryItemsOn(ctx, d.r(ctx), `SELECT `+itemStateColumns+`, '', '' FROM task_items WHERE task_id = ? ORDER BY seq`, taskID)
+}
+
 // ListBatchItems returns the items of one batch of a task in request order.
 // It reads through the writer: the runner decides from it which items to
 // process.
@@ -185,7 +194,9 @@ func (d *DB) queryItemsOn(ctx context.Context, q Querier, query string, args ...
 			return nil, mapErr(err, what)
 		}
 		it.CreatedAt, it.UpdatedAt = fromMillis(created), fromMillis(updated)
-		it.Input = json.RawMessage(input)
+		if input != "" {
+			it.Input = json.RawMessage(input)
+		}
 		if progress != "" {
 			it.Progress = json.RawMessage(progress)
 		}

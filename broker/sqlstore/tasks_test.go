@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -96,6 +97,19 @@ func TestTaskLifecycle(t *testing.T) {
 	batch1, _ = db.ListBatchItems(ctx, "abcdefghi", 1)
 	if batch1[0].Status != cdf.StatusSuccess || string(batch1[0].Progress) != `{"step":3}` || !batch1[0].UpdatedAt.Equal(now) {
 		t.Fatalf("updated item = %+v", batch1[0])
+	}
+	// The view's list has every field but the input and progress.
+	all, _ = db.ListItems(ctx, "abcdefghi")
+	states, err := db.ListItemStates(ctx, "abcdefghi")
+	if err != nil || len(states) != len(all) {
+		t.Fatalf("ListItemStates = %d items, %v; want %d", len(states), err, len(all))
+	}
+	for i, st := range states {
+		want := all[i]
+		want.Input, want.Progress = nil, nil
+		if !reflect.DeepEqual(st, want) {
+			t.Fatalf("ListItemStates[%d] = %+v, want %+v", i, st, want)
+		}
 	}
 	missing := it
 	missing.Name = "nope"

@@ -55,6 +55,14 @@ func (m *memStore) ListItems(ctx context.Context, id string) ([]tasks.Item, erro
 	return append([]tasks.Item(nil), m.items[id]...), nil
 }
 
+func (m *memStore) ListItemStates(ctx context.Context, id string) ([]tasks.Item, error) {
+	items, _ := m.ListItems(ctx, id)
+	for i := range items {
+		items[i].Input, items[i].Progress = nil, nil
+	}
+	return items, nil
+}
+
 func (m *memStore) ListBatchItems(ctx context.Context, id string, batch int) ([]tasks.Item, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

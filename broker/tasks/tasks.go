@@ -77,6 +77,10 @@ type Store interface {
 	// cursor, and whether more exist.
 	ListTasks(ctx context.Context, kind Kind, count int, after string) ([]Task, bool, error)
 	ListItems(ctx context.Context, taskID string) ([]Item, error)
+	// ListItemStates is ListItems without each item's Input and Progress:
+	// what a task's view shows, without reading the progress (which may
+	// hold a planned private key) of thousands of items.
+	ListItemStates(ctx context.Context, taskID string) ([]Item, error)
 	ListBatchItems(ctx context.Context, taskID string, batch int) ([]Item, error)
 	UpdateItem(ctx context.Context, it Item) error
 	// StartTask moves a Waiting task to InProgress; other states are left alone.

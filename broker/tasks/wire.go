@@ -50,7 +50,7 @@ func Load(ctx context.Context, st Store, kind Kind, id string) (Task, []Item, er
 		}
 		return Task{}, nil, fmt.Errorf("load %s task %s: %w", kind, id, err)
 	}
-	items, err := st.ListItems(ctx, id)
+	items, err := st.ListItemStates(ctx, id)
 	if err != nil {
 		return Task{}, nil, fmt.Errorf("load %ss of task %s: %w", kind, id, err)
 	}

@@ -466,6 +466,15 @@ func (s *Tasks) ListItems(ctx context.Context, taskID string) ([]tasks.Item, err
 	return slices.Clone(s.items[taskID]), nil
 }
 
+// ListItemStates returns a task's items without their input and progress.
+func (s *Tasks) ListItemStates(ctx context.Context, taskID string) ([]tasks.Item, error) {
+	items, _ := s.ListItems(ctx, taskID)
+	for i := range items {
+		items[i].Input, items[i].Progress = nil, nil
+	}
+	return items, nil
+}
+
 // ListBatchItems returns one batch's items.
 func (s *Tasks) ListBatchItems(ctx context.Context, taskID string, batch int) ([]tasks.Item, error) {
 	s.mu.Lock()
