@@ -501,12 +501,15 @@ func (x *execution) runStep(ctx context.Context, i int) (ok bool, msg string, st
 	res := patchmsg.StepResult{Index: i, Name: s.name, Status: patchmsg.StepRunning, StartedAt: &started}
 	x.recordStep(ctx, res, true)
 
+	outLog, errLog := x.openStepLog(i, patchmsg.StreamStdout), x.openStepLog(i, patchmsg.StreamStderr)
+	defer outLog.close()
+	defer errLog.close()
 	var outTail, errTail *tail
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
 		outTail, errTail = &tail{max: s.maxOutput}, &tail{max: s.maxOutput}
-		stdout := x.stream(s.name, patchmsg.StreamStdout, outTail)
-		stderr := x.stream(s.name, patchmsg.StreamStderr, errTail)
+		stdout := x.stream(i, patchmsg.StreamStdout, outTail, outLog)
+		stderr := x.stream(i, patchmsg.StreamStderr, errTail, errLog)
 		var r patcher.Result
 		var err error
 		if x.tr == nil {
@@ -595,12 +598,36 @@ func (x *execution) runStep(ctx context.Context, i int) (ok bool, msg string, st
 	return ok, msg, false
 }
 
-// stream is the redacting sink for one step's stream: it feeds the tail
-// and the log chunks.
-func (x *execution) stream(step, stream string, t *tail) *redactWriter {
+// openStepLog opens the file of step i's stream (steplog.go), or returns
+// nil when the step captures no output or the file cannot be opened (the
+// step runs all the same).
+func (x *execution) openStepLog(i int, stream string) *stepLog {
+	if x.plan.steps[i].capture == "none" {
+		return nil
+	}
+	job := x.plan.job
+	l, err := openStepLog(x.r.journal.logDir(job.PatchID, job.Attempt), i, stream)
+	if err != nil {
+		x.r.log.Warn("step output is not kept on disk", "patchId", job.PatchID, "step", x.plan.steps[i].name, "err", err)
+		return nil
+	}
+	return l
+}
+
+// stream is the redacting sink for one stream of step i: it feeds the
+// tail, the step log on disk and the log chunks. A step that captures no
+// output has none of them.
+func (x *execution) stream(i int, stream string, t *tail, disk *stepLog) *redactWriter {
+	s := x.plan.steps[i]
+	if s.capture == "none" {
+		return &redactWriter{out: func([]byte) {}}
+	}
 	var send func([]byte)
-	if x.logs != nil {
-		send = x.logs.writer(step, stream)
+	switch {
+	case x.logs != nil:
+		send = x.logs.writer(s.name, stream, disk, s.capture == "full")
+	case disk != nil:
+		send = func(p []byte) { disk.write(p) }
 	}
 	var mu sync.Mutex
 	return &redactWriter{red: x.js.red, out: func(p []byte) {

@@ -116,7 +116,11 @@ func (j *journal) save(rec *record) error {
 	return nil
 }
 
+// remove deletes a record and its step logs.
 func (j *journal) remove(rec *record) error {
+	if err := os.RemoveAll(j.logDir(rec.Job.PatchID, rec.Job.Attempt)); err != nil {
+		return err
+	}
 	err := os.Remove(j.fileName(rec.Job.PatchID, rec.Job.Attempt))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

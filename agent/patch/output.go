@@ -143,7 +143,9 @@ func (t *tail) text() string {
 // logSender streams one patch attempt's output as LogChunks of at most
 // patchmsg.MaxLogChunk bytes, at most rate chunks a second, through the
 // best-effort publish path. Output beyond maxPending bytes per stream is
-// dropped from the stream with a note saying how much.
+// dropped from the stream with a note saying how much, unless the step
+// captures its output "full": then the rest is read back from the step's
+// log file as the stream catches up, and none of it is dropped.
 type logSender struct {
 	pub     Publisher
 	patchID string
@@ -162,6 +164,14 @@ type pendingStream struct {
 	step, stream string
 	data         []byte
 	dropped      int64
+	// disk is the stream's step log (nil when there is none): every write
+	// goes there first. With full, output that does not fit in data is
+	// read back from it: diskOff is where the part not yet in data starts,
+	// and spilled says there is such a part.
+	disk    *stepLog
+	full    bool
+	diskOff int64
+	spilled bool
 }
 
 const maxPending = 256 << 10
@@ -170,20 +180,35 @@ func newLogSender(pub Publisher, patchID string, attempt int, rate int, seq int6
 	return &logSender{pub: pub, patchID: patchID, attempt: attempt, rate: rate, seq: seq, wake: make(chan struct{}, 1)}
 }
 
-// writer returns the sink for one step's stream.
-func (s *logSender) writer(step, stream string) func([]byte) {
+// writer returns the sink for one step's stream. It writes to disk too
+// (when not nil); full streams every byte (see logSender).
+func (s *logSender) writer(step, stream string, disk *stepLog, full bool) func([]byte) {
 	return func(p []byte) {
 		if len(p) == 0 {
 			return
 		}
 		s.mu.Lock()
 		ps := s.find(step, stream)
-		if len(ps.data)+len(p) > maxPending {
+		n := 0
+		if disk != nil {
+			n = disk.write(p) // under s.mu: the file and diskOff agree
+		}
+		// A file that stopped growing cannot hold what does not fit.
+		ps.disk, ps.full = disk, full && disk != nil && !disk.isCapped()
+		switch {
+		case ps.spilled:
+			// Read back from the file once the stream catches up.
+		case len(ps.data)+len(p) <= maxPending:
+			ps.data = append(ps.data, p...)
+			ps.diskOff += int64(n)
+		case ps.full:
+			ps.spilled = true
+		default:
 			room := max(0, maxPending-len(ps.data))
 			ps.dropped += int64(len(p) - room)
-			p = p[:room]
+			ps.data = append(ps.data, p[:room]...)
+			ps.diskOff += int64(n)
 		}
-		ps.data = append(ps.data, p...)
 		s.mu.Unlock()
 		select {
 		case s.wake <- struct{}{}:
@@ -238,7 +263,7 @@ func (s *logSender) sendOne(ctx context.Context, step string, final bool) bool {
 	s.mu.Lock()
 	var ps *pendingStream
 	for _, p := range s.pending {
-		if (step == "" || p.step == step) && (len(p.data) > 0 || p.dropped > 0) {
+		if (step == "" || p.step == step) && (len(p.data) > 0 || p.dropped > 0 || p.spilled) {
 			ps = p
 			break
 		}
@@ -246,6 +271,9 @@ func (s *logSender) sendOne(ctx context.Context, step string, final bool) bool {
 	if ps == nil {
 		s.mu.Unlock()
 		return false
+	}
+	if ps.spilled && len(ps.data) < patchmsg.MaxLogChunk {
+		ps.refill()
 	}
 	data := ps.data
 	if ps.dropped > 0 {
@@ -259,6 +287,32 @@ func (s *logSender) sendOne(ctx context.Context, step string, final bool) bool {
 	s.mu.Unlock()
 	s.publish(ctx, ps.step, ps.stream, chunk, false)
 	return true
+}
+
+// refill moves output that was kept on disk only into data, up to
+// maxPending; s.mu must be held.
+func (ps *pendingStream) refill() {
+	b, err := ps.disk.readAt(ps.diskOff, maxPending-len(ps.data))
+	ps.data = append(ps.data, b...)
+	ps.diskOff += int64(len(b))
+	if err != nil || ps.diskOff >= ps.disk.len() {
+		// All caught up (or the file cannot be read: stream what arrives
+		// from now on).
+		ps.spilled = false
+		ps.diskOff = ps.disk.len()
+	}
+}
+
+// spilling reports whether a stream of step still has output on disk only.
+func (s *logSender) spilling(step string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pending {
+		if p.step == step && p.spilled {
+			return true
+		}
+	}
+	return false
 }
 
 // cutPoint is where to cut data so the chunk is at most limit bytes and,
@@ -276,10 +330,20 @@ func cutPoint(data []byte, limit int) int {
 	return n
 }
 
-// endStep flushes a step's output at once (ignoring the rate; it is
-// bounded by maxPending) and sends an EOF chunk for each of its streams.
+// endStep flushes a step's output and sends an EOF chunk for each of its
+// streams. What is in memory (at most maxPending a stream) goes at once;
+// what a "full" stream has on disk only goes at the stream's rate.
 func (s *logSender) endStep(ctx context.Context, step string) {
+	pace := time.Second / time.Duration(max(1, s.rate))
+flush:
 	for s.sendOne(ctx, step, true) {
+		if s.spilling(step) {
+			select {
+			case <-ctx.Done():
+				break flush
+			case <-time.After(pace):
+			}
+		}
 	}
 	s.mu.Lock()
 	var streams []string

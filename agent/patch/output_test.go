@@ -3,6 +3,8 @@ package patch
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -60,7 +62,7 @@ func TestTail(t *testing.T) {
 func TestLogSenderChunksAndBound(t *testing.T) {
 	pub := &recorder{}
 	s := newLogSender(pub, "p", 1, 10, 0)
-	w := s.writer("step", patchmsg.StreamStdout)
+	w := s.writer("step", patchmsg.StreamStdout, nil, false)
 	// Multi-byte characters straddle the 8 KiB boundaries.
 	text := strings.Repeat("héllo wörld ", 3000)
 	w([]byte(text))
@@ -89,7 +91,7 @@ func TestLogSenderChunksAndBound(t *testing.T) {
 	// The rate bound: run sends at most rate/10 chunks per 100 ms tick.
 	pub2 := &recorder{}
 	s2 := newLogSender(pub2, "p", 1, 10, 100)
-	s2.writer("step", patchmsg.StreamStderr)(bytes.Repeat([]byte("y"), 20*patchmsg.MaxLogChunk))
+	s2.writer("step", patchmsg.StreamStderr, nil, false)(bytes.Repeat([]byte("y"), 20*patchmsg.MaxLogChunk))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s2.run(ctx); close(done) }()
@@ -106,5 +108,46 @@ func TestLogSenderChunksAndBound(t *testing.T) {
 	pub2.mu.Unlock()
 	if n >= 20 || first != 101 {
 		t.Errorf("%d chunks sent by the rate-bounded loop (first seq %d); want it to still hold back the rest and start after 100", n, first)
+	}
+}
+
+func TestStepLogCap(t *testing.T) {
+	old := maxStepLogBytes
+	maxStepLogBytes = 100
+	t.Cleanup(func() { maxStepLogBytes = old })
+	dir := t.TempDir()
+	l, err := openStepLog(dir, 0, patchmsg.StreamStdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &recorder{}
+	s := newLogSender(pub, "p", 1, 1000, 0)
+	w := s.writer("step", patchmsg.StreamStdout, l, true)
+	w(bytes.Repeat([]byte("a"), 60))
+	w(bytes.Repeat([]byte("b"), 60)) // crosses the cap
+	w(bytes.Repeat([]byte("c"), 10)) // past it
+	s.endStep(context.Background(), "step")
+	l.close()
+	b, err := os.ReadFile(filepath.Join(dir, "step-0.stdout.log"))
+	want := strings.Repeat("a", 60) + strings.Repeat("b", 40) + cappedNote
+	if err != nil || string(b) != want {
+		t.Fatalf("step log = %q, %v; want %q", b, err, want)
+	}
+	// The stream had room in memory: it has everything.
+	var got strings.Builder
+	for _, c := range pub.logs {
+		got.WriteString(c.Data)
+	}
+	if got.String() != strings.Repeat("a", 60)+strings.Repeat("b", 60)+strings.Repeat("c", 10) {
+		t.Errorf("streamed %q", got.String())
+	}
+	// Reopened, a capped file stays capped.
+	l2, err := openStepLog(dir, 0, patchmsg.StreamStdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.close()
+	if n := l2.write([]byte("more")); n != 0 || !l2.isCapped() {
+		t.Errorf("reopened capped log took %d bytes", n)
 	}
 }

@@ -3,10 +3,12 @@ package patch
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -293,4 +295,82 @@ func TestBecomeAndRedaction(t *testing.T) {
 	if strings.Count(string(journal), testservers.Password) > 1 { // once: the step script as the broker sent it
 		t.Errorf("the password is in the journal's results")
 	}
+}
+
+// TestCaptureOutput runs the same fast output with each captureOutput:
+// full streams all of it (read back from the step log once the stream
+// falls behind), tail drops what comes too fast from the stream, none
+// keeps nothing; the step logs on disk have everything captured.
+func TestCaptureOutput(t *testing.T) {
+	t.Parallel()
+	srv := testservers.StartSSHD(t, testservers.SSHDOptions{})
+	state := t.TempDir()
+	pub := &recorder{}
+	r := newRunner(t, state, pub, func(c *Config) { c.LogChunksPerSec = 400 })
+	const fast = `seq 1 120000` // ~700 KB at once: more than a stream holds in memory
+	want := seqOutput(120000)
+	job := newJob("p-cap", sshTarget(t, srv, state, "dev-1"),
+		patchmsg.StepSpec{Name: "full", Run: fast, CaptureOutput: "full"},
+		patchmsg.StepSpec{Name: "tail", Run: fast},
+		patchmsg.StepSpec{Name: "none", Run: `echo hello; echo there >&2`, CaptureOutput: "none"},
+	)
+	r.Handle(job)
+	if done := pub.waitCompleted(t, "p-cap", 1); done.Status != patchmsg.PatchSuccess {
+		t.Fatalf("completed %+v; events:\n%s", done, pub.dump("p-cap", 1))
+	}
+	steps := stepsOf(pub.eventsOf("p-cap", 1))
+	if got := pub.logText("p-cap", "full", patchmsg.StreamStdout); got != want {
+		t.Errorf("full: streamed %d bytes, want all %d of the output in order", len(got), len(want))
+	}
+	tailed := pub.logText("p-cap", "tail", patchmsg.StreamStdout)
+	if !strings.HasPrefix(tailed, "1\n2\n") || !strings.Contains(tailed, "bytes of output were not streamed") {
+		t.Errorf("tail: streamed %d bytes without the note about what was dropped", len(tailed))
+	}
+	for _, name := range []string{"full", "tail"} {
+		if st := steps[name]; !st.Truncated || !strings.HasSuffix(st.StdoutTail, "\n120000\n") {
+			t.Errorf("%s: result tail truncated=%v ends %q", name, st.Truncated, st.StdoutTail[max(0, len(st.StdoutTail)-20):])
+		}
+	}
+	if st := steps["none"]; st.StdoutTail != "" || st.StderrTail != "" || pub.logText("p-cap", "none", patchmsg.StreamStdout) != "" {
+		t.Errorf("none: tails %q %q and a stream, want nothing captured", st.StdoutTail, st.StderrTail)
+	}
+	pub.mu.Lock()
+	for _, c := range pub.logs {
+		if c.PatchID == "p-cap" && c.Step == "none" {
+			t.Errorf("none: log chunk %+v sent", c)
+		}
+	}
+	pub.mu.Unlock()
+
+	dir := r.journal.logDir("p-cap", 1)
+	for i, name := range []string{"full", "tail"} {
+		path := filepath.Join(dir, fmt.Sprintf("step-%d.stdout.log", i))
+		b, err := os.ReadFile(path)
+		if err != nil || string(b) != want {
+			t.Errorf("%s: step log has %d bytes, %v; want the whole output", name, len(b), err)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: step log mode %v, %v; want 0600", name, fi.Mode(), err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "step-2.stdout.log")); !os.IsNotExist(err) {
+		t.Errorf("none: a step log exists (%v)", err)
+	}
+	// Pruning the record removes its step logs.
+	if err := r.journal.remove(&record{Job: patchmsg.Job{PatchID: "p-cap", Attempt: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("step logs left after the record was removed (%v)", err)
+	}
+}
+
+// seqOutput is what `seq 1 n` prints.
+func seqOutput(n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		b.WriteString(strconv.Itoa(i))
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
