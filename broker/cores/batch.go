@@ -50,15 +50,17 @@ var errItemFailed = errors.New("item failed")
 // ProcessBatch works the open items of a Create batch in one transaction
 // (tasks.BatchProcessor).
 func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
-	plans := s.prepareAll(ctx, t, items)
+	ready := s.prepareAll(ctx, t, items)
 	var events []pendingEvent
 	err := s.cfg.Atomic(ctx, func(ctx context.Context) error {
 		saved := make([]*tasks.Item, 0, len(items))
 		for _, it := range items {
 			before := it.Progress
 			var evs []pendingEvent
+			pi := ready[it.Name]
 			run := createRun{
-				flow: &thingflow.Flow{Provider: s.cfg.Provider, Provisioner: prepared{Provisioner: s.cfg.Provisioner, plan: plans[it.Name]}, Now: s.cfg.Now},
+				flow:   &thingflow.Flow{Provider: s.cfg.Provider, Provisioner: prepared{Provisioner: s.cfg.Provisioner, plan: pi.plan}, Now: s.cfg.Now},
+				config: pi.config,
 				emit: func(_ context.Context, detailType string, detail any) {
 					evs = append(evs, pendingEvent{detailType, detail})
 				},
@@ -146,11 +148,21 @@ func (s *Service) createItem(ctx context.Context, run createRun, t tasks.Task, i
 	return s.create(ctx, run, t, req, in, it, &prog, saver)
 }
 
-// prepareAll makes the keys and certificates of the items that start now
-// (no progress yet), in parallel. An item whose Prepare fails gets no plan:
-// create calls Prepare again and reports the failure.
-func (s *Service) prepareAll(ctx context.Context, t tasks.Task, items []*tasks.Item) map[string]*provisioning.Planned {
-	plans := make(map[string]*provisioning.Planned, len(items))
+// preparedItem is what prepareAll made for an item.
+type preparedItem struct {
+	plan   *provisioning.Planned
+	config *generated
+}
+
+// prepareAll makes the keys, certificates and installer configs of the
+// items that start now (no progress yet), in parallel, so that the batch's
+// transaction (which holds SQLite's one writer) only writes. An item whose
+// Prepare fails gets no plan: create calls Prepare again and reports the
+// failure.
+func (s *Service) prepareAll(ctx context.Context, t tasks.Task, items []*tasks.Item) map[string]preparedItem {
+	ready := make(map[string]preparedItem, len(items))
+	var req taskRequest
+	_ = json.Unmarshal(t.Request, &req) // as DecodeItem reads it; a bad request fails there
 	if s.cfg.BatchReads != nil {
 		ctx = s.cfg.BatchReads(ctx)
 	}
@@ -164,24 +176,27 @@ func (s *Service) prepareAll(ctx context.Context, t tasks.Task, items []*tasks.I
 		if len(it.Progress) > 0 && string(it.Progress) != "null" || json.Unmarshal(it.Input, &in) != nil {
 			continue
 		}
-		req := thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters)
+		preq := thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters)
 		name := it.Name
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p, err := s.cfg.Provisioner.Prepare(ctx, req)
-			if err != nil || p == nil {
-				return
+			var pi preparedItem
+			if p, err := s.cfg.Provisioner.Prepare(ctx, preq); err == nil {
+				pi.plan = p
+			}
+			if in.ConfigFileGenerator != "" && s.cfg.ConfigGen != nil {
+				pi.config = s.generate(req, in)
 			}
 			mu.Lock()
-			plans[name] = p
+			ready[name] = pi
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return plans
+	return ready
 }
 
 // prepared is a Provisioner whose Prepare returns the plan made beforehand

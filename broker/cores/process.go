@@ -58,6 +58,15 @@ func failed(it *tasks.Item, err error) (handled bool, transient error) {
 type createRun struct {
 	flow *thingflow.Flow
 	emit func(ctx context.Context, detailType string, detail any)
+	// config is the installer config made beforehand (nil: make it when
+	// it is needed).
+	config *generated
+}
+
+// generated is the outcome of Config.ConfigGen.
+type generated struct {
+	text string
+	err  error
 }
 
 // create is spec §4.1 with ggfleet's corrections: crash-safe, resumable.
@@ -104,7 +113,7 @@ func (s *Service) create(ctx context.Context, run createRun, t tasks.Task, req t
 	}
 
 	if in.ConfigFileGenerator != "" && prog.Config == nil {
-		msg, err := s.config(ctx, req, in, it, prog)
+		msg, err := s.config(ctx, run, req, in, it, prog)
 		if err != nil {
 			return err
 		}
@@ -129,17 +138,16 @@ func (s *Service) create(ctx context.Context, run createRun, t tasks.Task, req t
 // own: the item's final save records it. A crash before that re-runs this
 // step, which writes the same file again (atomically) and records the same
 // artifact, so the extra write per core is not worth it.
-func (s *Service) config(ctx context.Context, req taskRequest, in cdf.NewCore, it *tasks.Item, prog *thingflow.Progress) (string, error) {
+func (s *Service) config(ctx context.Context, run createRun, req taskRequest, in cdf.NewCore, it *tasks.Item, prog *thingflow.Progress) (string, error) {
 	alias := in.ConfigFileGenerator
 	if s.cfg.ConfigGen == nil {
 		return "Unrecognized generator alias: " + alias, nil
 	}
-	text, err := s.cfg.ConfigGen(alias, ConfigInput{
-		CoreName:             in.Name,
-		CoreVersion:          req.CoreVersion,
-		ProvisioningTemplate: in.ProvisioningTemplate,
-		Parameters:           in.ProvisioningParameters,
-	})
+	g := run.config
+	if g == nil {
+		g = s.generate(req, in)
+	}
+	text, err := g.text, g.err
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrUnknownGenerator) || strings.HasPrefix(err.Error(), "Unrecognized generator alias"):
@@ -162,6 +170,17 @@ func (s *Service) config(ctx context.Context, req taskRequest, in cdf.NewCore, i
 		return "", err
 	}
 	return "", nil
+}
+
+// generate renders a core's installer config (no side effects).
+func (s *Service) generate(req taskRequest, in cdf.NewCore) *generated {
+	text, err := s.cfg.ConfigGen(in.ConfigFileGenerator, ConfigInput{
+		CoreName:             in.Name,
+		CoreVersion:          req.CoreVersion,
+		ProvisioningTemplate: in.ProvisioningTemplate,
+		Parameters:           in.ProvisioningParameters,
+	})
+	return &generated{text: text, err: err}
 }
 
 func (s *Service) recordArtifact(ctx context.Context, core, kind string, a cdf.Artifact) error {
