@@ -107,6 +107,39 @@ func EncodeCertificate(der []byte) string {
 
 // ParseCertificate reads the first certificate of a PEM text.
 func ParseCertificate(pemText string) (*x509.Certificate, error) {
+	der, err := firstCertificate(pemText)
+	if err != nil {
+		return nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate: %w", err)
+	}
+	return c, nil
+}
+
+// IDOfPEM is the ID of the first certificate of a PEM text, computed without
+// parsing the certificate: for certificates this process made itself.
+func IDOfPEM(pemText string) (string, error) {
+	der, err := firstCertificate(pemText)
+	if err != nil {
+		return "", err
+	}
+	return idOf(der), nil
+}
+
+// ID is a certificate's id: the hex SHA-256 of its DER (AWS IoT's certificateId form).
+func ID(c *x509.Certificate) string {
+	return idOf(c.Raw)
+}
+
+func idOf(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// firstCertificate returns the DER of the first CERTIFICATE block of a PEM text.
+func firstCertificate(pemText string) ([]byte, error) {
 	rest := []byte(pemText)
 	for {
 		var block *pem.Block
@@ -114,38 +147,10 @@ func ParseCertificate(pemText string) (*x509.Certificate, error) {
 		if block == nil {
 			return nil, errors.New("no CERTIFICATE PEM block found")
 		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
-		}
-		return c, nil
-	}
-}
-
-// IDOfPEM is the ID of the first certificate of a PEM text, computed without
-// parsing the certificate: for certificates this process made itself.
-func IDOfPEM(pemText string) (string, error) {
-	rest := []byte(pemText)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return "", errors.New("no CERTIFICATE PEM block found")
-		}
 		if block.Type == "CERTIFICATE" {
-			sum := sha256.Sum256(block.Bytes)
-			return hex.EncodeToString(sum[:]), nil
+			return block.Bytes, nil
 		}
 	}
-}
-
-// ID is a certificate's id: the hex SHA-256 of its DER (AWS IoT's certificateId form).
-func ID(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
 }
 
 // NewCSR makes a PEM certificate signing request for key with the given common name.
