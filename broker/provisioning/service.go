@@ -111,23 +111,21 @@ func (s *Service) template(ctx context.Context, req Request) ([]byte, *document,
 	s.mu.Lock()
 	c, ok := s.parsed[req.Template]
 	s.mu.Unlock()
-	if ok && bytes.Equal(c.raw, raw) {
-		memo.put(c)
-		return c.raw, c.doc, nil
+	if !ok || !bytes.Equal(c.raw, raw) {
+		doc, err := parseTemplate(raw)
+		if err != nil {
+			return nil, nil, invalid("provisioning template %q is not valid: %s", req.Template, msgOf(err))
+		}
+		c = parsedTemplate{name: req.Template, raw: raw, doc: doc}
+		s.mu.Lock()
+		if s.parsed == nil || len(s.parsed) >= maxParsed {
+			s.parsed = map[string]parsedTemplate{}
+		}
+		s.parsed[req.Template] = c
+		s.mu.Unlock()
 	}
-	doc, err := parseTemplate(raw)
-	if err != nil {
-		return nil, nil, invalid("provisioning template %q is not valid: %s", req.Template, msgOf(err))
-	}
-	c = parsedTemplate{name: req.Template, raw: raw, doc: doc}
-	s.mu.Lock()
-	if s.parsed == nil || len(s.parsed) >= maxParsed {
-		s.parsed = map[string]parsedTemplate{}
-	}
-	s.parsed[req.Template] = c
-	s.mu.Unlock()
 	memo.put(c)
-	return raw, doc, nil
+	return c.raw, c.doc, nil
 }
 
 // WithBatchTemplates returns a context in which the Service reads each
