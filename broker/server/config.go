@@ -17,7 +17,7 @@ import (
 // GCPercent is the garbage collector's target `ggfleet serve` runs with when
 // GOGC is not set. The broker's live heap is small (tens of MiB) and its work
 // allocation-heavy (TLS, SQL rows, JSON): collecting when the heap has tripled
-// rather than doubled costs a few MiB and saves about a tenth of the CPU of a
+// rather than doubled costs some tens of MiB and saves about a tenth of the CPU of a
 // bulk provisioning task (BENCHMARKS.md, run 7).
 const GCPercent = 200
 
