@@ -256,12 +256,18 @@ func (b *broker) must(want int, method, path string, body any) response {
 // waitFor polls cond until it returns true or the generous deadline passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	waitEvery(t, timeout, 200*time.Millisecond, what, cond)
+}
+
+// waitEvery is waitFor checking cond every interval.
+func waitEvery(t testing.TB, timeout, interval time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

@@ -14,7 +14,9 @@ func TestKillMidTaskResumes(t *testing.T) {
 		t.Skip("long: kills a broker in the middle of a 500-core task")
 	}
 	const n = 500
-	b := startBroker(t)
+	// One batch worker, and the task polled every 10 ms below: a 500-core
+	// task takes a fraction of a second on a fast machine.
+	b := startBroker(t, "--workers", "1")
 	cores := make([]map[string]any, n)
 	for i := range cores {
 		cores[i] = core(fmt.Sprintf("rc-%03d", i))
@@ -23,7 +25,7 @@ func TestKillMidTaskResumes(t *testing.T) {
 
 	// Kill as soon as part of the work is done, but not all of it.
 	var done int
-	waitFor(t, 2*time.Minute, "the first cores to finish", func() bool {
+	waitEvery(t, 2*time.Minute, 10*time.Millisecond, "the first cores to finish", func() bool {
 		var task struct {
 			TaskStatus string `json:"taskStatus"`
 			Cores      []struct {
