@@ -38,6 +38,8 @@
 //     d.read on SQLite, so they do not queue for the writer connection
 //     behind other items' writes; d.sql on PostgreSQL, where the task pool
 //     has connections enough and the read pool stays the API's.
+//   - On SQLite a goroutine of the DB copies the WAL back into the database
+//     file (checkpoint.go), so commits on the writer never wait for it.
 //   - Missing rows are errkind.NotFound, unique violations errkind.Conflict.
 package sqlstore
 
@@ -82,7 +84,8 @@ type DB struct {
 	read    *sql.DB // reads that must not wait for the writer; see the package comment
 	dialect Dialect
 	log     *slog.Logger
-	enqueue Enqueuer // set by SetEnqueuer (tasks.go)
+	enqueue Enqueuer      // set by SetEnqueuer (tasks.go)
+	ckpt    *checkpointer // SQLite's background checkpoints (checkpoint.go); nil on PostgreSQL
 }
 
 // SQLiteReadConns is the size of the SQLite read pool: the API's
@@ -102,7 +105,8 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database dir: %w", err)
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_txlock=immediate" +
+		"&_pragma=wal_autocheckpoint(" + strconv.Itoa(walBackstopPages) + ")"
 	db, err := sql.Open(stmtCacheDriver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -133,7 +137,13 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
 	}
-	return &DB{sql: db, read: read, dialect: SQLite, log: log}, nil
+	ckpt, err := startCheckpointer(ctx, path, log)
+	if err != nil {
+		read.Close()
+		db.Close()
+		return nil, err
+	}
+	return &DB{sql: db, read: read, dialect: SQLite, log: log, ckpt: ckpt}, nil
 }
 
 // Pool limits of OpenPostgres: each replica keeps at most
@@ -215,9 +225,15 @@ func (d *DB) SQL() *sql.DB { return d.sql }
 // Dialect returns the engine.
 func (d *DB) Dialect() Dialect { return d.dialect }
 
-// Close closes the pools.
+// Close stops the checkpointer (SQLite) and closes the pools.
 func (d *DB) Close() error {
-	err := d.sql.Close()
+	var err error
+	if d.ckpt != nil {
+		err = d.ckpt.stop()
+	}
+	if serr := d.sql.Close(); err == nil {
+		err = serr
+	}
 	if d.read != d.sql {
 		if rerr := d.read.Close(); err == nil {
 			err = rerr
