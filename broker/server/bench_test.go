@@ -2,6 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +36,48 @@ import (
 func BenchmarkCoreTask(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
+	api := benchBroker(ctx, b)
+	cores := make([]cdf.NewCore, b.N)
+	for i := range cores {
+		name := fmt.Sprintf("bench-core-%06d", i)
+		cores[i] = cdf.NewCore{Name: name, ProvisioningTemplate: "ggfleet-core",
+			ProvisioningParameters: map[string]string{"ThingName": name}, ConfigFileGenerator: "MANUAL_INSTALL"}
+	}
+	benchTask(ctx, b, api, "/coreTasks", cdf.NewCoreTask{CoreVersion: "2.12.0", Type: "Create", Cores: cores}, "cores")
+}
+
+// BenchmarkDeviceTask is BenchmarkCoreTask for client devices: one
+// `POST /cores/{name}/deviceTasks` of b.N devices (template
+// ggfleet-client-device) for an enrolled core, from the submission until
+// every item is final. b.N is at most devices.MaxDevices (10,000).
+func BenchmarkDeviceTask(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	api := benchBroker(ctx, b)
+	const core = "bench-core"
+	loc, err := api.Create(ctx, http.MethodPost, "/coreTasks", cdf.NewCoreTask{CoreVersion: "2.12.0", Type: "Create",
+		Cores: []cdf.NewCore{{Name: core, ProvisioningTemplate: "ggfleet-core", ProvisioningParameters: map[string]string{"ThingName": core}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if failed := benchWait(ctx, b, api, loc); failed > 0 {
+		b.Fatalf("core %s failed", core)
+	}
+	benchEnroll(ctx, b, api, core)
+	devices := make([]cdf.NewDevice, b.N)
+	for i := range devices {
+		name := fmt.Sprintf("bench-device-%06d", i)
+		devices[i] = cdf.NewDevice{Name: name, ProvisioningTemplate: "ggfleet-client-device",
+			ProvisioningParameters: map[string]string{"ThingName": name}}
+	}
+	benchTask(ctx, b, api, "/cores/"+core+"/deviceTasks", cdf.NewDeviceTask{Type: "Create", Devices: devices}, "devices")
+}
+
+// benchBroker runs `ggfleet serve` in-process (local provider, SQLite, the
+// GC setting serve uses) until the benchmark ends and returns an admin
+// API client.
+func benchBroker(ctx context.Context, b *testing.B) *apiclient.Client {
+	b.Helper()
 	dir := b.TempDir()
 	listen, mqtt := benchFreeAddr(b), benchFreeAddr(b)
 	cfg := Config{
@@ -43,52 +91,85 @@ func BenchmarkCoreTask(b *testing.B) {
 	srvCtx, srvStop := context.WithCancel(ctx)
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- Run(srvCtx, cfg) }()
-	defer func() {
+	b.Cleanup(func() {
 		srvStop()
 		if err := <-srvDone; err != nil {
 			b.Errorf("server: %v", err)
 		}
-	}()
-	api := benchClient(ctx, b, "http://"+listen, filepath.Join(cfg.DataDir, "admin.token"), srvDone)
-
-	cores := make([]cdf.NewCore, b.N)
-	for i := range cores {
-		name := fmt.Sprintf("bench-core-%06d", i)
-		cores[i] = cdf.NewCore{Name: name, ProvisioningTemplate: "ggfleet-core",
-			ProvisioningParameters: map[string]string{"ThingName": name}, ConfigFileGenerator: "MANUAL_INSTALL"}
-	}
+	})
 	if os.Getenv("GOGC") == "" { // as `ggfleet serve` does
-		defer debug.SetGCPercent(debug.SetGCPercent(GCPercent))
+		old := debug.SetGCPercent(GCPercent)
+		b.Cleanup(func() { debug.SetGCPercent(old) })
 	}
+	return benchClient(ctx, b, "http://"+listen, filepath.Join(cfg.DataDir, "admin.token"), srvDone)
+}
+
+// benchTask times one task of b.N items: the POST to path, then polling
+// until every item is final. It reports <unit>/s and the process's CPU
+// time per item.
+func benchTask(ctx context.Context, b *testing.B, api *apiclient.Client, path string, body any, unit string) {
+	b.Helper()
 	cpu0 := benchCPU()
 	b.ResetTimer()
 	start := time.Now()
-	loc, err := api.Create(ctx, http.MethodPost, "/coreTasks", cdf.NewCoreTask{CoreVersion: "2.12.0", Type: "Create", Cores: cores})
+	loc, err := api.Create(ctx, http.MethodPost, path, body)
 	if err != nil {
 		b.Fatal(err)
 	}
-	id := loc[strings.LastIndex(loc, "/")+1:]
-	failed := benchWait(ctx, b, api, id)
+	failed := benchWait(ctx, b, api, loc)
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cpu := benchCPU() - cpu0
 	if failed > 0 {
-		b.Fatalf("%d of %d cores failed", failed, b.N)
+		b.Fatalf("%d of %d %s failed", failed, b.N, unit)
 	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "cores/s")
-	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/core")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), unit+"/s")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/"+strings.TrimSuffix(unit, "s"))
+}
+
+// benchEnroll enrolls core (provisioned) with a fresh key, which
+// registers it: a device task needs a registered core.
+func benchEnroll(ctx context.Context, b *testing.B, api *apiclient.Client, core string) {
+	b.Helper()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := api.Do(ctx, http.MethodPost, "/cores/"+core+"/enrollmentTokens", map[string]any{}, &tok); err != nil {
+		b.Fatalf("enrollment token for %s: %v", core, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: core}}, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	csr := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	if _, err := api.Enroll(ctx, apiclient.EnrollRequest{CoreName: core, Token: tok.Token, CsrPem: csr}); err != nil {
+		b.Fatalf("enroll %s: %v", core, err)
+	}
 }
 
 // benchWait polls the task until every item is final and returns how many failed.
-func benchWait(ctx context.Context, b *testing.B, api *apiclient.Client, id string) int {
+func benchWait(ctx context.Context, b *testing.B, api *apiclient.Client, location string) int {
 	for {
-		var t cdf.CoreTask
-		if err := api.Do(ctx, http.MethodGet, "/coreTasks/"+id, nil, &t); err != nil {
+		var t struct {
+			TaskStatus string `json:"taskStatus"`
+			Cores      []struct {
+				TaskStatus string `json:"taskStatus"`
+			} `json:"cores"`
+			Devices []struct {
+				TaskStatus string `json:"taskStatus"`
+			} `json:"devices"`
+		}
+		if err := api.Do(ctx, http.MethodGet, location, nil, &t); err != nil {
 			b.Fatal(err)
 		}
+		items := append(t.Cores, t.Devices...)
 		if t.TaskStatus == "Success" || t.TaskStatus == "Failure" {
 			done, failed := 0, 0
-			for _, it := range t.Cores {
+			for _, it := range items {
 				switch it.TaskStatus {
 				case "Success":
 					done++
@@ -96,13 +177,13 @@ func benchWait(ctx context.Context, b *testing.B, api *apiclient.Client, id stri
 					done, failed = done+1, failed+1
 				}
 			}
-			if done == len(t.Cores) {
+			if done == len(items) {
 				return failed
 			}
 		}
 		select { // GET /coreTasks/{id} of thousands of items is not free: poll gently
 		case <-ctx.Done():
-			b.Fatalf("task %s: %v", id, ctx.Err())
+			b.Fatalf("task %s: %v", location, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
