@@ -65,8 +65,19 @@ type Config struct {
 	Provider    provider.Provider
 	Provisioner thingflow.Provisioner
 	Events      func(ctx context.Context, detailType string, detail any) // optional
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// EventsAll, when set, publishes many events of one type in one go
+	// (the events of a batch worked whole).
+	EventsAll func(ctx context.Context, detailType string, details []any)
+	// Atomic, when set, runs fn with a context in which every store and
+	// the provider write in one transaction; called within one, under a
+	// savepoint (sqlstore.DB.Atomically, local mode). Create tasks are then
+	// worked whole batch at a time (batch.go).
+	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
+	// BatchReads, when set, returns the context a batch's keys and
+	// certificates are made in (lookups remembered for the batch).
+	BatchReads func(ctx context.Context) context.Context
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Service runs device tasks and serves client devices. It is the
@@ -198,7 +209,7 @@ func (s *Service) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Item,
 	}
 	switch t.Type {
 	case cdf.TaskCreate:
-		return s.create(ctx, t, in, it, &prog, saver)
+		return s.create(ctx, s.flow, s.emit, t, in, it, &prog, saver)
 	case cdf.TaskDelete:
 		deprovision := req.Options != nil && req.Options.DeprovisionClientDevices
 		return s.deleteItem(ctx, t, it, deprovision, &prog, saver)
@@ -208,16 +219,19 @@ func (s *Service) ProcessItem(ctx context.Context, t tasks.Task, it *tasks.Item,
 }
 
 // create is spec §4.3a: provision unless the thing exists (and is not our
-// own interrupted provisioning).
-func (s *Service) create(ctx context.Context, t tasks.Task, in cdf.NewDevice, it *tasks.Item, prog *thingflow.Progress, save thingflow.Saver) error {
-	out, err := s.flow.Run(ctx, in.Name, thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters), prog, save)
+// own interrupted provisioning). flow provisions and emit takes the event:
+// the service's own for an item worked alone, a flow with the key and
+// certificate made beforehand and an event held until the commit for an
+// item worked in a batch (batch.go).
+func (s *Service) create(ctx context.Context, flow *thingflow.Flow, emit thingflow.Emit, t tasks.Task, in cdf.NewDevice, it *tasks.Item, prog *thingflow.Progress, save thingflow.Saver) error {
+	out, err := flow.Run(ctx, in.Name, thingflow.ToRequest(in.ProvisioningTemplate, in.ProvisioningParameters, in.CdfProvisioningParameters), prog, save)
 	if err != nil {
 		f, ok := thingflow.AsFailure(err)
 		if !ok {
 			return err
 		}
 		it.Status, it.StatusMessage = cdf.StatusFailure, f.Msg
-		s.emit(ctx, EventDeviceCreated, DeviceEvent{TaskID: t.ID, DeviceName: in.Name, Status: "failed", Message: f.Msg})
+		emit(ctx, EventDeviceCreated, DeviceEvent{TaskID: t.ID, DeviceName: in.Name, Status: "failed", Message: f.Msg})
 		return nil
 	}
 	if out.AlreadyExists {
@@ -237,7 +251,7 @@ func (s *Service) create(ctx context.Context, t tasks.Task, in cdf.NewDevice, it
 		}
 	}
 	it.Status, it.StatusMessage = cdf.StatusSuccess, ""
-	s.emit(ctx, EventDeviceCreated, DeviceEvent{TaskID: t.ID, DeviceName: in.Name, Status: "success"})
+	emit(ctx, EventDeviceCreated, DeviceEvent{TaskID: t.ID, DeviceName: in.Name, Status: "success"})
 	return nil
 }
 

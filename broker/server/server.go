@@ -202,19 +202,21 @@ func Run(ctx context.Context, cfg Config) error {
 	installerConfig := func(alias string, in cores.ConfigInput) (string, error) {
 		return ggconfig.Generate(alias, cfg.ggParams(in.CoreName, in.CoreVersion, in.ProvisioningTemplate, in.Parameters))
 	}
-	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log})
 	// In local mode the registry is in db too, so a Create batch of cores
-	// commits in one transaction (cores/batch.go).
+	// or client devices commits in one transaction (thingflow.Batch).
 	var atomic func(ctx context.Context, fn func(ctx context.Context) error) error
 	if cl.aws == nil {
 		atomic = db.Atomically
 	}
+	batchReads := func(ctx context.Context) context.Context {
+		return provisioning.WithBatchTemplates(ca.WithBatchLookups(ctx))
+	}
+	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log,
+		Atomic: atomic, EventsAll: eventSvc.PublishAll, BatchReads: batchReads})
 	coreSvc := cores.New(cores.Config{Store: db.Cores(), Tasks: db, Provider: prov, Provisioner: provSvc, Greengrass: greengrassReader(prov),
 		ConfigGen: installerConfig, Devices: devSvc, Events: sink, DeviceView: healthSvc.Device, Logger: log,
 		Revoker: thingRevoker{prov: prov, crl: crlFile, now: time.Now}, Atomic: atomic, EventsAll: eventSvc.PublishAll,
-		BatchReads: func(ctx context.Context) context.Context {
-			return provisioning.WithBatchTemplates(ca.WithBatchLookups(ctx))
-		}})
+		BatchReads: batchReads})
 
 	var al deploy.AssetLibrary // a nil interface unless configured
 	if cfg.AssetLibraryURL != "" {

@@ -3,7 +3,8 @@
 // may be re-run after a crash at any point, so the sequence records its
 // progress (never the private key) before each side effect and, on a re-run,
 // resumes its own interrupted provisioning instead of treating the thing it
-// made as someone else's.
+// made as someone else's. Batch works a whole Create batch in one
+// transaction where the stores allow it (batch.go).
 package thingflow
 
 import (

@@ -1,0 +1,200 @@
+package thingflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/ggfleet/ggfleet/broker/provisioning"
+	"github.com/ggfleet/ggfleet/broker/tasks"
+	"github.com/ggfleet/ggfleet/shared/cdf"
+)
+
+// Create tasks, whole batch at a time.
+//
+// Worked one by one, each thing of a Create task costs a dozen commits: its
+// certs.zip, the thing, its certificate, principal and policy, the
+// records of the task's kind, the item. When the stores can run them in
+// one transaction (local mode), a batch is worked in two steps instead:
+//
+//  1. what each item that starts now needs and can be made without side
+//     effects (its key and certificate; a core's installer config) is
+//     made in parallel, outside any transaction;
+//  2. one transaction works every item, each under a savepoint: an item
+//     that fails leaves nothing behind, an item that succeeds is committed
+//     with the others, and the items' progress (still InProgress) is saved
+//     in the same transaction.
+//
+// Then the items' events are published and the runner saves them final. A
+// crash before the commit leaves nothing: the batch runs again. A crash
+// after it re-runs items whose saved progress says they are provisioned:
+// they resume (records written again, the event published once, events
+// being keyed by item). When the transaction fails (a transient error of
+// one item rolls back all of them), the runner works the batch's items one
+// by one instead (tasks.ErrItemByItem), so one item's trouble does not hold
+// up the others.
+
+// Batch works the open items of a Create batch in one transaction, for the
+// processors of core and client-device tasks (tasks.BatchProcessor). P is
+// what Prepare makes for an item ahead of the transaction.
+type Batch[P any] struct {
+	// Atomic runs fn in one transaction; called within one, it runs fn
+	// under a savepoint.
+	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
+	// PrepareContext, when set, returns the context every Prepare call of
+	// one batch gets (for lookups remembered for the batch).
+	PrepareContext func(ctx context.Context) context.Context
+	// Prepare makes what an item that has not started needs, with no side
+	// effects; calls run in parallel. ok false: nothing was made (Work
+	// makes it, or reports why it cannot).
+	Prepare func(ctx context.Context, it *tasks.Item) (p P, ok bool)
+	// Work works one item inside the transaction with what Prepare made
+	// (the zero P when nothing was), setting its Status as ProcessItem
+	// would. Its events go to emit, which holds them until the commit. A
+	// returned error is transient: nothing of the batch commits.
+	Work func(ctx context.Context, it *tasks.Item, p P, emit Emit) error
+	// Publish publishes the events of the committed items, in order.
+	Publish func(ctx context.Context, events []Event)
+}
+
+// Emit is where an item worked in a batch sends an event.
+type Emit func(ctx context.Context, detailType string, detail any)
+
+// Event is an event held until its batch's transaction commits.
+type Event struct {
+	DetailType string
+	Detail     any
+}
+
+// errItemFailed rolls an item's savepoint back when the item failed.
+var errItemFailed = errors.New("item failed")
+
+// Run works items (tasks.BatchProcessor.ProcessBatch).
+func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
+	ready := b.prepareAll(ctx, items)
+	var events []Event
+	err := b.Atomic(ctx, func(ctx context.Context) error {
+		saved := make([]*tasks.Item, 0, len(items))
+		for _, it := range items {
+			before := it.Progress
+			var evs []Event
+			emit := func(_ context.Context, detailType string, detail any) {
+				evs = append(evs, Event{detailType, detail})
+			}
+			err := b.Atomic(ctx, func(ctx context.Context) error {
+				if err := b.Work(ctx, it, ready[it.Name], emit); err != nil {
+					return err
+				}
+				if it.Status == cdf.StatusFailure {
+					return errItemFailed
+				}
+				return nil
+			})
+			switch {
+			case errors.Is(err, errItemFailed):
+				// Its writes are undone: keep the progress it started with.
+				it.Progress = before
+			case err != nil:
+				return err // transient: nothing commits, the batch runs again
+			}
+			events = append(events, evs...)
+			// The transaction runs on this goroutine from the first item
+			// to the last without blocking; let a waiting API request
+			// have the CPU between items instead of after the scheduler's
+			// 10 ms time slice.
+			runtime.Gosched()
+			cp := *it
+			cp.Status, cp.StatusMessage = cdf.StatusInProgress, ""
+			saved = append(saved, &cp)
+		}
+		return save(ctx, saved)
+	})
+	if err != nil {
+		// Nothing committed, or a commit whose answer was lost: the
+		// runner works the items one by one from what is stored, so one
+		// item's trouble does not fail the whole batch again.
+		return fmt.Errorf("%w: %w", tasks.ErrItemByItem, err)
+	}
+	b.Publish(ctx, events)
+	return nil
+}
+
+// prepareAll runs Prepare for the items that start now (no progress yet),
+// in parallel, so that the batch's transaction (which holds SQLite's one
+// writer) only writes.
+func (b Batch[P]) prepareAll(ctx context.Context, items []*tasks.Item) map[string]P {
+	ready := make(map[string]P, len(items))
+	if b.PrepareContext != nil {
+		ctx = b.PrepareContext(ctx)
+	}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, runtime.GOMAXPROCS(0))
+	)
+	for _, it := range items {
+		if len(it.Progress) > 0 && string(it.Progress) != "null" {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p, ok := b.Prepare(ctx, it)
+			if !ok {
+				return
+			}
+			mu.Lock()
+			ready[it.Name] = p
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return ready
+}
+
+// PublishEvents publishes events in order: each run of one type in one
+// call of all when it is set, else one by one with one.
+func PublishEvents(ctx context.Context, events []Event, one Emit, all func(ctx context.Context, detailType string, details []any)) {
+	if all == nil {
+		if one != nil {
+			for _, e := range events {
+				one(ctx, e.DetailType, e.Detail)
+			}
+		}
+		return
+	}
+	for len(events) > 0 {
+		n := 1
+		for n < len(events) && events[n].DetailType == events[0].DetailType {
+			n++
+		}
+		details := make([]any, n)
+		for i, e := range events[:n] {
+			details[i] = e.Detail
+		}
+		all(ctx, events[0].DetailType, details)
+		events = events[n:]
+	}
+}
+
+// Prepared returns a Provisioner whose Prepare returns plan when it is not
+// nil (made beforehand, for a batch) and asks p otherwise.
+func Prepared(p Provisioner, plan *provisioning.Planned) Provisioner {
+	return prepared{Provisioner: p, plan: plan}
+}
+
+type prepared struct {
+	Provisioner
+	plan *provisioning.Planned
+}
+
+func (p prepared) Prepare(ctx context.Context, req provisioning.Request) (*provisioning.Planned, error) {
+	if p.plan != nil {
+		return p.plan, nil
+	}
+	return p.Provisioner.Prepare(ctx, req)
+}
