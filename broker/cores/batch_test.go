@@ -111,6 +111,12 @@ type flakyProvider struct {
 	provider.Provider
 	failOnce   atomic.Value // string
 	failAlways atomic.Value // string
+	describes  atomic.Int32 // DescribeThing calls
+}
+
+func (p *flakyProvider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
+	p.describes.Add(1)
+	return p.Provider.DescribeThing(ctx, name)
 }
 
 func (p *flakyProvider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
@@ -217,6 +223,9 @@ func TestCreateWholeBatch(t *testing.T) {
 		id := e.submit(cs...)
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
 			t.Fatal(err)
+		}
+		if n := e.prov.describes.Load(); n != int32(len(cs)) {
+			t.Errorf("%d thing lookups for %d new cores, want one each (Provision is told the thing is absent)", n, len(cs))
 		}
 		items := e.items(id)
 		for i, c := range cs {

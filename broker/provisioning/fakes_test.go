@@ -99,6 +99,8 @@ type fakeProvider struct {
 	groups   map[string]bool
 	// failAttachPolicy makes AttachPolicy fail, to test undo.
 	failAttachPolicy bool
+	// describes counts DescribeThing calls.
+	describes int
 }
 
 func newFakeProvider() *fakeProvider {
@@ -111,6 +113,7 @@ func (f *fakeProvider) Mode() string { return "fake" }
 func (f *fakeProvider) DescribeThing(_ context.Context, name string) (provider.Thing, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.describes++
 	t, ok := f.things[name]
 	if !ok {
 		return provider.Thing{}, errkind.New(errkind.NotFound, "thing %q not found", name)

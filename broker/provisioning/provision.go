@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
+	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
@@ -466,6 +467,15 @@ func (r *run) checkPolicies(ctx context.Context) error {
 	return nil
 }
 
+// describeThing looks the thing up, unless the caller has just found none
+// (Request.ThingAbsent).
+func (r *run) describeThing(ctx context.Context, name string) (provider.Thing, error) {
+	if r.req.ThingAbsent {
+		return provider.Thing{}, errkind.New(errkind.NotFound, "thing %q does not exist", name)
+	}
+	return r.s.prov.DescribeThing(ctx, name)
+}
+
 // undo remembers what apply created, to remove it on failure.
 type undo struct {
 	thing    string
@@ -482,7 +492,7 @@ func (r *run) apply(ctx context.Context) (res Result, err error) {
 		}
 	}()
 	name := r.thing.Name
-	existing, err := r.s.prov.DescribeThing(ctx, name)
+	existing, err := r.describeThing(ctx, name)
 	switch {
 	case err == nil:
 		// A re-run with the planned certificate adopts the thing an

@@ -16,6 +16,11 @@ type Request struct {
 	// PlannedCertificate, when set, resumes a provisioning that a crash
 	// interrupted: see Result.CertificateID.
 	PlannedCertificate *Planned
+	// ThingAbsent says the caller has just looked the thing up and found
+	// none: Provision creates it without looking again (a read per thing
+	// in bulk tasks). A thing made meanwhile after all fails the call with
+	// errkind.Conflict and is left as it is.
+	ThingAbsent bool
 }
 
 // CDFParameters are the cdfProvisioningParameters of a core or device.

@@ -704,3 +704,36 @@ func TestResumeAdoptsThingWithoutPrincipal(t *testing.T) {
 		t.Fatalf("thing after resume = %+v", th)
 	}
 }
+
+// TestProvisionThingAbsent checks Request.ThingAbsent: the thing the caller
+// found missing is created without a lookup, and one made meanwhile after
+// all is refused with Conflict and left as it was.
+func TestProvisionThingAbsent(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.put(t, "T", thingWithCert("", ""))
+
+	res, err := e.svc.Provision(ctx, Request{Template: "T", Parameters: map[string]string{"ThingName": "fresh"}, ThingAbsent: true})
+	if err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	if e.prov.describes != 0 {
+		t.Errorf("Provision looked the thing up %d times despite ThingAbsent", e.prov.describes)
+	}
+	th, err := e.prov.DescribeThing(ctx, "fresh")
+	if err != nil || !slices.Equal(th.Principals, []string{res.CertificateID}) {
+		t.Fatalf("thing fresh = %+v, %v; want it holding %s", th, err, res.CertificateID)
+	}
+
+	if err := e.prov.CreateThing(ctx, "raced", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	certsBefore := len(e.prov.certs)
+	_, err = e.svc.Provision(ctx, Request{Template: "T", Parameters: map[string]string{"ThingName": "raced"}, ThingAbsent: true})
+	if !errkind.Is(err, errkind.Conflict) || !strings.Contains(err.Error(), "already provisioned") {
+		t.Fatalf("Provision of a thing made meanwhile = %v, want Conflict (already provisioned)", err)
+	}
+	if th, _ := e.prov.DescribeThing(ctx, "raced"); len(th.Principals) != 0 || len(e.prov.certs) != certsBefore {
+		t.Fatalf("the refused call changed things: principals %v, %d certificates (was %d)", th.Principals, len(e.prov.certs), certsBefore)
+	}
+}

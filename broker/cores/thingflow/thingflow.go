@@ -203,6 +203,7 @@ func (f *Flow) Run(ctx context.Context, name string, req provisioning.Request, p
 	default:
 		return Outcome{}, f.fail(err, "Failed provisioning: %v", err)
 	}
+	req.ThingAbsent = !exists // Provision need not look again
 
 	if !prog.Started {
 		planned, err := f.Provisioner.Prepare(ctx, req)
