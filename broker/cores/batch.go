@@ -28,8 +28,8 @@ func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks
 	var req taskRequest
 	_ = json.Unmarshal(t.Request, &req) // as DecodeItem reads it; a bad request fails there
 	b := thingflow.Batch[preparedItem]{
-		Atomic:         s.cfg.Atomic,
-		PrepareContext: s.cfg.BatchReads,
+		Atomic:       s.cfg.Atomic,
+		BatchContext: s.cfg.BatchReads,
 		Prepare: func(ctx context.Context, it *tasks.Item) (preparedItem, bool) {
 			var in cdf.NewCore
 			if json.Unmarshal(it.Input, &in) != nil {

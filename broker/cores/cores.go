@@ -119,9 +119,9 @@ type Config struct {
 	// when the provider keeps its registry in the same database (local
 	// mode): a cloud provider's calls cannot be rolled back.
 	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
-	// BatchReads, when set, returns the context a batch's keys and
-	// certificates are prepared in: reads every core of the batch would
-	// repeat (its provisioning template, the CA) are then made once.
+	// BatchReads, when set, returns the context a Create batch is worked
+	// in: reads every core of the batch would repeat (its provisioning
+	// template, the CA, the policies it names) are then made once.
 	BatchReads func(ctx context.Context) context.Context
 	Logger     *slog.Logger
 	Now        func() time.Time

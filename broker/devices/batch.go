@@ -27,8 +27,8 @@ func (s *Service) WholeBatch(t tasks.Task) bool {
 // (tasks.BatchProcessor).
 func (s *Service) ProcessBatch(ctx context.Context, t tasks.Task, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
 	b := thingflow.Batch[*provisioning.Planned]{
-		Atomic:         s.cfg.Atomic,
-		PrepareContext: s.cfg.BatchReads,
+		Atomic:       s.cfg.Atomic,
+		BatchContext: s.cfg.BatchReads,
 		Prepare: func(ctx context.Context, it *tasks.Item) (*provisioning.Planned, bool) {
 			var in cdf.NewDevice
 			if json.Unmarshal(it.Input, &in) != nil {

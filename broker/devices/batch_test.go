@@ -84,7 +84,7 @@ func newBatchEnv(t *testing.T) *batchEnv {
 			}
 		},
 		BatchReads: func(ctx context.Context) context.Context {
-			return provisioning.WithBatchTemplates(ca.WithBatchLookups(ctx))
+			return provisioning.WithBatchReads(ca.WithBatchLookups(ctx))
 		},
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil

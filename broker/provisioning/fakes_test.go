@@ -99,8 +99,8 @@ type fakeProvider struct {
 	groups   map[string]bool
 	// failAttachPolicy makes AttachPolicy fail, to test undo.
 	failAttachPolicy bool
-	// describes counts DescribeThing calls.
-	describes int
+	// describes counts DescribeThing calls, policyReads GetPolicy calls.
+	describes, policyReads int
 }
 
 func newFakeProvider() *fakeProvider {
@@ -214,6 +214,7 @@ func (f *fakeProvider) DeleteCertificate(_ context.Context, certID string) error
 func (f *fakeProvider) GetPolicy(_ context.Context, name string) (provider.Policy, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.policyReads++
 	d, ok := f.policies[name]
 	if !ok {
 		return provider.Policy{}, errkind.New(errkind.NotFound, "policy %q not found", name)

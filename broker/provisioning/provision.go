@@ -440,7 +440,11 @@ func (r *run) resolve(ctx context.Context) error {
 // checkPolicies checks that every policy the template attaches by name
 // only exists.
 func (r *run) checkPolicies(ctx context.Context) error {
+	memo, _ := ctx.Value(templatesKey{}).(*templateMemo)
 	check := func(name, where string) error {
+		if memo.hasPolicy(name) {
+			return nil
+		}
 		_, err := r.s.prov.GetPolicy(ctx, name)
 		if errkind.Is(err, errkind.NotFound) {
 			return invalid("policy %q (%s) does not exist: create it with PUT /registry/policies/%s or give it a document", name, where, name)
@@ -448,6 +452,7 @@ func (r *run) checkPolicies(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("get policy %q: %w", name, err)
 		}
+		memo.foundPolicy(name)
 		return nil
 	}
 	for _, p := range r.policies {

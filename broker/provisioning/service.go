@@ -128,21 +128,44 @@ func (s *Service) template(ctx context.Context, req Request) ([]byte, *document,
 	return c.raw, c.doc, nil
 }
 
-// WithBatchTemplates returns a context in which the Service reads each
-// provisioning template at most once: a batch of things provisioned together
-// (a core task's batch) does not read the same template for each. Keep such a
-// context short lived: a template changed while it lasts is not seen by it.
-func WithBatchTemplates(ctx context.Context) context.Context {
-	return context.WithValue(ctx, templatesKey{}, &templateMemo{byName: map[string]parsedTemplate{}})
+// WithBatchReads returns a context in which the Service reads each
+// provisioning template, and looks up each policy a template names, at most
+// once: a batch of things provisioned together (a core or device task's
+// batch) does not read the same template and policy for each. Keep such a
+// context short lived: a template changed while it lasts is not seen by it
+// (a policy deleted meanwhile still fails its attachment).
+func WithBatchReads(ctx context.Context) context.Context {
+	return context.WithValue(ctx, templatesKey{}, &templateMemo{byName: map[string]parsedTemplate{}, policies: map[string]bool{}})
 }
 
 type templatesKey struct{}
 
-// templateMemo holds the templates read under one WithBatchTemplates
-// context; its things may be prepared concurrently.
+// templateMemo holds the templates read, and the policies found, under
+// one WithBatchReads context; its things may be prepared concurrently.
 type templateMemo struct {
-	mu     sync.Mutex
-	byName map[string]parsedTemplate
+	mu       sync.Mutex
+	byName   map[string]parsedTemplate
+	policies map[string]bool // names found to exist
+}
+
+// hasPolicy reports whether policy was found to exist under m.
+func (m *templateMemo) hasPolicy(policy string) bool {
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.policies[policy]
+}
+
+// foundPolicy remembers that policy exists.
+func (m *templateMemo) foundPolicy(policy string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.policies[policy] = true
 }
 
 func (m *templateMemo) get(name string) (parsedTemplate, bool) {

@@ -508,7 +508,7 @@ func TestPrepareAndResume(t *testing.T) {
 	}
 }
 
-func TestWithBatchTemplates(t *testing.T) {
+func TestWithBatchReads(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
 	e.put(t, "tmpl", thingWithCert("", ""))
@@ -535,7 +535,7 @@ func TestWithBatchTemplates(t *testing.T) {
 	if got := prepare(ctx, 4); got != 4 {
 		t.Errorf("plain context: %d template reads for 4 things, want 4", got)
 	}
-	batch := WithBatchTemplates(ctx)
+	batch := WithBatchReads(ctx)
 	if got := prepare(batch, 4); got < 1 || got > 4 {
 		t.Errorf("batch context: %d template reads for 4 things", got)
 	}
@@ -544,7 +544,7 @@ func TestWithBatchTemplates(t *testing.T) {
 	}
 	// A template changed after the batch is read by the next one.
 	e.put(t, "tmpl", `{"Parameters": {"ThingName": {"Type": "String"}}, "Resources": {"thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}}}}`)
-	planned, err := e.svc.Prepare(WithBatchTemplates(ctx), Request{Template: "tmpl", Parameters: map[string]string{"ThingName": "later"}})
+	planned, err := e.svc.Prepare(WithBatchReads(ctx), Request{Template: "tmpl", Parameters: map[string]string{"ThingName": "later"}})
 	if err != nil || planned != nil {
 		t.Errorf("Prepare with the changed template (no certificate) = %+v, %v; want no plan", planned, err)
 	}
@@ -735,5 +735,49 @@ func TestProvisionThingAbsent(t *testing.T) {
 	}
 	if th, _ := e.prov.DescribeThing(ctx, "raced"); len(th.Principals) != 0 || len(e.prov.certs) != certsBefore {
 		t.Fatalf("the refused call changed things: principals %v, %d certificates (was %d)", th.Principals, len(e.prov.certs), certsBefore)
+	}
+}
+
+// TestWithBatchReadsPolicies checks that a batch context looks up each
+// policy a template names once for all its things, remembers only
+// policies that exist, and that a plain context looks up every time.
+func TestWithBatchReadsPolicies(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.put(t, "tmpl", thingWithCert(`, "p": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "pol"}}`, ""))
+	provision := func(ctx context.Context, thing string) error {
+		t.Helper()
+		_, err := e.svc.Provision(ctx, Request{Template: "tmpl", Parameters: map[string]string{"ThingName": thing}})
+		return err
+	}
+	reads := func() int {
+		e.prov.mu.Lock()
+		defer e.prov.mu.Unlock()
+		n := e.prov.policyReads
+		e.prov.policyReads = 0
+		return n
+	}
+
+	batch := WithBatchReads(ctx)
+	if err := provision(batch, "early"); !errkind.Is(err, errkind.Invalid) {
+		t.Fatalf("Provision naming a missing policy = %v, want Invalid", err)
+	}
+	e.policy(t, "pol")
+	reads()
+	for _, thing := range []string{"a", "b", "c"} {
+		if err := provision(batch, thing); err != nil {
+			t.Fatalf("Provision(%s): %v", thing, err)
+		}
+	}
+	if n := reads(); n != 1 {
+		t.Errorf("batch context: %d policy lookups for 3 things, want 1 (a missing policy is not remembered)", n)
+	}
+	for _, thing := range []string{"d", "e"} {
+		if err := provision(ctx, thing); err != nil {
+			t.Fatalf("Provision(%s): %v", thing, err)
+		}
+	}
+	if n := reads(); n != 2 {
+		t.Errorf("plain context: %d policy lookups for 2 things, want 2", n)
 	}
 }

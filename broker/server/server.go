@@ -209,7 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 		atomic = db.Atomically
 	}
 	batchReads := func(ctx context.Context) context.Context {
-		return provisioning.WithBatchTemplates(ca.WithBatchLookups(ctx))
+		return provisioning.WithBatchReads(ca.WithBatchLookups(ctx))
 	}
 	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log,
 		Atomic: atomic, EventsAll: eventSvc.PublishAll, BatchReads: batchReads})

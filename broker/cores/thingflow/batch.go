@@ -43,9 +43,10 @@ type Batch[P any] struct {
 	// Atomic runs fn in one transaction; called within one, it runs fn
 	// under a savepoint.
 	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
-	// PrepareContext, when set, returns the context every Prepare call of
-	// one batch gets (for lookups remembered for the batch).
-	PrepareContext func(ctx context.Context) context.Context
+	// BatchContext, when set, returns the context one batch is worked in,
+	// its Prepare calls and its transaction (lookups remembered for the
+	// batch).
+	BatchContext func(ctx context.Context) context.Context
 	// Prepare makes what an item that has not started needs, with no side
 	// effects; calls run in parallel. ok false: nothing was made (Work
 	// makes it, or reports why it cannot).
@@ -73,6 +74,9 @@ var errItemFailed = errors.New("item failed")
 
 // Run works items (tasks.BatchProcessor.ProcessBatch).
 func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
+	if b.BatchContext != nil {
+		ctx = b.BatchContext(ctx)
+	}
 	ready := b.prepareAll(ctx, items)
 	var events []Event
 	err := b.Atomic(ctx, func(ctx context.Context) error {
@@ -126,9 +130,6 @@ func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(contex
 // writer) only writes.
 func (b Batch[P]) prepareAll(ctx context.Context, items []*tasks.Item) map[string]P {
 	ready := make(map[string]P, len(items))
-	if b.PrepareContext != nil {
-		ctx = b.PrepareContext(ctx)
-	}
 	var (
 		mu  sync.Mutex
 		wg  sync.WaitGroup
