@@ -65,7 +65,7 @@ func newBatchEnv(t *testing.T) *batchEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lp.Close() })
-	e := &batchEnv{t: t, db: db, prov: &flakyProvider{Provider: lp}, events: &coretest.Events{}}
+	e := &batchEnv{t: t, db: db, prov: &flakyProvider{Provider: lp, local: lp}, events: &coretest.Events{}}
 	psvc := provisioning.New(provisioning.Config{Store: db, Provider: e.prov, Issuer: authority})
 	if err := psvc.SeedDefaults(ctx); err != nil {
 		t.Fatal(err)
@@ -106,9 +106,10 @@ func newBatchEnv(t *testing.T) *batchEnv {
 }
 
 // flakyProvider fails CreateThing of one thing name transiently: once
-// (failOnce) or until cleared (failAlways).
+// (failOnce) or until cleared (failAlways), and counts DescribeThing calls.
 type flakyProvider struct {
 	provider.Provider
+	local      *local.Provider
 	failOnce   atomic.Value // string
 	failAlways atomic.Value // string
 	describes  atomic.Int32 // DescribeThing calls
@@ -220,16 +221,39 @@ func TestCreateWholeBatch(t *testing.T) {
 		e := newBatchEnv(t)
 		cs := batchCores("ok", cores.CreateBatchSize+5) // two batches
 		cs[3].ConfigFileGenerator = "NO_SUCH_GENERATOR"
+		// Not this task's: a thing someone else made, a registered core.
+		foreign, registered := cs[5].Name, cs[6].Name
+		if err := e.prov.CreateThing(ctx, foreign, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.prov.local.MarkCoreRegistered(ctx, registered); err != nil {
+			t.Fatal(err)
+		}
+		e.prov.describes.Store(0)
 		id := e.submit(cs...)
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
 			t.Fatal(err)
 		}
-		if n := e.prov.describes.Load(); n != int32(len(cs)) {
-			t.Errorf("%d thing lookups for %d new cores, want one each (Provision is told the thing is absent)", n, len(cs))
+		// One thing lookup a core (Provision is told the thing is absent),
+		// none for the registered core, which is not provisioned again.
+		if n := e.prov.describes.Load(); n != int32(len(cs)-1) {
+			t.Errorf("%d thing lookups for %d cores, want one each but the registered one", n, len(cs))
 		}
 		items := e.items(id)
 		for i, c := range cs {
 			it := items[c.Name]
+			switch c.Name {
+			case foreign:
+				if it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "Core device thing already provisioned" {
+					t.Fatalf("%s = %+v, want Success: already provisioned", c.Name, it)
+				}
+				continue
+			case registered:
+				if it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "Core device already registered" {
+					t.Fatalf("%s = %+v, want Success: already registered", c.Name, it)
+				}
+				continue
+			}
 			if i == 3 {
 				if it.TaskStatus != cdf.StatusFailure || it.StatusMessage != "Unrecognized generator alias: NO_SUCH_GENERATOR" {
 					t.Fatalf("%s = %+v, want the generator failure", c.Name, it)
@@ -245,8 +269,8 @@ func TestCreateWholeBatch(t *testing.T) {
 			e.checkProvisioned(c.Name)
 		}
 		evs := e.events.List()
-		if len(evs) != len(cs) {
-			t.Fatalf("%d events for %d cores: %v", len(evs), len(cs), evs)
+		if len(evs) != len(cs)-2 { // none for the cores this task did not make
+			t.Fatalf("%d events for %d cores made or failed: %v", len(evs), len(cs)-2, evs)
 		}
 		if n := e.publishCalls.Load(); n != 2 {
 			t.Errorf("events published in %d calls, want one per batch (2)", n)

@@ -102,10 +102,17 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	return e
 }
 
-// flakyProvider fails CreateThing of one thing name transiently, once.
+// flakyProvider fails CreateThing of one thing name transiently, once,
+// and counts DescribeThing calls.
 type flakyProvider struct {
 	provider.Provider
-	failOnce atomic.Value // string
+	failOnce  atomic.Value // string
+	describes atomic.Int32
+}
+
+func (p *flakyProvider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
+	p.describes.Add(1)
+	return p.Provider.DescribeThing(ctx, name)
 }
 
 func (p *flakyProvider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
@@ -215,9 +222,23 @@ func TestCreateWholeBatch(t *testing.T) {
 		e := newBatchEnv(t)
 		ds := batchDevices("ok", devices.BatchSize+5) // two batches
 		ds[3].ProvisioningTemplate = "no-such-template"
+		foreign := ds[5].Name // a thing someone else made
+		if err := e.prov.CreateThing(context.Background(), foreign, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		e.prov.describes.Store(0)
 		items := e.run(ds)
+		if n := e.prov.describes.Load(); n != int32(len(ds)) {
+			t.Errorf("%d thing lookups for %d devices, want one each (Provision is told the thing is absent)", n, len(ds))
+		}
 		for i, d := range ds {
 			it := items[d.Name]
+			if d.Name == foreign {
+				if it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "Client device already registered" {
+					t.Fatalf("%s = %+v, want Success: already registered", d.Name, it)
+				}
+				continue
+			}
 			if i == 3 {
 				if it.TaskStatus != cdf.StatusFailure || !strings.HasPrefix(it.StatusMessage, "Failed provisioning") {
 					t.Fatalf("%s = %+v, want the provisioning failure", d.Name, it)
@@ -232,7 +253,7 @@ func TestCreateWholeBatch(t *testing.T) {
 			}
 			e.checkProvisioned(d.Name)
 		}
-		e.checkEvents(ds)
+		e.checkEvents(slices.DeleteFunc(slices.Clone(ds), func(d cdf.NewDevice) bool { return d.Name == foreign }))
 		if n := e.publishCalls.Load(); n != 2 {
 			t.Errorf("events published in %d calls, want one per batch (2)", n)
 		}
