@@ -7,12 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"database/sql"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -20,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for GGFLEET_BENCH_POSTGRES
 
 	"github.com/ggfleet/ggfleet/shared/apiclient"
 	"github.com/ggfleet/ggfleet/shared/cdf"
@@ -73,9 +77,11 @@ func BenchmarkDeviceTask(b *testing.B) {
 	benchTask(ctx, b, api, "/cores/"+core+"/deviceTasks", cdf.NewDeviceTask{Type: "Create", Devices: devices}, "devices")
 }
 
-// benchBroker runs `ggfleet serve` in-process (local provider, SQLite, the
-// GC setting serve uses) until the benchmark ends and returns an admin
-// API client.
+// benchBroker runs `ggfleet serve` in-process (local provider, the GC
+// setting serve uses) until the benchmark ends and returns an admin API
+// client. Its database is SQLite, or a fresh PostgreSQL database on the
+// server GGFLEET_BENCH_POSTGRES names (a postgres:// URL), dropped at the
+// end.
 func benchBroker(ctx context.Context, b *testing.B) *apiclient.Client {
 	b.Helper()
 	dir := b.TempDir()
@@ -84,6 +90,10 @@ func benchBroker(ctx context.Context, b *testing.B) *apiclient.Client {
 		DataDir: filepath.Join(dir, "data"), Listen: listen, MQTTListen: mqtt, Provider: "local",
 		MaxBodyBytes: 64 << 20, Workers: 4, ShutdownTimeout: 20 * time.Second, DeploymentTimeout: 10 * time.Minute,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if server := os.Getenv("GGFLEET_BENCH_POSTGRES"); server != "" {
+		cfg.DatabaseURL = benchPostgres(ctx, b, server)
+		cfg.SecretsKeyFile = filepath.Join(dir, "secrets.key") // created on first start
 	}
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
@@ -102,6 +112,33 @@ func benchBroker(ctx context.Context, b *testing.B) *apiclient.Client {
 		b.Cleanup(func() { debug.SetGCPercent(old) })
 	}
 	return benchClient(ctx, b, "http://"+listen, filepath.Join(cfg.DataDir, "admin.token"), srvDone)
+}
+
+// benchPostgres creates a database of its own on the PostgreSQL server at
+// url, drops it when the benchmark ends, and returns its URL.
+func benchPostgres(ctx context.Context, b *testing.B, url string) string {
+	b.Helper()
+	admin, err := sql.Open("pgx", url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := fmt.Sprintf("ggfleet_bench_%d_%d", os.Getpid(), time.Now().UnixNano())
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		admin.Close()
+		b.Fatalf("create database on %s: %v", url, err)
+	}
+	b.Cleanup(func() {
+		defer admin.Close()
+		if _, err := admin.ExecContext(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			b.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := neturl.Parse(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
 }
 
 // benchTask times one task of b.N items: the POST to path, then polling

@@ -101,9 +101,8 @@ func (d *DB) storedEventKeys(ctx context.Context, tx *sql.Tx, evs []events.Event
 		for _, c := range chunks(len(list)) {
 			chunk := list[c[0]:c[1]]
 			what := fmt.Sprintf("look up %d events %s", len(chunk), typ)
-			marks, args := inList(chunk)
-			rows, err := tx.QueryContext(ctx, d.q(`SELECT event_key, seq FROM events WHERE detail_type = ? AND event_key IN (`+marks+`)`),
-				append([]any{typ}, args...)...)
+			query, args := d.eventKeysQuery(typ, chunk)
+			rows, err := tx.QueryContext(ctx, query, args...)
 			if err != nil {
 				return nil, mapErr(err, what)
 			}
@@ -124,4 +123,25 @@ func (d *DB) storedEventKeys(ctx context.Context, tx *sql.Tx, evs []events.Event
 		}
 	}
 	return out, nil
+}
+
+// eventKeysQuery returns the query of storedEventKeys for one type and
+// chunk of keys, and its arguments. On PostgreSQL each key is looked up
+// through the (detail_type, event_key) index on its own (a LATERAL
+// subquery the planner cannot flatten): as `event_key IN (…)` the planner,
+// with the statistics of a young table, scans every event of the type and
+// filters, which took milliseconds a batch while holding the lock that
+// serialises every writer of events. SQLite looks the list up in the index.
+func (d *DB) eventKeysQuery(typ string, keys []string) (string, []any) {
+	if d.dialect != Postgres {
+		marks, args := inList(keys)
+		return d.q(`SELECT event_key, seq FROM events WHERE detail_type = ? AND event_key IN (` + marks + `)`), append([]any{typ}, args...)
+	}
+	rows := make([][]any, len(keys))
+	for i, k := range keys {
+		rows[i] = []any{k}
+	}
+	with, args := valuesCTE(`k`, `(CAST(? AS TEXT))`, rows)
+	return d.q(with + `SELECT e.event_key, e.seq FROM v CROSS JOIN LATERAL
+		(SELECT event_key, seq FROM events WHERE detail_type = ? AND event_key = v.k OFFSET 0) e`), append(args, typ)
 }
