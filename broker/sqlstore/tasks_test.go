@@ -355,3 +355,19 @@ func TestTaskCompleteBatchConcurrently(t *testing.T) {
 			stored.Status, stored.StatusMessage, stored.BatchesComplete, stored.BatchesTotal, "batch 3 failed", batches)
 	}
 }
+
+// TestTaskItemsFillfactor checks, on PostgreSQL, that task_items pages are
+// filled to half, so the three updates of an item stay on its page
+// (migration 0019).
+func TestTaskItemsFillfactor(t *testing.T) {
+	if testDialect != Postgres {
+		t.Skip("a PostgreSQL storage parameter; this runs in the PostgreSQL pass")
+	}
+	db := newTestDB(t)
+	var opts sql.NullString
+	err := db.sql.QueryRowContext(context.Background(),
+		`SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'task_items'::regclass`).Scan(&opts)
+	if err != nil || opts.String != "fillfactor=50" {
+		t.Fatalf("task_items options = %q, %v; want fillfactor=50", opts.String, err)
+	}
+}

@@ -1,0 +1,6 @@
+-- A task item is written three times (started, provisioned, final). On
+-- PostgreSQL each update writes a new version of the row, and when the
+-- row's page has no room for it, a new entry in each of the table's three
+-- indexes too. Pages filled to half keep the updates on the page
+-- (heap-only tuples, no index writes). SQLite updates rows in place.
+-- postgres: ALTER TABLE task_items SET (fillfactor = 50);
