@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -124,11 +125,21 @@ func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thi
 		`SELECT cert_id FROM registry_thing_principals WHERE thing_name = ?`, name); err != nil {
 		return t, err
 	}
-	if t.Policies, err = s.column(ctx, s.d.lookup(ctx), "read thing policies",
-		`SELECT DISTINCT a.policy_name FROM registry_policy_attachments a
-		 JOIN registry_thing_principals p ON p.cert_id = a.cert_id WHERE p.thing_name = ?`, name); err != nil {
-		return t, err
+	// The policies of each principal (a thing has one, as a rule), each
+	// found through the cert_id index: as one join, PostgreSQL planned on
+	// a young table scanned every attachment (a millisecond a thing at
+	// 10,000 things).
+	t.Policies = []string{}
+	for _, certID := range t.Principals {
+		policies, err := s.column(ctx, s.d.lookup(ctx), "read thing policies",
+			`SELECT policy_name FROM registry_policy_attachments WHERE cert_id = ?`, certID)
+		if err != nil {
+			return t, err
+		}
+		t.Policies = append(t.Policies, policies...)
 	}
+	sort.Strings(t.Policies)
+	t.Policies = slices.Compact(t.Policies)
 	return t, nil
 }
 

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -147,5 +148,40 @@ func TestRegistryStoreDeleteCascades(t *testing.T) {
 	}
 	if _, err := s.GetCoreDevice(ctx, "core"); !errkind.Is(err, errkind.NotFound) {
 		t.Errorf("GetCoreDevice after delete: %v, want NotFound", err)
+	}
+}
+
+// TestGetThingPolicies checks a thing's policies are those of all its
+// principals, each once, in name order.
+func TestGetThingPolicies(t *testing.T) {
+	ctx := context.Background()
+	_, s := newRegistryTestStore(t)
+	at := time.UnixMilli(1_700_000_000_123).UTC()
+	if err := s.CreateThing(ctx, provider.Thing{Name: "t", CreatedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	attach := map[string][]string{"c1": {"pol-b", "pol-a"}, "c2": {"pol-c", "pol-b"}}
+	for cert, policies := range attach {
+		if err := s.PutCertificate(ctx, provider.Certificate{ID: cert, PEM: "pem", Status: "ACTIVE", CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AttachThingPrincipal(ctx, "t", cert); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range policies {
+			if _, err := s.PutPolicy(ctx, provider.Policy{Name: p, Document: "{}"}, at); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.AttachPolicy(ctx, p, cert); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	th, err := s.GetThing(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(th.Policies); got != "[pol-a pol-b pol-c]" {
+		t.Fatalf("policies = %s, want [pol-a pol-b pol-c]", got)
 	}
 }
