@@ -2,26 +2,19 @@ package cores_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"testing"
 
 	"github.com/ggfleet/ggfleet/broker/ca"
 	"github.com/ggfleet/ggfleet/broker/cores"
 	"github.com/ggfleet/ggfleet/broker/cores/coretest"
-	"github.com/ggfleet/ggfleet/broker/cores/thingflow"
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/provider"
 	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
-	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
-	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
 // batchEnv is a core service working Create tasks whole-batch on the real
@@ -30,7 +23,7 @@ import (
 type batchEnv struct {
 	t      *testing.T
 	db     *sqlstore.DB
-	prov   *flakyProvider
+	prov   *coretest.FlakyProvider
 	svc    *cores.Service
 	runner *tasks.Runner
 	events *coretest.Events
@@ -49,23 +42,9 @@ type outerKey struct{}
 func newBatchEnv(t *testing.T) *batchEnv {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := sqlstoretest.OpenIn(t, dir)
-	db.SetEnqueuer(func(context.Context, *sql.Tx, []tasks.BatchRef) error { return nil }) // batches are run by RunAll
-	key, err := ca.LoadOrCreateSecretsKey(filepath.Join(dir, "secrets.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
-	if _, _, err := authority.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	lp, err := local.New(local.Config{Store: db.Registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lp.Close() })
-	e := &batchEnv{t: t, db: db, prov: &flakyProvider{Provider: lp, local: lp}, events: &coretest.Events{}}
+	parts := coretest.Local(t) // batches are run by RunAll
+	db, authority, lp := parts.DB, parts.CA, parts.Provider
+	e := &batchEnv{t: t, db: db, prov: &coretest.FlakyProvider{Provider: lp}, events: &coretest.Events{}}
 	psvc := provisioning.New(provisioning.Config{Store: db, Provider: e.prov, Issuer: authority})
 	if err := psvc.SeedDefaults(ctx); err != nil {
 		t.Fatal(err)
@@ -105,28 +84,6 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	return e
 }
 
-// flakyProvider fails CreateThing of one thing name transiently: once
-// (failOnce) or until cleared (failAlways), and counts DescribeThing calls.
-type flakyProvider struct {
-	provider.Provider
-	local      *local.Provider
-	failOnce   atomic.Value // string
-	failAlways atomic.Value // string
-	describes  atomic.Int32 // DescribeThing calls
-}
-
-func (p *flakyProvider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
-	p.describes.Add(1)
-	return p.Provider.DescribeThing(ctx, name)
-}
-
-func (p *flakyProvider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
-	if p.failOnce.CompareAndSwap(name, "") || p.failAlways.Load() == name {
-		return errkind.New(errkind.Unavailable, "database is locked")
-	}
-	return p.Provider.CreateThing(ctx, name, thingType, attributes)
-}
-
 func (e *batchEnv) submit(cs ...cdf.NewCore) string {
 	e.t.Helper()
 	id, err := e.svc.Submit(context.Background(), cdf.NewCoreTask{Type: cdf.TaskCreate, CoreVersion: "2.12.0", Cores: cs})
@@ -151,11 +108,7 @@ func (e *batchEnv) items(id string) map[string]cdf.TaskItem {
 
 func (e *batchEnv) thingExists(name string) bool {
 	e.t.Helper()
-	_, err := e.prov.DescribeThing(context.Background(), name)
-	if err != nil && !errkind.Is(err, errkind.NotFound) {
-		e.t.Fatal(err)
-	}
-	return err == nil
+	return coretest.ThingExists(e.t, e.prov, name)
 }
 
 // checkProvisioned asserts the thing holds exactly one certificate, the one
@@ -164,28 +117,7 @@ func (e *batchEnv) thingExists(name string) bool {
 func (e *batchEnv) checkProvisioned(name string) {
 	e.t.Helper()
 	ctx := context.Background()
-	th, err := e.prov.DescribeThing(ctx, name)
-	if err != nil {
-		e.t.Fatalf("thing %s: %v", name, err)
-	}
-	data, _, err := e.prov.GetArtifact(ctx, thingflow.CertsKey(name))
-	if err != nil {
-		e.t.Fatalf("certs.zip of %s: %v", name, err)
-	}
-	files, err := thingflow.ReadZip(data)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c, err := certs.ParseCertificate(files["certs/cert.pem"])
-	if err != nil {
-		e.t.Fatalf("certs.zip cert of %s: %v", name, err)
-	}
-	if !slices.Equal(th.Principals, []string{certs.ID(c)}) {
-		e.t.Fatalf("thing %s principals = %v, want only %s (certs.zip)", name, th.Principals, certs.ID(c))
-	}
-	if files["certs/private.key"] == "" {
-		e.t.Fatalf("certs.zip of %s has no private key", name)
-	}
+	coretest.CheckCertsZip(e.t, e.prov, name)
 	arts, err := e.db.Cores().ListArtifacts(ctx, name)
 	if err != nil || len(arts) != 2 {
 		e.t.Fatalf("artifacts of %s = %v, %v; want certs and config", name, arts, err)
@@ -226,17 +158,17 @@ func TestCreateWholeBatch(t *testing.T) {
 		if err := e.prov.CreateThing(ctx, foreign, "", nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.prov.local.MarkCoreRegistered(ctx, registered); err != nil {
+		if err := e.prov.Provider.(*local.Provider).MarkCoreRegistered(ctx, registered); err != nil {
 			t.Fatal(err)
 		}
-		e.prov.describes.Store(0)
+		e.prov.Describes.Store(0)
 		id := e.submit(cs...)
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
 			t.Fatal(err)
 		}
 		// One thing lookup a core (Provision is told the thing is absent),
 		// none for the registered core, which is not provisioned again.
-		if n := e.prov.describes.Load(); n != int32(len(cs)-1) {
+		if n := e.prov.Describes.Load(); n != int32(len(cs)-1) {
 			t.Errorf("%d thing lookups for %d cores, want one each but the registered one", n, len(cs))
 		}
 		items := e.items(id)
@@ -283,7 +215,7 @@ func TestCreateWholeBatch(t *testing.T) {
 	t.Run("a transient failure rolls the batch back and its cores are worked one by one", func(t *testing.T) {
 		e := newBatchEnv(t)
 		cs := batchCores("flaky", 6)
-		e.prov.failOnce.Store(cs[4].Name)
+		e.prov.FailOnce.Store(cs[4].Name)
 		id := e.submit(cs...)
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
 			t.Fatal(err)
@@ -305,7 +237,7 @@ func TestCreateWholeBatch(t *testing.T) {
 		e := newBatchEnv(t)
 		cs := batchCores("stuck", 6)
 		stuck := cs[2].Name
-		e.prov.failAlways.Store(stuck)
+		e.prov.FailAlways.Store(stuck)
 		id := e.submit(cs...)
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err == nil {
 			t.Fatal("the batch with a core failing transiently succeeded")
@@ -323,7 +255,7 @@ func TestCreateWholeBatch(t *testing.T) {
 			}
 			e.checkProvisioned(c.Name)
 		}
-		e.prov.failAlways.Store("")
+		e.prov.FailAlways.Store("")
 		if err := coretest.RunAll(ctx, e.runner, e.db, id); err != nil {
 			t.Fatal(err)
 		}

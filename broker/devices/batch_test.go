@@ -2,9 +2,7 @@ package devices_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -17,13 +15,10 @@ import (
 	"github.com/ggfleet/ggfleet/broker/devices"
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/provider"
-	"github.com/ggfleet/ggfleet/broker/provider/local"
 	"github.com/ggfleet/ggfleet/broker/provisioning"
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
-	"github.com/ggfleet/ggfleet/broker/sqlstore/sqlstoretest"
 	"github.com/ggfleet/ggfleet/broker/tasks"
 	"github.com/ggfleet/ggfleet/shared/cdf"
-	"github.com/ggfleet/ggfleet/shared/certs"
 )
 
 // batchEnv is the device service working Create tasks whole-batch on the
@@ -32,7 +27,7 @@ import (
 type batchEnv struct {
 	t      *testing.T
 	db     *sqlstore.DB
-	prov   *flakyProvider
+	prov   *coretest.FlakyProvider
 	svc    *devices.Service
 	runner *tasks.Runner
 	events *coretest.Events
@@ -48,23 +43,9 @@ type outerKey struct{}
 func newBatchEnv(t *testing.T) *batchEnv {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := sqlstoretest.OpenIn(t, dir)
-	db.SetEnqueuer(func(context.Context, *sql.Tx, []tasks.BatchRef) error { return nil }) // batches are run by RunAll
-	key, err := ca.LoadOrCreateSecretsKey(filepath.Join(dir, "secrets.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	authority := ca.New(ca.Config{Store: db, SecretsKey: key})
-	if _, _, err := authority.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	lp, err := local.New(local.Config{Store: db.Registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lp.Close() })
-	e := &batchEnv{t: t, db: db, prov: &flakyProvider{Provider: lp}, events: &coretest.Events{}}
+	parts := coretest.Local(t) // batches are run by RunAll
+	db, authority, lp := parts.DB, parts.CA, parts.Provider
+	e := &batchEnv{t: t, db: db, prov: &coretest.FlakyProvider{Provider: lp}, events: &coretest.Events{}}
 	psvc := provisioning.New(provisioning.Config{Store: db, Provider: e.prov, Issuer: authority})
 	if err := psvc.SeedDefaults(ctx); err != nil {
 		t.Fatal(err)
@@ -102,26 +83,6 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	return e
 }
 
-// flakyProvider fails CreateThing of one thing name transiently, once,
-// and counts DescribeThing calls.
-type flakyProvider struct {
-	provider.Provider
-	failOnce  atomic.Value // string
-	describes atomic.Int32
-}
-
-func (p *flakyProvider) DescribeThing(ctx context.Context, name string) (provider.Thing, error) {
-	p.describes.Add(1)
-	return p.Provider.DescribeThing(ctx, name)
-}
-
-func (p *flakyProvider) CreateThing(ctx context.Context, name, thingType string, attributes map[string]string) error {
-	if p.failOnce.CompareAndSwap(name, "") {
-		return errkind.New(errkind.Unavailable, "database is locked")
-	}
-	return p.Provider.CreateThing(ctx, name, thingType, attributes)
-}
-
 func (e *batchEnv) run(ds []cdf.NewDevice) map[string]cdf.TaskItem {
 	e.t.Helper()
 	ctx := context.Background()
@@ -149,25 +110,7 @@ func (e *batchEnv) run(ds []cdf.NewDevice) map[string]cdf.TaskItem {
 func (e *batchEnv) checkProvisioned(name string) {
 	e.t.Helper()
 	ctx := context.Background()
-	th, err := e.prov.DescribeThing(ctx, name)
-	if err != nil {
-		e.t.Fatalf("thing %s: %v", name, err)
-	}
-	data, _, err := e.prov.GetArtifact(ctx, thingflow.CertsKey(name))
-	if err != nil {
-		e.t.Fatalf("certs.zip of %s: %v", name, err)
-	}
-	files, err := thingflow.ReadZip(data)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c, err := certs.ParseCertificate(files["certs/cert.pem"])
-	if err != nil {
-		e.t.Fatalf("certs.zip cert of %s: %v", name, err)
-	}
-	if !slices.Equal(th.Principals, []string{certs.ID(c)}) || files["certs/private.key"] == "" {
-		e.t.Fatalf("thing %s principals = %v, want only %s (certs.zip, with its key)", name, th.Principals, certs.ID(c))
-	}
+	coretest.CheckCertsZip(e.t, e.prov, name)
 	d, err := e.svc.GetDevice(ctx, name)
 	if err != nil || d.CoreName != "core" || d.Artifacts["certs"].Key != thingflow.CertsKey(name) {
 		e.t.Fatalf("device %s = %+v, %v; want core's, with its certs.zip", name, d, err)
@@ -180,11 +123,7 @@ func (e *batchEnv) checkProvisioned(name string) {
 
 func (e *batchEnv) thingExists(name string) bool {
 	e.t.Helper()
-	_, err := e.prov.DescribeThing(context.Background(), name)
-	if err != nil && !errkind.Is(err, errkind.NotFound) {
-		e.t.Fatal(err)
-	}
-	return err == nil
+	return coretest.ThingExists(e.t, e.prov, name)
 }
 
 // checkEvents asserts one Device Created Event per device.
@@ -226,9 +165,9 @@ func TestCreateWholeBatch(t *testing.T) {
 		if err := e.prov.CreateThing(context.Background(), foreign, "", nil); err != nil {
 			t.Fatal(err)
 		}
-		e.prov.describes.Store(0)
+		e.prov.Describes.Store(0)
 		items := e.run(ds)
-		if n := e.prov.describes.Load(); n != int32(len(ds)) {
+		if n := e.prov.Describes.Load(); n != int32(len(ds)) {
 			t.Errorf("%d thing lookups for %d devices, want one each (Provision is told the thing is absent)", n, len(ds))
 		}
 		for i, d := range ds {
@@ -265,7 +204,7 @@ func TestCreateWholeBatch(t *testing.T) {
 	t.Run("a transient failure rolls the batch back and its devices are worked one by one", func(t *testing.T) {
 		e := newBatchEnv(t)
 		ds := batchDevices("flaky", 6)
-		e.prov.failOnce.Store(ds[4].Name)
+		e.prov.FailOnce.Store(ds[4].Name)
 		items := e.run(ds)
 		for _, d := range ds {
 			// A message would say the device found a thing the
