@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -369,5 +370,37 @@ func TestTaskItemsFillfactor(t *testing.T) {
 		`SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'task_items'::regclass`).Scan(&opts)
 	if err != nil || opts.String != "fillfactor=50" {
 		t.Fatalf("task_items options = %q, %v; want fillfactor=50", opts.String, err)
+	}
+}
+
+// TestItemsInRequestOrderNoSort checks, on SQLite, that listing a task's
+// items (every poll of GET /coreTasks/{id}) follows an index instead of
+// sorting the task's items.
+func TestItemsInRequestOrderNoSort(t *testing.T) {
+	if testDialect != SQLite {
+		t.Skip("an SQLite plan; PostgreSQL's depends on the table's size")
+	}
+	db := newTestDB(t)
+	for _, query := range []string{
+		`SELECT ` + itemColumns + ` FROM task_items WHERE task_id = ?` + inRequestOrder,
+		`SELECT ` + itemStateColumns + `, '', '' FROM task_items WHERE task_id = ?` + inRequestOrder,
+	} {
+		rows, err := db.sql.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+query, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if p := strings.Join(plan, "; "); strings.Contains(p, "TEMP B-TREE") || !strings.Contains(p, "task_items_batch") {
+			t.Errorf("plan of %q = %s, want the task_items_batch index and no sort", query, p)
+		}
 	}
 }
