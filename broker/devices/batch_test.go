@@ -205,29 +205,29 @@ func TestCreateWholeBatch(t *testing.T) {
 		e := newBatchEnv(t)
 		ds := batchDevices("flaky", 6)
 		e.prov.FailOnce.Store(ds[4].Name)
-		items := e.run(ds)
-		for _, d := range ds {
-			// A message would say the device found a thing the
-			// rolled-back transaction had left behind.
-			if it := items[d.Name]; it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
-				t.Fatalf("%s = %+v, want Success as a fresh device", d.Name, it)
-			}
-			e.checkProvisioned(d.Name)
-		}
-		e.checkEvents(ds)
+		// A message would say a device found a thing the rolled-back
+		// transaction had left behind.
+		e.checkMadeByTask(ds, e.run(ds))
 	})
 
 	t.Run("a commit reported as failed resumes every device in the same run", func(t *testing.T) {
 		e := newBatchEnv(t)
 		ds := batchDevices("lost", 5)
 		e.failAfterCommit.Store(true)
-		items := e.run(ds)
-		for _, d := range ds {
-			if it := items[d.Name]; it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
-				t.Fatalf("%s = %+v, want Success as a device this task provisioned", d.Name, it)
-			}
-			e.checkProvisioned(d.Name)
-		}
-		e.checkEvents(ds)
+		e.checkMadeByTask(ds, e.run(ds))
 	})
+}
+
+// checkMadeByTask asserts every device of ds ended Success as one this task
+// provisioned (no message: not found already there), provisioned, with one
+// event each.
+func (e *batchEnv) checkMadeByTask(ds []cdf.NewDevice, items map[string]cdf.TaskItem) {
+	e.t.Helper()
+	for _, d := range ds {
+		if it := items[d.Name]; it.TaskStatus != cdf.StatusSuccess || it.StatusMessage != "" {
+			e.t.Fatalf("%s = %+v, want Success as a device this task provisioned", d.Name, it)
+		}
+		e.checkProvisioned(d.Name)
+	}
+	e.checkEvents(ds)
 }
