@@ -440,7 +440,7 @@ func (r *run) resolve(ctx context.Context) error {
 // checkPolicies checks that every policy the template attaches by name
 // only exists.
 func (r *run) checkPolicies(ctx context.Context) error {
-	memo, _ := ctx.Value(templatesKey{}).(*templateMemo)
+	memo := batchMemoOf(ctx)
 	check := func(name, where string) error {
 		if memo.hasPolicy(name) {
 			return nil

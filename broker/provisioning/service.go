@@ -97,7 +97,7 @@ func (s *Service) template(ctx context.Context, req Request) ([]byte, *document,
 	if p := req.PlannedCertificate; p != nil && p.origin != nil && p.origin.template.name == req.Template {
 		return p.origin.template.raw, p.origin.template.doc, nil
 	}
-	memo, _ := ctx.Value(templatesKey{}).(*templateMemo)
+	memo := batchMemoOf(ctx)
 	if t, ok := memo.get(req.Template); ok {
 		return t.raw, t.doc, nil
 	}
@@ -135,21 +135,28 @@ func (s *Service) template(ctx context.Context, req Request) ([]byte, *document,
 // context short lived: a template changed while it lasts is not seen by it
 // (a policy deleted meanwhile still fails its attachment).
 func WithBatchReads(ctx context.Context) context.Context {
-	return context.WithValue(ctx, templatesKey{}, &templateMemo{byName: map[string]parsedTemplate{}, policies: map[string]bool{}})
+	return context.WithValue(ctx, batchReadsKey{}, &batchMemo{byName: map[string]parsedTemplate{}, policies: map[string]bool{}})
 }
 
-type templatesKey struct{}
+type batchReadsKey struct{}
 
-// templateMemo holds the templates read, and the policies found, under
+// batchMemoOf returns the memo of ctx's WithBatchReads (nil outside one:
+// its methods then remember nothing).
+func batchMemoOf(ctx context.Context) *batchMemo {
+	m, _ := ctx.Value(batchReadsKey{}).(*batchMemo)
+	return m
+}
+
+// batchMemo holds the templates read, and the policies found, under
 // one WithBatchReads context; its things may be prepared concurrently.
-type templateMemo struct {
+type batchMemo struct {
 	mu       sync.Mutex
 	byName   map[string]parsedTemplate
 	policies map[string]bool // names found to exist
 }
 
 // hasPolicy reports whether policy was found to exist under m.
-func (m *templateMemo) hasPolicy(policy string) bool {
+func (m *batchMemo) hasPolicy(policy string) bool {
 	if m == nil {
 		return false
 	}
@@ -159,7 +166,7 @@ func (m *templateMemo) hasPolicy(policy string) bool {
 }
 
 // foundPolicy remembers that policy exists.
-func (m *templateMemo) foundPolicy(policy string) {
+func (m *batchMemo) foundPolicy(policy string) {
 	if m == nil {
 		return
 	}
@@ -168,7 +175,7 @@ func (m *templateMemo) foundPolicy(policy string) {
 	m.policies[policy] = true
 }
 
-func (m *templateMemo) get(name string) (parsedTemplate, bool) {
+func (m *batchMemo) get(name string) (parsedTemplate, bool) {
 	if m == nil {
 		return parsedTemplate{}, false
 	}
@@ -178,7 +185,7 @@ func (m *templateMemo) get(name string) (parsedTemplate, bool) {
 	return t, ok
 }
 
-func (m *templateMemo) put(t parsedTemplate) {
+func (m *batchMemo) put(t parsedTemplate) {
 	if m == nil {
 		return
 	}
