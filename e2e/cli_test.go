@@ -189,6 +189,29 @@ func TestCLI(t *testing.T) {
 		cliGolden(t, "fleet_summary.txt", b.cli("fleet", "summary").wantCode(t, 0).stdout)
 	})
 
+	t.Run("fleet cores", func(t *testing.T) {
+		var l struct {
+			Cores []struct {
+				Name         string `json:"name"`
+				Status       string `json:"status"`
+				Connectivity string `json:"connectivity"`
+			} `json:"cores"`
+			Matching int `json:"matching"`
+		}
+		decodeCLI(t, b.cli("fleet", "cores", "--connectivity", "offline", "--name-contains", "CORE-", "-o", "json").wantCode(t, 0).stdout, &l)
+		if l.Matching != 3 || len(l.Cores) != 3 || l.Cores[0].Name != "core-1" || l.Cores[0].Status != "UNKNOWN" || l.Cores[0].Connectivity != "OFFLINE" {
+			t.Errorf("fleet cores --connectivity offline: %+v", l)
+		}
+		decodeCLI(t, b.cli("fleet", "cores", "--connectivity", "ONLINE", "-o", "json").wantCode(t, 0).stdout, &l)
+		if l.Matching != 0 || len(l.Cores) != 0 {
+			t.Errorf("fleet cores --connectivity ONLINE (no agent runs): %+v", l)
+		}
+		r := b.cli("fleet", "cores", "--status", "fine").wantCode(t, 1)
+		if !strings.Contains(r.stderr, "400") || !strings.Contains(r.stderr, "status must be one of HEALTHY, UNHEALTHY, UNKNOWN") {
+			t.Errorf("bad status: stderr %q", r.stderr)
+		}
+	})
+
 	t.Run("token from the data dir", func(t *testing.T) {
 		runCLI(t, nil, "templates", "list", "--broker-url", b.url, "--data-dir", b.dataDir).wantCode(t, 0)
 		r := runCLI(t, nil, "templates", "list", "--broker-url", b.url, "--token", "wrong").wantCode(t, 3)

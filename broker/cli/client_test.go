@@ -188,6 +188,10 @@ func TestTables(t *testing.T) {
 	detail := cdf.Core{Name: "core-1", Template: cores[0].Template, CreatedAt: created,
 		Device: &cdf.Device{Status: "HEALTHY", Connectivity: "ONLINE", LastSeenAt: &seen, CoreVersion: "2.12.0", Platform: "linux", Architecture: "amd64",
 			InstalledComponents: []cdf.InstalledComponent{{Name: "aws.greengrass.Nucleus", Version: "2.12.0"}, {Name: "com.example.Hello", Version: "1.0.0"}}}}
+	fleetCores := []cdf.FleetCore{
+		{Name: "core-1", Status: "HEALTHY", Connectivity: "ONLINE", LastSeenAt: &seen, CoreVersion: "2.12.0", Template: cores[0].Template},
+		{Name: "fresh", Status: "UNKNOWN", Connectivity: "OFFLINE"},
+	}
 	tmpl := cdf.Template{Name: "base", Version: 2, CreatedAt: created, Components: []cdf.Component{
 		{Key: "com.example.Hello", Version: "1.0.0", RunWith: &cdf.RunWith{PosixUser: "ggc_user"}}}}
 	tests := []struct {
@@ -198,6 +202,7 @@ func TestTables(t *testing.T) {
 		{"cores_show.txt", func(b *bytes.Buffer) { coreDetail(b, detail) }},
 		{"task.txt", func(b *bytes.Buffer) { taskTable(b, task) }},
 		{"fleet_summary.txt", func(b *bytes.Buffer) { fleetTable(b, summary) }},
+		{"fleet_cores.txt", func(b *bytes.Buffer) { fleetCoreTable(b, fleetCores) }},
 		{"templates_list.txt", func(b *bytes.Buffer) { templateTable(b, []cdf.Template{tmpl, {Name: "x", Version: 1}}) }},
 		{"templates_show.txt", func(b *bytes.Buffer) { templateDetail(b, tmpl) }},
 	}

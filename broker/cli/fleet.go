@@ -33,6 +33,46 @@ func fleetCommands() []subcommand {
 					return emit(c, s, func(w io.Writer) { fleetTable(w, s) })
 				}
 			}},
+		{name: "fleet cores", args: "[--status S] [--connectivity C] [--name-contains TEXT] [--template NAME [--version N]]",
+			summary: "List cores with their health and connectivity, e.g. every offline or unhealthy core",
+			setup: func(fs *pflag.FlagSet) runFunc {
+				status := fs.String("status", "", "only cores with this status: HEALTHY, UNHEALTHY or UNKNOWN (no report yet)")
+				conn := fs.String("connectivity", "", "only cores that are ONLINE or OFFLINE")
+				name := fs.String("name-contains", "", "only cores whose name contains TEXT (any case)")
+				tmpl := fs.String("template", "", "only cores whose desired template is NAME")
+				version := fs.Int("version", 0, "with --template: only this template version")
+				return func(c *cmdCtx, args []string) error {
+					if err := needArgs(args, 0, "no arguments"); err != nil {
+						return err
+					}
+					q := url.Values{}
+					for k, v := range map[string]string{"status": strings.ToUpper(*status), "connectivity": strings.ToUpper(*conn),
+						"nameContains": *name, "templateName": *tmpl} {
+						if v != "" {
+							q.Set(k, v)
+						}
+					}
+					if *version > 0 {
+						if *tmpl == "" {
+							return usagef("--version needs --template")
+						}
+						q.Set("templateVersion", strconv.Itoa(*version))
+					}
+					q.Set("count", "1000")
+					all := cdf.FleetCoreList{Cores: []cdf.FleetCore{}}
+					err := pages(c, "/fleet/cores", q.Encode(), func(raw json.RawMessage) (int, error) {
+						var l cdf.FleetCoreList
+						err := json.Unmarshal(raw, &l)
+						all.Cores = append(all.Cores, l.Cores...)
+						all.Matching = l.Matching
+						return len(l.Cores), err
+					})
+					if err != nil {
+						return fmt.Errorf("list the fleet's cores: %w", err)
+					}
+					return emit(c, all, func(w io.Writer) { fleetCoreTable(w, all.Cores) })
+				}
+			}},
 		{name: "events", args: "", summary: "Follow the broker's events, one line each, until Ctrl-C",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				after := fs.String("after", "", "first replay the events after this event id")
@@ -73,6 +113,16 @@ func fleetTable(w io.Writer, s cdf.FleetSummary) {
 		}
 	}
 	table(w, []string{"TEMPLATE", "VERSION", "LATEST", "DESIRED", "REPORTED", "SUCCESS", "FAILED", "IN PROGRESS"}, rows)
+}
+
+func fleetCoreTable(w io.Writer, cores []cdf.FleetCore) {
+	var rows [][]string
+	for _, c := range cores {
+		t := c.Template
+		rows = append(rows, []string{c.Name, c.Status, c.Connectivity, tsp(c.LastSeenAt), c.CoreVersion,
+			templateRef(t.Desired.Name, t.Desired.Version), templateRef(t.Reported.Name, t.Reported.Version), t.Reported.DeploymentStatus})
+	}
+	table(w, []string{"NAME", "STATUS", "CONNECTIVITY", "LAST SEEN", "NUCLEUS", "DESIRED", "REPORTED", "DEPLOYMENT"}, rows)
 }
 
 // sortedKeys returns m's keys in order, for stable tables.

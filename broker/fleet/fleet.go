@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/ggfleet/ggfleet/shared/cdf"
 )
@@ -49,15 +50,22 @@ type Stats struct {
 	Templates []TemplateVersion
 }
 
-// Store reads the aggregates (read-only, a few queries, never one per core).
+// Store reads the aggregates (read-only, a few queries, never one per core)
+// and the fleet's core list.
 type Store interface {
 	FleetStats(ctx context.Context) (Stats, error)
+	// ListCoreStates returns up to q.Count cores q selects, in name order
+	// after q.After, whether more follow, and how many q selects in all.
+	// The store decides ONLINE by lease, so that the filter and the rows
+	// agree.
+	ListCoreStates(ctx context.Context, q CoreQuery, lease Lease) (list []CoreState, more bool, matching int, err error)
 }
 
 // Config holds the Service's dependencies.
 type Config struct {
 	Store  Store
 	Logger *slog.Logger
+	Now    func() time.Time // default time.Now
 }
 
 // Service serves the fleet summary.
@@ -69,6 +77,9 @@ type Service struct {
 func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Service{cfg: cfg}
 }

@@ -186,6 +186,7 @@ func (a *API) table() []Route {
 
 		// Fleet summary (spec §2.6, §6).
 		{Pattern: "GET /fleet/summary", Handler: a.fleetSummary},
+		{Pattern: "GET /fleet/cores", Handler: a.fleetCores},
 
 		// Events as server-sent events (DESIGN.md, Events).
 		{Pattern: "GET /events", Handler: a.events, Raw: true},

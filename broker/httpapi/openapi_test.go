@@ -169,6 +169,8 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"FleetSummary":              cdf.FleetSummary{},
 		"FleetTemplate":             cdf.FleetTemplate{},
 		"FleetVersion":              cdf.FleetVersion{},
+		"FleetCore":                 cdf.FleetCore{},
+		"FleetCoreList":             cdf.FleetCoreList{},
 		"Error":                     cdf.ErrorBody{},
 		"CertificateAuthority":      caResource{},
 		"Thing":                     thingView{},

@@ -2,8 +2,13 @@ package sqlstore
 
 import (
 	"context"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/ggfleet/ggfleet/broker/fleet"
+	"github.com/ggfleet/ggfleet/broker/health"
+	"github.com/ggfleet/ggfleet/shared/mqttmsg"
 )
 
 // FleetStore reads the aggregates of the fleet summary (fleet.Store): three
@@ -79,3 +84,96 @@ func (s *FleetStore) query(ctx context.Context, what, query string, row func(sca
 	}
 	return mapErr(rows.Err(), what)
 }
+
+// fleetOnlineSQL is health's lease rule over a core_health row: the
+// connection is up and last-seen is within Factor × the reported interval
+// (the default when none) of now. Its three parameters are now (ms), the
+// factor and the default interval (s).
+const fleetOnlineSQL = `(h.connection_state = 'ONLINE' AND h.last_seen_at > 0 AND
+	h.last_seen_at + CAST(? AS BIGINT) * 1000 * (CASE WHEN h.interval_seconds > 0 THEN h.interval_seconds ELSE CAST(? AS BIGINT) END) >= CAST(? AS BIGINT))`
+
+// ListCoreStates lists cores with their health row, filtered, in name order
+// (fleet.Store), and counts every core the filters select, through the read
+// pool. The two queries may see different snapshots; the count is a figure
+// for the operator, not a cursor.
+func (s *FleetStore) ListCoreStates(ctx context.Context, q fleet.CoreQuery, lease fleet.Lease) ([]fleet.CoreState, bool, int, error) {
+	leaseArgs := []any{lease.Factor, int64(lease.DefaultInterval / time.Second), millis(lease.Now)}
+	var where []string
+	var args []any
+	if q.NameContains != "" {
+		where = append(where, `LOWER(c.name) LIKE ? ESCAPE '\'`)
+		args = append(args, "%"+likeEscaper.Replace(strings.ToLower(q.NameContains))+"%")
+	}
+	if q.TemplateName != "" {
+		where = append(where, `c.desired_name = ?`)
+		args = append(args, q.TemplateName)
+		if q.TemplateVersion > 0 {
+			where = append(where, `c.desired_version = ?`)
+			args = append(args, q.TemplateVersion)
+		}
+	}
+	if q.Status != "" {
+		where = append(where, `COALESCE(NULLIF(h.status, ''), ?) = ?`)
+		args = append(args, health.StatusUnknown, q.Status)
+	}
+	switch q.Connectivity {
+	case mqttmsg.Online:
+		where = append(where, `COALESCE(`+fleetOnlineSQL+`, FALSE)`)
+		args = append(args, leaseArgs...)
+	case mqttmsg.Offline:
+		where = append(where, `NOT COALESCE(`+fleetOnlineSQL+`, FALSE)`)
+		args = append(args, leaseArgs...)
+	}
+	const from = ` FROM cores c LEFT JOIN core_health h ON h.core = c.name`
+	filter := func(extra ...string) string {
+		all := append(slices.Clip(where), extra...)
+		if len(all) == 0 {
+			return ""
+		}
+		return ` WHERE ` + strings.Join(all, ` AND `)
+	}
+
+	var matching int
+	if err := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT COUNT(*)`+from+filter()), args...).Scan(&matching); err != nil {
+		return nil, false, 0, mapErr(err, "count the fleet's cores")
+	}
+	listArgs := append(append([]any{}, leaseArgs...), args...)
+	var cursor []string
+	if q.After != "" {
+		cursor = append(cursor, `c.name > ?`)
+		listArgs = append(listArgs, q.After)
+	}
+	listArgs = append(listArgs, q.Count+1)
+	rows, err := s.d.r(ctx).QueryContext(ctx, s.d.q(`SELECT c.name, c.desired_name, c.desired_version,
+		c.reported_name, c.reported_version, c.deployment_status, COALESCE(h.status, ''),
+		CASE WHEN `+fleetOnlineSQL+` THEN 1 ELSE 0 END, COALESCE(h.last_seen_at, 0), COALESCE(h.reported_at, 0),
+		COALESCE(h.nucleus_version, ''), COALESCE(h.agent_version, '')`+from+filter(cursor...)+
+		` ORDER BY c.name LIMIT ?`), listArgs...)
+	if err != nil {
+		return nil, false, 0, mapErr(err, "list the fleet's cores")
+	}
+	defer rows.Close()
+	out := []fleet.CoreState{}
+	for rows.Next() {
+		var c fleet.CoreState
+		var online int
+		var seen, reported int64
+		if err := rows.Scan(&c.Name, &c.DesiredName, &c.DesiredVersion, &c.ReportedName, &c.ReportedVersion,
+			&c.DeploymentStatus, &c.Status, &online, &seen, &reported, &c.CoreVersion, &c.AgentVersion); err != nil {
+			return nil, false, 0, mapErr(err, "list the fleet's cores")
+		}
+		c.Online, c.LastSeenAt, c.ReportedAt = online == 1, fromMillis(seen), fromMillis(reported)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, 0, mapErr(err, "list the fleet's cores")
+	}
+	more := len(out) > q.Count
+	if more {
+		out = out[:q.Count]
+	}
+	return out, more, matching, nil
+}
+
+// likeEscaper escapes LIKE's wildcards and its escape character ('\').
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)

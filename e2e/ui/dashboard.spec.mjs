@@ -118,11 +118,28 @@ try {
   check(await coreRow.locator('.badge[data-status="HEALTHY"]').count() === 1, `${core} is HEALTHY`);
   check(await coreRow.locator('time').count() === 1, `${core} has a last-seen time`);
   check(await page.locator(`#cores-table tr[data-core="${otherCore}"]`).count() === 1, `${otherCore} is listed`);
+  // The filters are applied by the broker (/fleet/cores): wait for the
+  // count of matching cores, then look at the rows.
+  const matching = (n) => page.waitForSelector(`#cores-matching[data-matching="${n}"]`, { timeout: WAIT });
   await page.fill('#core-filter', core);
+  await matching(1);
   check(await page.locator('#cores-table tbody tr').count() === 1, 'the name filter keeps one core');
   await shot('03-cores');
   await page.fill('#core-filter', '');
-  log('cores list and filter');
+  await matching(2);
+  await page.selectOption('#core-conn', 'OFFLINE');
+  await matching(1);
+  check(await page.locator(`#cores-table tr[data-core="${otherCore}"]`).count() === 1, `${otherCore} is the OFFLINE core`);
+  await page.selectOption('#core-conn', 'ONLINE');
+  await page.selectOption('#core-health', 'HEALTHY');
+  await matching(1);
+  check(await coreRow.count() === 1, `${core} is the ONLINE and HEALTHY core`);
+  await page.selectOption('#core-health', 'UNHEALTHY');
+  await matching(0);
+  await page.selectOption('#core-conn', '');
+  await page.selectOption('#core-health', '');
+  await matching(2);
+  log('cores list and filters');
 
   // 5. Tasks page: a deployment started from the CLI reaches Success on
   // the page through the events stream, without a reload.

@@ -26,3 +26,28 @@ type FleetVersion struct {
 	LastDeploymentFailed     int `json:"lastDeploymentFailed"`
 	LastDeploymentInProgress int `json:"lastDeploymentInProgress"`
 }
+
+// FleetCore is one core of GET /fleet/cores (a ggfleet addition): the list
+// view of a core with what its agent last said, so that a fleet can be
+// filtered by health and connectivity without reading every core.
+// Status and Connectivity mean what they mean in a core's device block
+// (spec §7): Status is the agent's last reported status, UNKNOWN before
+// its first report.
+type FleetCore struct {
+	Name                      string       `json:"name"`
+	Status                    string       `json:"status"`
+	Connectivity              string       `json:"connectivity"`
+	LastSeenAt                *Time        `json:"lastSeenAt,omitempty"`
+	LastStatusUpdateTimestamp *Time        `json:"lastStatusUpdateTimestamp,omitempty"`
+	CoreVersion               string       `json:"coreVersion,omitempty"`
+	AgentVersion              string       `json:"agentVersion,omitempty"`
+	Template                  CoreTemplate `json:"template"`
+}
+
+// FleetCoreList is the body of GET /fleet/cores. Matching counts every core
+// the filters select, on all pages.
+type FleetCoreList struct {
+	Cores      []FleetCore `json:"cores"`
+	Matching   int         `json:"matching"`
+	Pagination *Pagination `json:"pagination,omitempty"`
+}

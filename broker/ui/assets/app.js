@@ -72,99 +72,80 @@ function templateText(t) {
   return t && t.name && t.name !== 'None' && t.version ? `${t.name} v${t.version}` : '—';
 }
 
-/** The core list (CDF) has no device block: it is read per core, for one page at a time. */
+/**
+ * The core list reads /fleet/cores (a ggfleet addition to the CDF API): one
+ * request a page, with each core's status and connectivity, and the name,
+ * health and connectivity filters applied by the broker to the whole fleet.
+ */
 const PAGE = 50;
-const CONCURRENCY = 8;
-
-async function deviceBlocks(names) {
-  const out = new Map();
-  let next = 0;
-  const worker = async () => {
-    while (next < names.length) {
-      const name = names[next++];
-      try {
-        const c = await get(`/cores/${encodeURIComponent(name)}`);
-        out.set(name, c.device || {});
-      } catch (e) {
-        if (e instanceof APIError && e.status === 401) throw e;
-        out.set(name, {});
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, names.length) }, worker));
-  return out;
-}
 
 function coresView(params) {
   const filter = { text: params.get('q') || '', conn: '', health: '' };
   const templateName = params.get('templateName') || '';
   const templateVersion = params.get('templateVersion') || '';
-  let cores = [];
-  let devices = new Map();
+  let cursors = ['']; // cursors[i] starts page i (exclusiveStartThingName)
   let page = 0;
+  let result = null; // the page shown: {cores, matching, pagination}
+  let reads = 0; // drops a read that a newer one overtook
   const list = h('div', null);
-  const matching = () => {
-    const q = filter.text.toLowerCase();
-    return cores.filter((c) => !q || c.name.toLowerCase().includes(q));
-  };
   const draw = () => {
-    const named = matching();
-    const pages = Math.max(1, Math.ceil(named.length / PAGE));
-    page = Math.min(page, pages - 1);
-    const shown = named.slice(page * PAGE, (page + 1) * PAGE).filter((c) => {
-      const d = devices.get(c.name) || {};
-      return (!filter.conn || (d.connectivity || 'OFFLINE') === filter.conn) &&
-        (!filter.health || (d.status || 'UNKNOWN') === filter.health);
-    });
-    const pager = pages > 1 ? h('span', { class: 'pager' },
-      h('button', { type: 'button', class: 'link', disabled: page === 0, onclick: () => { page--; loadPage(); } }, '‹ previous'),
+    if (!result) return;
+    const more = Boolean(result.pagination && result.pagination.lastEvaluated);
+    const pages = Math.max(1, Math.ceil(result.matching / PAGE));
+    const turn = (by) => { page += by; load(v); };
+    const pager = page > 0 || more ? h('span', { class: 'pager' },
+      h('button', { type: 'button', class: 'link', disabled: page === 0, onclick: () => turn(-1) }, '‹ previous'),
       ` page ${page + 1} of ${pages} `,
-      h('button', { type: 'button', class: 'link', disabled: page >= pages - 1, onclick: () => { page++; loadPage(); } }, 'next ›')) : null;
+      h('button', { type: 'button', class: 'link', disabled: !more, onclick: () => turn(1) }, 'next ›')) : null;
     list.replaceChildren(
-      h('p', { class: 'muted' }, `${named.length} of ${cores.length} cores`,
-        (filter.conn || filter.health) && pages > 1 ? ' (health and connectivity filters apply to this page)' : '', ' ', pager),
+      h('p', { class: 'muted', id: 'cores-matching', dataset: { matching: String(result.matching) } },
+        `${result.matching} ${result.matching === 1 ? 'core matches' : 'cores match'}`, ' ', pager),
       table('cores-table', ['Core', 'Health', 'Connectivity', 'Last seen', 'Desired template', 'Reported template', 'Deployment'],
-        shown.map((c) => {
-          const d = devices.get(c.name) || {};
+        result.cores.map((c) => {
           const rep = (c.template && c.template.reported) || {};
           return h('tr', { dataset: { core: c.name } },
             h('td', null, h('a', { href: `#/cores/${encodeURIComponent(c.name)}` }, c.name)),
-            h('td', null, devices.has(c.name) ? badge(d.status || 'UNKNOWN', 'health') : '…'),
-            h('td', null, devices.has(c.name) ? badge(d.connectivity || 'OFFLINE', 'conn') : '…'),
-            h('td', null, when(d.lastSeenAt)),
+            h('td', null, badge(c.status || 'UNKNOWN', 'health')),
+            h('td', null, badge(c.connectivity || 'OFFLINE', 'conn')),
+            h('td', null, when(c.lastSeenAt)),
             h('td', null, templateText(c.template && c.template.desired)),
             h('td', null, templateText(rep)),
             h('td', null, rep.deploymentStatus && rep.deploymentStatus !== 'None' ? badge(rep.deploymentStatus, 'deploy') : '—'));
         }), 'No cores match.'));
   };
-  const loadPage = async () => {
-    draw();
-    const names = matching().slice(page * PAGE, (page + 1) * PAGE).map((c) => c.name).filter((n) => !devices.has(n));
-    if (names.length === 0) return;
-    const got = await deviceBlocks(names);
-    for (const [k, v] of got) devices.set(k, v);
+  const refresh = async () => {
+    const read = ++reads;
+    const q = new URLSearchParams({ count: String(PAGE) });
+    if (filter.text) q.set('nameContains', filter.text);
+    if (filter.conn) q.set('connectivity', filter.conn);
+    if (filter.health) q.set('status', filter.health);
+    if (templateName) q.set('templateName', templateName);
+    if (templateName && templateVersion && templateVersion !== '0') q.set('templateVersion', templateVersion);
+    if (cursors[page]) q.set('exclusiveStartThingName', cursors[page]);
+    const got = await get(`/fleet/cores?${q}`);
+    if (read !== reads) return;
+    result = got;
+    const last = got.pagination && got.pagination.lastEvaluated && got.pagination.lastEvaluated.thingName;
+    cursors = cursors.slice(0, page + 1);
+    if (last) cursors.push(last);
     draw();
   };
+  /** A filter changed: back to the first page. */
+  const restart = () => { page = 0; cursors = ['']; load(v); };
+  let typing = null;
   const select = (label, key, options) => h('label', null, label, ' ',
-    h('select', { id: `core-${key}`, onchange: (e) => { filter[key] = e.target.value; draw(); } },
+    h('select', { id: `core-${key}`, onchange: (e) => { filter[key] = e.target.value; restart(); } },
       options.map((o) => h('option', { value: o }, o || 'any'))));
   const bar = h('div', { class: 'filters' },
     h('input', { type: 'search', id: 'core-filter', placeholder: 'Filter by name', value: filter.text,
-      oninput: (e) => { filter.text = e.target.value; page = 0; loadPage(); } }),
+      oninput: (e) => { filter.text = e.target.value; clearTimeout(typing); typing = setTimeout(restart, 200); } }),
     select('Connectivity', 'conn', ['', 'ONLINE', 'OFFLINE']),
     select('Health', 'health', ['', 'HEALTHY', 'UNHEALTHY', 'UNKNOWN']),
     templateName ? h('span', { class: 'tag' }, `template ${templateName} v${templateVersion} `,
       h('a', { href: '#/cores' }, '×')) : null);
   const el = h('div', null, bar, list);
-  const refresh = async () => {
-    let path = '/cores?count=1000';
-    if (templateName) path += `&templateName=${encodeURIComponent(templateName)}`;
-    if (templateVersion) path += `&templateVersion=${encodeURIComponent(templateVersion)}`;
-    cores = await getAll(path, 'cores', 'exclusiveStartThingName', 'thingName');
-    devices = new Map();
-    await loadPage();
-  };
-  return { title: 'Cores', el, refresh, onEvent: () => true };
+  const v = { title: 'Cores', el, refresh, onEvent: () => true };
+  return v;
 }
 
 // ---- one core --------------------------------------------------------------
