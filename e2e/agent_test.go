@@ -351,6 +351,13 @@ func TestAgentJourney(t *testing.T) {
 	waitAgentStatus(t, dir, "connected with a report", func(s agentStatus) bool {
 		return s.Connected && !s.LastReport.IsZero() && s.HealthStatus == "HEALTHY"
 	})
+	// /metrics counts the agent's messages that reached the broker's handlers.
+	metrics := string(b.must(200, "GET", "/metrics", nil).Body)
+	for _, topic := range []string{"health", "deployments/status", "agent/hello", "connection"} {
+		if !regexpMatch(`(?m)^ggfleet_mqtt_messages_handled_total\{topic="`+regexp.QuoteMeta(topic)+`"\} [1-9]`, metrics) {
+			t.Errorf("/metrics has no handled %s messages:\n%s", topic, grepLines(metrics, "ggfleet_mqtt_messages"))
+		}
+	}
 	res := ggagent(t, nil, "status", "--state-dir", dir)
 	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf("Enrolled as core %q", name)) ||
 		!regexpMatch(`connected:\s+true`, res.stdout) || !regexpMatch(`lastReport:\s+\d{4}-`, res.stdout) ||
@@ -451,4 +458,15 @@ func TestAgentEnrollTLSAuto(t *testing.T) {
 
 func regexpMatch(expr, s string) bool {
 	return regexp.MustCompile(expr).MatchString(s)
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

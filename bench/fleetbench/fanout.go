@@ -128,6 +128,15 @@ func (f *fleet) stop() {
 	f.wg.Wait()
 }
 
+// healthAcked is the number of health reports the broker acknowledged.
+func (f *fleet) healthAcked() int64 {
+	var n int64
+	for _, a := range f.agents {
+		n += a.Stats().HealthAcked
+	}
+	return n
+}
+
 // lost is the number of reports the broker did not acknowledge.
 func (f *fleet) lost() int64 {
 	var s loadgen.Stats
@@ -190,7 +199,7 @@ func fanoutGgfleet(ctx context.Context, clients []*apiClient, ids []*loadgen.Ide
 	}
 	if reports > 0 {
 		progressf(progress, "  P5: %d agents × %d health reports through ggfleet", n, reports)
-		if res.Ingest, err = ingestGgfleet(ctx, f, reports, db, pids); err != nil {
+		if res.Ingest, err = ingestGgfleet(ctx, f, reports, db, pids, clients); err != nil {
 			return res, fmt.Errorf("P5: %w", err)
 		}
 	}

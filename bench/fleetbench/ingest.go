@@ -34,6 +34,11 @@ type ingestResult struct {
 	Lost    int           // reports not acknowledged within the agents' AckTimeout
 	Acked   time.Duration // first report → last PUBACK at the agents
 	Stored  time.Duration // first report → every agent's last report in the database (ggfleet only)
+	// ggfleet only: the health reports the agents had acknowledged while
+	// the burst ran (periodic ones included), and how many of them
+	// reached ggfleet's handlers (its /metrics, all replicas). With
+	// Mosquitto in between, Mosquitto acknowledges and may still drop.
+	Expected, Handled int64
 	// RSS of the ggfleet serve processes (summed over replicas): just
 	// before the burst, the most seen while it ran (sampled every 100 ms),
 	// and once it was stored.
@@ -87,8 +92,13 @@ func burstFleet(ctx context.Context, f *fleet, reports int) (ingestResult, map[s
 // polling the database every 20 ms until every agent's health row holds
 // its last report. pids are the ggfleet serve processes, whose memory is
 // sampled.
-func ingestGgfleet(ctx context.Context, f *fleet, reports int, db *sql.DB, pids []int) (ingestResult, error) {
+func ingestGgfleet(ctx context.Context, f *fleet, reports int, db *sql.DB, pids []int, clients []*apiClient) (ingestResult, error) {
 	res := ingestResult{RSSBefore: rssSum(pids)}
+	acked0 := f.healthAcked() // before the count: a report acked is counted before it is handled
+	handled0, err := handledHealth(ctx, clients)
+	if err != nil {
+		return res, err
+	}
 	sctx, stop := context.WithCancel(ctx)
 	sampled := make(chan int64)
 	go func() { // owned here: stopped and waited for below
@@ -119,10 +129,37 @@ func ingestGgfleet(ctx context.Context, f *fleet, reports int, db *sql.DB, pids 
 		})
 		res.Stored = time.Since(start)
 	}
+	if err == nil {
+		// Everything acknowledged should reach the handlers soon after.
+		_ = waitUntil(ctx, 30*time.Second, func() bool {
+			res.Expected = f.healthAcked() - acked0
+			n, herr := handledHealth(ctx, clients)
+			if herr != nil {
+				err = herr
+				return true
+			}
+			res.Handled = n - handled0
+			return res.Handled >= res.Expected
+		})
+	}
 	stop()
 	res.RSSMax = <-sampled
 	res.RSSAfter = rssSum(pids)
 	return res, err
+}
+
+// handledHealth sums ggfleet_mqtt_messages_handled_total{topic="health"}
+// over the replicas.
+func handledHealth(ctx context.Context, clients []*apiClient) (int64, error) {
+	var sum int64
+	for _, c := range clients {
+		n, err := c.metric(ctx, `ggfleet_mqtt_messages_handled_total{topic="health"}`)
+		if err != nil {
+			return 0, err
+		}
+		sum += int64(n)
+	}
+	return sum, nil
 }
 
 // storedHealth counts the agents whose health row holds (at least) their

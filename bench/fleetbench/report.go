@@ -119,6 +119,18 @@ func (r result) notifyVerdict() string {
 	return "**not met**"
 }
 
+// handledVerdict says whether every health report acknowledged during P5
+// reached ggfleet's handlers.
+func (r result) handledVerdict() string {
+	switch {
+	case r.P5.Expected == 0:
+		return "not measured"
+	case r.P5.Handled >= r.P5.Expected:
+		return "met"
+	}
+	return "**not met**"
+}
+
 // mqttName is the MQTT broker the agents used.
 func (c config) mqttName() string {
 	if c.Mosquitto {
@@ -193,6 +205,8 @@ func markdown(h header, results []result) string {
 				r.P5.Reports, r.Agents, r.P5.ackedRate(), dur(r.P5.Acked), r.P5.Lost, m.ackedRate(), dur(m.Acked), m.Lost, num(ratio(r.P5.ackedRate(), m.ackedRate())))
 			fmt.Fprintf(&b, "| P5: the same, first report → every agent's last report in the database | %.0f reports/s (%s) | Mosquitto alone, acknowledged | %s | %s %s |\n",
 				r.P5.storedRate(), dur(r.P5.Stored), num(r.p5IngestRatio()), targetP5Ingest, targetP5Ingest.verdict(r.p5IngestRatio()))
+			fmt.Fprintf(&b, "| P5: health reports acknowledged during the burst that reached ggfleet's handlers (its /metrics) | %d of %d | | | all %s |\n",
+				r.P5.Handled, r.P5.Expected, r.handledVerdict())
 			if r.P5Embedded.Reports > 0 {
 				e := r.P5Embedded
 				fmt.Fprintf(&b, "| P5: the same on the embedded MQTT broker alone (handlers that only count) | %.0f reports/s (%s, %d lost) | Mosquitto alone, acknowledged | %s | %s %s |\n",

@@ -22,7 +22,7 @@ func sampleResults() (header, []result) {
 		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 300, P50: time.Millisecond, P99: 15 * time.Millisecond},
 		Agents: 100, ApplyDelay: time.Second, P4Elapsed: 1500 * time.Millisecond, P4Notify: 300 * time.Millisecond, P4Received: 100, P4Status: "Success",
 		BoundElapsed: time.Second, BoundNotify: 30 * time.Millisecond, LoadAvgBefore: "1.00, 1.00, 1.00", LoadAvgAfter: "2.00, 1.50, 1.00",
-		P5:          ingestResult{Reports: 2000, Acked: time.Second, Stored: 1200 * time.Millisecond, RSSBefore: 100 << 20, RSSMax: 150 << 20, RSSAfter: 120 << 20},
+		P5:          ingestResult{Reports: 2000, Acked: time.Second, Stored: 1200 * time.Millisecond, Expected: 2040, Handled: 2040, RSSBefore: 100 << 20, RSSMax: 150 << 20, RSSAfter: 120 << 20},
 		P5Embedded:  ingestResult{Reports: 2000, Acked: 500 * time.Millisecond},
 		P5Mosquitto: ingestResult{Reports: 2000, Acked: 800 * time.Millisecond},
 		P7:          stormResult{Agents: 200, Rate: 1200, Wall: 167 * time.Millisecond, TLSRate: 2000, TLSWall: 100 * time.Millisecond}}
@@ -108,5 +108,16 @@ func TestP5NotMeasured(t *testing.T) {
 	}
 	if got := cell(r.p5IngestRatio(), targetP5Ingest); got != "1.00× met" {
 		t.Errorf("ingest ratio: %q", got)
+	}
+}
+
+func TestHandledVerdict(t *testing.T) {
+	for _, tt := range []struct {
+		expected, handled int64
+		want              string
+	}{{0, 0, "not measured"}, {20000, 20000, "met"}, {20000, 20003, "met"}, {20000, 11551, "**not met**"}} {
+		if got := (result{P5: ingestResult{Expected: tt.expected, Handled: tt.handled}}).handledVerdict(); got != tt.want {
+			t.Errorf("%d of %d handled: %q, want %q", tt.handled, tt.expected, got, tt.want)
+		}
 	}
 }

@@ -118,11 +118,16 @@ type Stats struct {
 	Connects int64 // MQTT sessions established
 	Applies  int64 // deployments applied (each deployment id once)
 	Docs     int64 // deployment documents received
+	// HealthAcked counts the acknowledged health reports (of Acked): what
+	// the broker's handlers should have got (P5 checks it against
+	// ggfleet's /metrics).
+	HealthAcked int64
 }
 
 // Add sums counters.
 func (s Stats) Add(o Stats) Stats {
-	return Stats{s.Sent + o.Sent, s.Acked + o.Acked, s.Lost + o.Lost, s.Connects + o.Connects, s.Applies + o.Applies, s.Docs + o.Docs}
+	return Stats{Sent: s.Sent + o.Sent, Acked: s.Acked + o.Acked, Lost: s.Lost + o.Lost, Connects: s.Connects + o.Connects,
+		Applies: s.Applies + o.Applies, Docs: s.Docs + o.Docs, HealthAcked: s.HealthAcked + o.HealthAcked}
 }
 
 // Agent is one simulated core.
@@ -134,6 +139,8 @@ type Agent struct {
 	conns atomic.Int64
 	apps  atomic.Int64
 	docs  atomic.Int64
+	// healthAcked counts acknowledged health reports.
+	healthAcked atomic.Int64
 
 	mu      sync.Mutex
 	applied map[string]int // applies per deployment id
@@ -198,7 +205,8 @@ func (a *Agent) now() time.Time { return time.Now().Add(a.cfg.ClockSkew).UTC() }
 
 // Stats returns the counters so far.
 func (a *Agent) Stats() Stats {
-	return Stats{a.sent.Load(), a.acked.Load(), a.lost.Load(), a.conns.Load(), a.apps.Load(), a.docs.Load()}
+	return Stats{Sent: a.sent.Load(), Acked: a.acked.Load(), Lost: a.lost.Load(), Connects: a.conns.Load(),
+		Applies: a.apps.Load(), Docs: a.docs.Load(), HealthAcked: a.healthAcked.Load()}
 }
 
 // Applied returns how many times each deployment id was applied.
@@ -279,6 +287,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				left := time.Until(deadline)
 				if left > 0 && tok.WaitTimeout(left) && tok.Error() == nil {
 					a.acked.Add(1)
+					if suffix == mqttmsg.Health {
+						a.healthAcked.Add(1)
+					}
 					return
 				}
 				if time.Until(deadline) <= time.Second {
@@ -316,6 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			tok := client.Publish(topic, 1, false, payload)
 			if tok.WaitTimeout(a.cfg.AckTimeout) && tok.Error() == nil {
 				a.acked.Add(1)
+				a.healthAcked.Add(1)
 				r.Acked++
 				r.Last = m.Timestamp
 			} else {

@@ -32,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,7 @@ func main() {
 	publishers := flag.Int("publishers", 100, "agents publishing health (P5)")
 	messages := flag.Int("messages", 100, "health reports per publishing agent (P5)")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
+	flag.StringVar(&p5Profile, "cpuprofile", "", "write a CPU profile of P5 on the embedded broker (broker and load generator: one process) to this file")
 	flag.Parse()
 	if err := run(*agents, *concurrency, *publishers, *messages, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "mqttbench:", err)
@@ -149,7 +151,12 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 	md = append(md, "| broker | acked reports/s at the agents | handled reports/s at ggfleet | handled |", "|---|---|---|---|")
 	for _, tg := range []target{embTarget, mosqTarget} {
 		fmt.Fprintf(os.Stderr, "P5 %s ...\n", tg.name)
+		stop, err := profileP5(tg == embTarget)
+		if err != nil {
+			return err
+		}
 		r, err := ingest(tg, pki, publishers, messages)
+		stop()
 		if err != nil {
 			return fmt.Errorf("P5 %s: %w", tg.name, err)
 		}
@@ -183,6 +190,26 @@ func run(agents, concurrency, publishers, messages int, outPath string) error {
 		return os.WriteFile(outPath, []byte(text), 0o644)
 	}
 	return nil
+}
+
+// p5Profile is where -cpuprofile writes P5's profile on the embedded broker.
+var p5Profile string
+
+// profileP5 starts the CPU profile -cpuprofile asks for when embedded, and
+// returns what stops it.
+func profileP5(embedded bool) (stop func(), err error) {
+	if p5Profile == "" || !embedded {
+		return func() {}, nil
+	}
+	f, err := os.Create(p5Profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // target is one broker under test.

@@ -375,3 +375,43 @@ func (b *Bus) endSession(thing string, cl *mqtt.Client) bool {
 	delete(b.sessions, thing)
 	return true
 }
+
+// Topic labels CountHandled reports: the suffixes Handlers decode, and
+// "other" for everything OnMessage gets (patch messages among them), so
+// that no id ever becomes a label.
+const (
+	CountConnection       = mqttmsg.Connection
+	CountHealth           = mqttmsg.Health
+	CountDeploymentStatus = mqttmsg.DeploymentStatus
+	CountHello            = mqttmsg.Hello
+	CountOther            = "other"
+)
+
+// CountHandled returns h with count(topic) called before each message
+// handler runs: how many agent messages reached the broker, by topic, for
+// /metrics (a message an external broker dropped never does). Session
+// callbacks (OnConnect, OnDisconnect) are not messages and are not counted;
+// nil handlers stay nil.
+func CountHandled(h Handlers, count func(topic string)) Handlers {
+	h.OnConnection = counted(h.OnConnection, count, CountConnection)
+	h.OnHealth = counted(h.OnHealth, count, CountHealth)
+	h.OnDeploymentStatus = counted(h.OnDeploymentStatus, count, CountDeploymentStatus)
+	h.OnHello = counted(h.OnHello, count, CountHello)
+	if fn := h.OnMessage; fn != nil {
+		h.OnMessage = func(ctx context.Context, thing, suffix string, payload []byte) {
+			count(CountOther)
+			fn(ctx, thing, suffix, payload)
+		}
+	}
+	return h
+}
+
+func counted[T any](fn func(context.Context, string, T), count func(string), topic string) func(context.Context, string, T) {
+	if fn == nil {
+		return nil
+	}
+	return func(ctx context.Context, thing string, m T) {
+		count(topic)
+		fn(ctx, thing, m)
+	}
+}

@@ -479,3 +479,31 @@ func TestNewCAWithoutRestart(t *testing.T) {
 		t.Fatalf("certificate from a CA created after start: %v", err)
 	}
 }
+
+// TestCountHandled checks that every message handler counts its topic once
+// before it runs, and that session callbacks and nil handlers are left alone.
+func TestCountHandled(t *testing.T) {
+	var calls []string
+	record := func(what string) { calls = append(calls, what) }
+	h := CountHandled(Handlers{
+		OnConnect:          func(context.Context, string) { record("connect") },
+		OnConnection:       func(context.Context, string, mqttmsg.ConnectionMsg) { record("connection handler") },
+		OnHealth:           func(context.Context, string, mqttmsg.HealthMsg) { record("health handler") },
+		OnDeploymentStatus: func(context.Context, string, mqttmsg.DeploymentStatusMsg) { record("status handler") },
+		OnMessage:          func(context.Context, string, string, []byte) { record("message handler") },
+	}, func(topic string) { record("count " + topic) })
+	if h.OnHello != nil || h.OnDisconnect != nil {
+		t.Fatal("a nil handler became non-nil")
+	}
+	ctx := context.Background()
+	h.OnConnect(ctx, "c")
+	h.OnConnection(ctx, "c", mqttmsg.ConnectionMsg{})
+	h.OnHealth(ctx, "c", mqttmsg.HealthMsg{})
+	h.OnDeploymentStatus(ctx, "c", mqttmsg.DeploymentStatusMsg{})
+	h.OnMessage(ctx, "c", "patches/p1/events", nil)
+	want := []string{"connect", "count connection", "connection handler", "count health", "health handler",
+		"count deployments/status", "status handler", "count other", "message handler"}
+	if !slices.Equal(calls, want) {
+		t.Errorf("calls\n got %q\nwant %q", calls, want)
+	}
+}

@@ -50,6 +50,7 @@ import (
 	"github.com/ggfleet/ggfleet/shared/ggconfig"
 	"github.com/ggfleet/ggfleet/shared/mqttmsg"
 	"github.com/ggfleet/ggfleet/shared/patchmsg"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Run runs the broker until ctx ends.
@@ -124,6 +125,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		log.Warn(what+" failed", "thing", thing, "err", err)
 	}
+	// What reached the handlers, by topic, for /metrics: set against what
+	// the agents (or an external broker) sent, it shows messages lost on
+	// the way.
+	mqttHandled := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ggfleet_mqtt_messages_handled_total",
+		Help: "Agent MQTT messages handed to the broker's handlers, by topic (connection, health, deployments/status, agent/hello, other).",
+	}, []string{"topic"})
 	mqttHosts := tlsHosts(cfg.mqttEndpoint(), cfg.MQTTListen, cfg.TLSHosts)
 	bus, err := mqttbus.New(mqttbus.Config{
 		Listen:      cfg.MQTTListen,
@@ -131,7 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ClientCAs:   authority.Pool,
 		Authorizer:  cl.authorizer,
 		Logger:      log,
-		Handlers: mqttbus.Handlers{
+		Handlers: mqttbus.CountHandled(mqttbus.Handlers{
 			OnConnect: func(ctx context.Context, thing string) {
 				logErr("re-publish desired deployment", thing, deploySvc.OnConnect(ctx, thing))
 			},
@@ -159,7 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 					logErr("handle "+suffix, thing, patchSvc.HandleMessage(ctx, thing, suffix, payload))
 				}
 			},
-		},
+		}, func(topic string) { mqttHandled.WithLabelValues(topic).Inc() }),
 	})
 	if err != nil {
 		return err
@@ -275,6 +283,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	metrics := httpapi.NewMetrics(httpapi.MetricsConfig{Tasks: db, MQTTConnections: mqttConns, Logger: log})
+	if err := metrics.Registerer().Register(mqttHandled); err != nil {
+		return fmt.Errorf("register the MQTT message counter: %w", err)
+	}
 	api := httpapi.New(httpapi.Deps{
 		Logger: log, Auth: authSvc, Sessions: authSvc, ExtraRoutes: dashboard.Routes(), Ready: readiness(db.Ping, iotBus),
 		Templates: tmplSvc, Cores: coreSvc, Devices: devSvc, Provisioning: provSvc,
