@@ -126,24 +126,11 @@ func TestFleetCoresHTTP(t *testing.T) {
 			svc := fakeFleet{cores: list, err: tt.svcErr, got: &got}
 			srv := httptest.NewServer(New(Deps{Auth: fleetTestAuth{}, Fleet: svc}).Handler())
 			t.Cleanup(srv.Close)
-			req, err := http.NewRequest(http.MethodGet, srv.URL+"/fleet/cores"+tt.query, nil)
-			if err != nil {
-				t.Fatal(err)
+			code, _, b := doAPI(t, srv.URL, "fleet-token", http.MethodGet, "/fleet/cores"+tt.query, "", "")
+			if code != tt.wantCode {
+				t.Fatalf("status %d, want %d (body %s)", code, tt.wantCode, b)
 			}
-			req.Header.Set("Authorization", "Bearer fleet-token")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != tt.wantCode {
-				t.Fatalf("status %d, want %d (body %s)", resp.StatusCode, tt.wantCode, b)
-			}
-			if tt.wantBody != "" && strings.TrimSpace(string(b)) != tt.wantBody {
+			if tt.wantBody != "" && strings.TrimSpace(b) != tt.wantBody {
 				t.Errorf("body\n got %s\nwant %s", b, tt.wantBody)
 			}
 			if tt.wantQuery != nil && got != *tt.wantQuery {
