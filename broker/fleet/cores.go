@@ -46,8 +46,8 @@ type Lease struct {
 	DefaultInterval time.Duration
 }
 
-// CoreState is one core of the list as the store reads it. Status is ""
-// before the first health report; times are zero when unknown.
+// CoreState is one core of the list as the store reads it. Status is
+// UNKNOWN before the first health report; times are zero when unknown.
 type CoreState struct {
 	Name             string
 	DesiredName      string
@@ -116,9 +116,6 @@ func (c CoreState) wire() cdf.FleetCore {
 			Desired:  cdf.TemplateRef{Name: c.DesiredName, Version: c.DesiredVersion},
 			Reported: cdf.ReportedTemplate{Name: c.ReportedName, Version: c.ReportedVersion, DeploymentStatus: c.DeploymentStatus},
 		},
-	}
-	if out.Status == "" {
-		out.Status = health.StatusUnknown
 	}
 	if c.Online {
 		out.Connectivity = mqttmsg.Online

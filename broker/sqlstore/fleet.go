@@ -85,10 +85,14 @@ func (s *FleetStore) query(ctx context.Context, what, query string, row func(sca
 	return mapErr(rows.Err(), what)
 }
 
+// fleetStatusSQL is a core's status, UNKNOWN (its one parameter) before its
+// first health report; the filter and the rows both use it.
+const fleetStatusSQL = `COALESCE(NULLIF(h.status, ''), ?)`
+
 // fleetOnlineSQL is health's lease rule over a core_health row: the
 // connection is up and last-seen is within Factor × the reported interval
-// (the default when none) of now. Its three parameters are now (ms), the
-// factor and the default interval (s).
+// (the default when none) of now. Its three parameters are the factor, the
+// default interval (s) and now (ms).
 const fleetOnlineSQL = `(h.connection_state = 'ONLINE' AND h.last_seen_at > 0 AND
 	h.last_seen_at + CAST(? AS BIGINT) * 1000 * (CASE WHEN h.interval_seconds > 0 THEN h.interval_seconds ELSE CAST(? AS BIGINT) END) >= CAST(? AS BIGINT))`
 
@@ -113,7 +117,7 @@ func (s *FleetStore) ListCoreStates(ctx context.Context, q fleet.CoreQuery, leas
 		}
 	}
 	if q.Status != "" {
-		where = append(where, `COALESCE(NULLIF(h.status, ''), ?) = ?`)
+		where = append(where, fleetStatusSQL+` = ?`)
 		args = append(args, health.StatusUnknown, q.Status)
 	}
 	switch q.Connectivity {
@@ -137,7 +141,7 @@ func (s *FleetStore) ListCoreStates(ctx context.Context, q fleet.CoreQuery, leas
 	if err := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT COUNT(*)`+from+filter()), args...).Scan(&matching); err != nil {
 		return nil, false, 0, mapErr(err, "count the fleet's cores")
 	}
-	listArgs := append(append([]any{}, leaseArgs...), args...)
+	listArgs := append(append([]any{health.StatusUnknown}, leaseArgs...), args...)
 	var cursor []string
 	if q.After != "" {
 		cursor = append(cursor, `c.name > ?`)
@@ -145,7 +149,7 @@ func (s *FleetStore) ListCoreStates(ctx context.Context, q fleet.CoreQuery, leas
 	}
 	listArgs = append(listArgs, q.Count+1)
 	rows, err := s.d.r(ctx).QueryContext(ctx, s.d.q(`SELECT c.name, c.desired_name, c.desired_version,
-		c.reported_name, c.reported_version, c.deployment_status, COALESCE(h.status, ''),
+		c.reported_name, c.reported_version, c.deployment_status, `+fleetStatusSQL+`,
 		CASE WHEN `+fleetOnlineSQL+` THEN 1 ELSE 0 END, COALESCE(h.last_seen_at, 0), COALESCE(h.reported_at, 0),
 		COALESCE(h.nucleus_version, ''), COALESCE(h.agent_version, '')`+from+filter(cursor...)+
 		` ORDER BY c.name LIMIT ?`), listArgs...)
