@@ -35,6 +35,7 @@ type batchEnv struct {
 	crash           context.CancelFunc
 	publishCalls    atomic.Int32 // EventsAll calls
 	batchReads      atomic.Int32 // BatchReads calls
+	savepoints      atomic.Int32 // Atomic calls inside a transaction
 }
 
 type outerKey struct{}
@@ -69,6 +70,9 @@ func newBatchEnv(t *testing.T) *batchEnv {
 		},
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil
+			if !outer {
+				e.savepoints.Add(1)
+			}
 			err := db.Atomically(ctx, func(ctx context.Context) error { return fn(context.WithValue(ctx, outerKey{}, true)) })
 			if err == nil && outer && e.failAfterCommit.CompareAndSwap(true, false) {
 				if e.crash != nil {
@@ -167,9 +171,17 @@ func TestCreateWholeBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 		// One thing lookup a core (Provision is told the thing is absent),
-		// none for the registered core, which is not provisioned again.
-		if n := e.prov.Describes.Load(); n != int32(len(cs)-1) {
-			t.Errorf("%d thing lookups for %d cores, want one each but the registered one", n, len(cs))
+		// none for the registered core, which is not provisioned again;
+		// and again for the first batch's cores up to the failed one
+		// (cs[3]): the batch's first transaction, without savepoints,
+		// ended there and the batch was worked again with them.
+		if n, want := e.prov.Describes.Load(), int32(len(cs)-1+4); n != want {
+			t.Errorf("%d thing lookups for %d cores, want %d: one each but the registered one, and the first four again", n, len(cs), want)
+		}
+		// A savepoint for each core of the batch with the failed core,
+		// none for the other batch.
+		if n := e.savepoints.Load(); n != cores.CreateBatchSize {
+			t.Errorf("%d savepoints, want %d (one per core of the first batch only)", n, cores.CreateBatchSize)
 		}
 		items := e.items(id)
 		for i, c := range cs {

@@ -167,8 +167,12 @@ func TestCreateWholeBatch(t *testing.T) {
 		}
 		e.prov.Describes.Store(0)
 		items := e.run(ds)
-		if n := e.prov.Describes.Load(); n != int32(len(ds)) {
-			t.Errorf("%d thing lookups for %d devices, want one each (Provision is told the thing is absent)", n, len(ds))
+		// One thing lookup a device (Provision is told the thing is
+		// absent), and again for the first batch's devices up to the
+		// failed one (ds[3]): the batch's first transaction, without
+		// savepoints, ended there and was worked again with them.
+		if n, want := e.prov.Describes.Load(), int32(len(ds)+4); n != want {
+			t.Errorf("%d thing lookups for %d devices, want %d: one each, and the first four again", n, len(ds), want)
 		}
 		for i, d := range ds {
 			it := items[d.Name]
@@ -196,8 +200,8 @@ func TestCreateWholeBatch(t *testing.T) {
 		if n := e.publishCalls.Load(); n != 2 {
 			t.Errorf("events published in %d calls, want one per batch (2)", n)
 		}
-		if n := e.outerTxs.Load(); n != 2 {
-			t.Errorf("%d batch transactions, want one per batch (2)", n)
+		if n := e.outerTxs.Load(); n != 3 {
+			t.Errorf("%d batch transactions, want one per batch and one more for the batch with the failed device (3)", n)
 		}
 	})
 

@@ -22,10 +22,16 @@ import (
 //  1. what each item that starts now needs and can be made without side
 //     effects (its key and certificate; a core's installer config) is
 //     made in parallel, outside any transaction;
-//  2. one transaction works every item, each under a savepoint: an item
-//     that fails leaves nothing behind, an item that succeeds is committed
-//     with the others, and the items' progress (still InProgress) is saved
-//     in the same transaction.
+//  2. one transaction works every item, and the items' progress (still
+//     InProgress) is saved in the same transaction. An item that fails
+//     must leave nothing behind, which takes a savepoint per item; but a
+//     savepoint costs two more statements an item (SAVEPOINT, RELEASE:
+//     round trips on PostgreSQL) and SQLite a statement journal, and
+//     items seldom fail. So the transaction first works the items without
+//     savepoints; the first item that fails ends it (rolled back, nothing
+//     written), and the batch is worked again in a new transaction with
+//     each item under a savepoint, where a failed item's writes are
+//     undone and the others are committed.
 //
 // Then the items' events are published and the runner saves them final. A
 // crash before the commit leaves nothing: the batch runs again. A crash
@@ -72,12 +78,45 @@ type Event struct {
 // errItemFailed rolls an item's savepoint back when the item failed.
 var errItemFailed = errors.New("item failed")
 
+// errNeedsSavepoints ends a batch's first transaction, worked without
+// savepoints, when an item failed: its writes cannot be undone on their
+// own, so the whole transaction is rolled back and worked again with a
+// savepoint per item.
+var errNeedsSavepoints = errors.New("an item failed: the batch is worked again with a savepoint per item")
+
 // Run works items (tasks.BatchProcessor.ProcessBatch).
 func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
 	if b.BatchContext != nil {
 		ctx = b.BatchContext(ctx)
 	}
 	ready := b.prepareAll(ctx, items)
+	start := make([]tasks.Item, len(items))
+	for i, it := range items {
+		start[i] = *it
+	}
+	events, err := b.transaction(ctx, items, ready, save, false)
+	if errors.Is(err, errNeedsSavepoints) {
+		// Nothing was written: work every item again from where it started.
+		for i, it := range items {
+			*it = start[i]
+		}
+		events, err = b.transaction(ctx, items, ready, save, true)
+	}
+	if err != nil {
+		// Nothing committed, or a commit whose answer was lost: the
+		// runner works the items one by one from what is stored, so one
+		// item's trouble does not fail the whole batch again.
+		return fmt.Errorf("%w: %w", tasks.ErrItemByItem, err)
+	}
+	b.Publish(ctx, events)
+	return nil
+}
+
+// transaction works items in one transaction and saves their progress in
+// it, and returns the events to publish once it has committed. Without
+// savepoints, the first item that fails ends it with errNeedsSavepoints;
+// with them, a failed item's writes are undone and the others go on.
+func (b Batch[P]) transaction(ctx context.Context, items []*tasks.Item, ready map[string]P, save func(context.Context, []*tasks.Item) error, savepoints bool) ([]Event, error) {
 	var events []Event
 	err := b.Atomic(ctx, func(ctx context.Context) error {
 		saved := make([]*tasks.Item, 0, len(items))
@@ -87,7 +126,7 @@ func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(contex
 			emit := func(_ context.Context, detailType string, detail any) {
 				evs = append(evs, Event{detailType, detail})
 			}
-			err := b.Atomic(ctx, func(ctx context.Context) error {
+			work := func(ctx context.Context) error {
 				if err := b.Work(ctx, it, ready[it.Name], emit); err != nil {
 					return err
 				}
@@ -95,8 +134,16 @@ func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(contex
 					return errItemFailed
 				}
 				return nil
-			})
+			}
+			var err error
+			if savepoints {
+				err = b.Atomic(ctx, work)
+			} else {
+				err = work(ctx)
+			}
 			switch {
+			case errors.Is(err, errItemFailed) && !savepoints:
+				return errNeedsSavepoints
 			case errors.Is(err, errItemFailed):
 				// Its writes are undone: keep the progress it started with.
 				it.Progress = before
@@ -115,14 +162,7 @@ func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(contex
 		}
 		return save(ctx, saved)
 	})
-	if err != nil {
-		// Nothing committed, or a commit whose answer was lost: the
-		// runner works the items one by one from what is stored, so one
-		// item's trouble does not fail the whole batch again.
-		return fmt.Errorf("%w: %w", tasks.ErrItemByItem, err)
-	}
-	b.Publish(ctx, events)
-	return nil
+	return events, err
 }
 
 // prepareAll runs Prepare for the items that start now (no progress yet),
