@@ -65,7 +65,7 @@ func newBatchEnv(t *testing.T) *batchEnv {
 			}
 		},
 		BatchReads: func(ctx context.Context) context.Context {
-			return provisioning.WithBatchReads(ca.WithBatchLookups(ctx))
+			return sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx))) // as ggfleet serve does
 		},
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil

@@ -17,13 +17,16 @@ type ArtifactStore struct{ d *DB }
 // Artifacts returns the database-backed artifact store.
 func (d *DB) Artifacts() *ArtifactStore { return &ArtifactStore{d: d} }
 
+// insertArtifact may be deferred by a Create batch's transaction (deferred.go).
+var insertArtifact = newInsert("artifacts", []string{"key", "data", "updated_at"}, 1, true,
+	"ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at")
+
 // PutArtifact stores data under key, replacing what was there.
 func (s *ArtifactStore) PutArtifact(ctx context.Context, key string, data []byte) error {
 	if data == nil {
 		data = []byte{}
 	}
-	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO artifacts (key, data, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at`), key, data, time.Now().UnixMilli())
+	err := s.d.insert(ctx, &insertArtifact, key, data, time.Now().UnixMilli())
 	return mapErr(err, fmt.Sprintf("store artifact %s", key))
 }
 

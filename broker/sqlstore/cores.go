@@ -121,11 +121,13 @@ func (s *CoreStore) ListCores(ctx context.Context, f corestore.Filter, count int
 	return out, more, nil
 }
 
+// insertCoreArtifact may be deferred by a Create batch's transaction (deferred.go).
+var insertCoreArtifact = newInsert("core_artifacts", []string{"core", "kind", "bucket", "key", "created_at"}, 2, true,
+	"ON CONFLICT (core, kind) DO UPDATE SET bucket = excluded.bucket, key = excluded.key, created_at = excluded.created_at")
+
 // PutArtifact records or replaces an artifact of a core.
 func (s *CoreStore) PutArtifact(ctx context.Context, a corestore.ArtifactRecord) error {
-	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO core_artifacts (core, kind, bucket, key, created_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (core, kind) DO UPDATE SET bucket = excluded.bucket, key = excluded.key, created_at = excluded.created_at`),
-		a.Core, a.Kind, a.Bucket, a.Key, millis(a.CreatedAt))
+	err := s.d.insert(ctx, &insertCoreArtifact, a.Core, a.Kind, a.Bucket, a.Key, millis(a.CreatedAt))
 	return mapErr(err, fmt.Sprintf("record %s artifact of core %s", a.Kind, a.Core))
 }
 

@@ -77,7 +77,24 @@ func (s *RegistryStore) column(ctx context.Context, q Querier, what, query strin
 	return out, nil
 }
 
-// CreateThing inserts a thing; errkind.Conflict if it exists.
+// The registry's inserts that a Create batch's transaction may defer
+// (deferred.go).
+var (
+	insertThing       = newInsert("registry_things", []string{"name", "thing_type", "attributes", "created_at"}, 0, false, "")
+	insertCertificate = newInsert("registry_certificates", []string{"id", "pem", "ca_id", "status", "created_at"}, 1, false,
+		"ON CONFLICT (id) DO NOTHING")
+	insertPrincipal = newInsert("registry_thing_principals", []string{"thing_name", "cert_id"}, 2, false,
+		"ON CONFLICT (thing_name, cert_id) DO NOTHING")
+	insertPolicyAttachment = newInsert("registry_policy_attachments", []string{"policy_name", "cert_id"}, 2, false,
+		"ON CONFLICT (policy_name, cert_id) DO NOTHING")
+	insertGroup = newInsert("registry_thing_groups", []string{"name", "description", "created_at"}, 1, false,
+		"ON CONFLICT (name) DO NOTHING")
+	insertGroupMember = newInsert("registry_group_members", []string{"thing_name", "group_name"}, 2, false,
+		"ON CONFLICT (group_name, thing_name) DO NOTHING")
+)
+
+// CreateThing inserts a thing; errkind.Conflict if it exists (reported by
+// the transaction's commit instead when it defers inserts).
 func (s *RegistryStore) CreateThing(ctx context.Context, t provider.Thing) error {
 	attrs := t.Attributes
 	if attrs == nil {
@@ -87,8 +104,7 @@ func (s *RegistryStore) CreateThing(ctx context.Context, t provider.Thing) error
 	if err != nil {
 		return fmt.Errorf("encode attributes of thing %q: %w", t.Name, err)
 	}
-	_, err = s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_things (name, thing_type, attributes, created_at) VALUES (?, ?, ?, ?)`),
-		t.Name, t.ThingType, string(doc), millis(t.CreatedAt))
+	err = s.d.insert(ctx, &insertThing, t.Name, t.ThingType, string(doc), millis(t.CreatedAt))
 	if err != nil {
 		err = mapErr(err, "create thing")
 		if errkind.Is(err, errkind.Conflict) {
@@ -104,7 +120,7 @@ func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thi
 	t := provider.Thing{Name: name}
 	var attrs string
 	var created int64
-	err := s.d.lookup(ctx).QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
+	err := s.d.readKey(ctx, s.d.lookup(ctx), "registry_things", name).QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
 		Scan(&t.ThingType, &attrs, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errkind.New(errkind.NotFound, "thing %q does not exist", name)
@@ -228,8 +244,7 @@ func (s *RegistryStore) DeletePolicy(ctx context.Context, name string) error {
 
 // PutCertificate inserts a certificate; an existing one is kept as it is.
 func (s *RegistryStore) PutCertificate(ctx context.Context, c provider.Certificate) error {
-	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_certificates (id, pem, ca_id, status, created_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO NOTHING`), c.ID, c.PEM, c.CAID, c.Status, millis(c.CreatedAt))
+	err := s.d.insert(ctx, &insertCertificate, c.ID, c.PEM, c.CAID, c.Status, millis(c.CreatedAt))
 	return mapErr(err, "register certificate")
 }
 
@@ -255,7 +270,7 @@ func (s *RegistryStore) AttachThingPrincipal(ctx context.Context, thing, certID 
 		`INSERT INTO registry_thing_principals (thing_name, cert_id)
 		 SELECT CAST(? AS TEXT), CAST(? AS TEXT)
 		 WHERE EXISTS (SELECT 1 FROM registry_things WHERE name = ?) AND EXISTS (SELECT 1 FROM registry_certificates WHERE id = ?)
-		 ON CONFLICT (thing_name, cert_id) DO NOTHING`,
+		 ON CONFLICT (thing_name, cert_id) DO NOTHING`, &insertPrincipal,
 		linkEnd{"thing", thing, qThingExists}, linkEnd{"certificate", certID, qCertExists})
 }
 
@@ -269,8 +284,13 @@ type linkEnd struct{ what, name, query string }
 // transaction of two checks and an insert took five round trips on the
 // database's single connection (it runs for every provisioned core); only
 // when nothing was inserted are the checks run again to tell a missing side
-// (errkind.NotFound) from an existing link (nil, idempotent).
-func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b linkEnd) error {
+// (errkind.NotFound) from an existing link (nil, idempotent). In a
+// transaction that defers inserts the row is held as held (a plain insert
+// of a's and b's keys): the foreign keys check both sides when it is sent.
+func (s *RegistryStore) link(ctx context.Context, what, insert string, held *insertSQL, a, b linkEnd) error {
+	if s.d.defers(ctx) {
+		return mapErr(s.d.insert(ctx, held, a.name, b.name), what)
+	}
 	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(insert), a.name, b.name, a.name, b.name)
 	if err != nil {
 		return mapErr(err, what)
@@ -291,7 +311,7 @@ func (s *RegistryStore) link(ctx context.Context, what, insert string, a, b link
 // GetPolicy returns a policy or errkind.NotFound.
 func (s *RegistryStore) GetPolicy(ctx context.Context, name string) (provider.Policy, error) {
 	p := provider.Policy{Name: name}
-	err := s.d.lookup(ctx).QueryRowContext(ctx, s.d.q(`SELECT document FROM registry_policies WHERE name = ?`), name).Scan(&p.Document)
+	err := s.d.readKey(ctx, s.d.lookup(ctx), "registry_policies", name).QueryRowContext(ctx, s.d.q(`SELECT document FROM registry_policies WHERE name = ?`), name).Scan(&p.Document)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, errkind.New(errkind.NotFound, "policy %q does not exist", name)
 	}
@@ -326,14 +346,13 @@ func (s *RegistryStore) AttachPolicy(ctx context.Context, policy, certID string)
 		`INSERT INTO registry_policy_attachments (policy_name, cert_id)
 		 SELECT CAST(? AS TEXT), CAST(? AS TEXT)
 		 WHERE EXISTS (SELECT 1 FROM registry_policies WHERE name = ?) AND EXISTS (SELECT 1 FROM registry_certificates WHERE id = ?)
-		 ON CONFLICT (policy_name, cert_id) DO NOTHING`,
+		 ON CONFLICT (policy_name, cert_id) DO NOTHING`, &insertPolicyAttachment,
 		linkEnd{"policy", policy, qPolicyExists}, linkEnd{"certificate", certID, qCertExists})
 }
 
 // CreateThingGroup inserts a group; an existing group is kept as it is.
 func (s *RegistryStore) CreateThingGroup(ctx context.Context, name, description string, now time.Time) error {
-	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_thing_groups (name, description, created_at) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO NOTHING`), name, description, millis(now))
+	err := s.d.insert(ctx, &insertGroup, name, description, millis(now))
 	return mapErr(err, "create thing group")
 }
 
@@ -343,7 +362,7 @@ func (s *RegistryStore) AddThingToGroup(ctx context.Context, thing, group string
 		`INSERT INTO registry_group_members (thing_name, group_name)
 		 SELECT CAST(? AS TEXT), CAST(? AS TEXT)
 		 WHERE EXISTS (SELECT 1 FROM registry_things WHERE name = ?) AND EXISTS (SELECT 1 FROM registry_thing_groups WHERE name = ?)
-		 ON CONFLICT (group_name, thing_name) DO NOTHING`,
+		 ON CONFLICT (group_name, thing_name) DO NOTHING`, &insertGroupMember,
 		linkEnd{"thing", thing, qThingExists}, linkEnd{"thing group", group, qGroupExists})
 }
 
@@ -385,7 +404,7 @@ func (s *RegistryStore) MarkCoreRegistered(ctx context.Context, name string, at 
 func (s *RegistryStore) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
 	c := provider.CoreDevice{Name: name}
 	var last int64
-	err := s.d.r(ctx).QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
+	err := s.d.readKey(ctx, s.d.r(ctx), "registry_core_devices", name).QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
 		FROM registry_core_devices WHERE name = ?`), name).Scan(&c.Status, &c.CoreVersion, &c.Platform, &c.Architecture, &last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errkind.New(errkind.NotFound, "core device %q is not registered", name)

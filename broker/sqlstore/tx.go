@@ -26,11 +26,17 @@ import (
 // txKey is the context key of the transaction Atomically carries.
 type txKey struct{}
 
-// ctxTxn is the transaction carried in a context and its savepoint depth.
+// ctxTxn is the transaction carried in a context, its savepoint depth and
+// its deferred inserts (deferred.go). It is the Querier of the context's
+// statements (w, r, lookup), which sends the held rows before each.
 type ctxTxn struct {
 	db    *DB
 	tx    *sql.Tx
 	depth int
+
+	deferring bool        // hold inserts (WithDeferredInserts)
+	held      []*heldRows // by the order their tables were first written
+	flushErr  error       // a failed flush: the transaction cannot commit
 }
 
 // ctxTx returns the transaction Atomically put in ctx for this database,
@@ -56,8 +62,12 @@ func (d *DB) Atomically(ctx context.Context, fn func(ctx context.Context) error)
 	if err != nil {
 		return mapErr(err, "begin transaction")
 	}
-	ct := &ctxTxn{db: d, tx: tx}
+	ct := &ctxTxn{db: d, tx: tx, deferring: ctx.Value(deferKey{}) != nil}
 	if err := fn(context.WithValue(ctx, txKey{}, ct)); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := ct.flush(ctx); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -71,6 +81,11 @@ func (d *DB) Atomically(ctx context.Context, fn func(ctx context.Context) error)
 // rolled back to (undoing fn's writes, and on PostgreSQL clearing a failed
 // statement's abort of the transaction) when it fails.
 func (ct *ctxTxn) savepoint(ctx context.Context, fn func() error) error {
+	// Held rows belong to the transaction, not to the savepoint: send
+	// them before it, so that rolling back to it does not undo them.
+	if err := ct.flush(ctx); err != nil {
+		return err
+	}
 	ct.depth++
 	defer func() { ct.depth-- }()
 	name := fmt.Sprintf("ggfleet_sp%d", ct.depth)
@@ -94,7 +109,7 @@ func (ct *ctxTxn) savepoint(ctx context.Context, fn func() error) error {
 // or the writer pool.
 func (d *DB) w(ctx context.Context) Querier {
 	if ct := ctxTx(ctx, d); ct != nil {
-		return ct.tx
+		return ct
 	}
 	return d.sql
 }
@@ -104,7 +119,7 @@ func (d *DB) w(ctx context.Context) Querier {
 // pool (see the package comment).
 func (d *DB) r(ctx context.Context) Querier {
 	if ct := ctxTx(ctx, d); ct != nil {
-		return ct.tx
+		return ct
 	}
 	return d.read
 }
@@ -116,7 +131,7 @@ func (d *DB) r(ctx context.Context) Querier {
 // kept for the API).
 func (d *DB) lookup(ctx context.Context) Querier {
 	if ct := ctxTx(ctx, d); ct != nil {
-		return ct.tx
+		return ct
 	}
 	if d.dialect == SQLite {
 		return d.read

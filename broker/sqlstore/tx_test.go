@@ -131,19 +131,28 @@ func TestAtomically(t *testing.T) {
 		},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			db := newTestDB(t)
-			err := db.Atomically(ctx, func(ctx context.Context) error { return tc.fn(t, ctx, db) })
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("Atomically = %v, want error %v", err, tc.wantErr)
+		for _, deferred := range []bool{false, true} {
+			name := tc.name
+			if deferred {
+				name += " (inserts deferred)"
 			}
-			for name, want := range tc.want {
-				if got := exists(t, ctx, db, name); got != want {
-					t.Errorf("after Atomically thing %s exists = %v, want %v", name, got, want)
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				db := newTestDB(t)
+				if deferred {
+					ctx = WithDeferredInserts(ctx)
 				}
-			}
-		})
+				err := db.Atomically(ctx, func(ctx context.Context) error { return tc.fn(t, ctx, db) })
+				if (err != nil) != tc.wantErr {
+					t.Fatalf("Atomically = %v, want error %v", err, tc.wantErr)
+				}
+				for name, want := range tc.want {
+					if got := exists(t, ctx, db, name); got != want {
+						t.Errorf("after Atomically thing %s exists = %v, want %v", name, got, want)
+					}
+				}
+			})
+		}
 	}
 }
