@@ -64,9 +64,9 @@ func newBatchEnv(t *testing.T) *batchEnv {
 			}
 			return fmt.Sprintf("---\nsystem:\n  thingName: %q\n", in.CoreName), nil
 		},
-		BatchReads: func(ctx context.Context) context.Context {
+		BatchReads: func(ctx context.Context, names []string) context.Context {
 			e.batchReads.Add(1)
-			return sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx))) // as ggfleet serve does
+			return db.WithAbsentThings(sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx))), names) // as ggfleet serve does
 		},
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil

@@ -119,10 +119,12 @@ type Config struct {
 	// when the provider keeps its registry in the same database (local
 	// mode): a cloud provider's calls cannot be rolled back.
 	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
-	// BatchReads, when set, returns the context a Create batch is worked
-	// in: reads every core of the batch would repeat (its provisioning
-	// template, the CA, the policies it names) are then made once.
-	BatchReads func(ctx context.Context) context.Context
+	// BatchReads, when set, returns the context a Create batch of the
+	// cores names is worked in: reads every core of the batch would repeat
+	// (its provisioning template, the CA, the policies it names) are then
+	// made once, and those each core makes of its own (does its thing
+	// exist?) may be made for all of them at once.
+	BatchReads func(ctx context.Context, names []string) context.Context
 	Logger     *slog.Logger
 	Now        func() time.Time
 }

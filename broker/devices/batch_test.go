@@ -64,8 +64,8 @@ func newBatchEnv(t *testing.T) *batchEnv {
 				e.events.Sink(ctx, detailType, d)
 			}
 		},
-		BatchReads: func(ctx context.Context) context.Context {
-			return sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx))) // as ggfleet serve does
+		BatchReads: func(ctx context.Context, names []string) context.Context {
+			return db.WithAbsentThings(sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx))), names) // as ggfleet serve does
 		},
 		Atomic: func(ctx context.Context, fn func(ctx context.Context) error) error {
 			outer := ctx.Value(outerKey{}) == nil

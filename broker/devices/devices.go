@@ -73,9 +73,10 @@ type Config struct {
 	// savepoint (sqlstore.DB.Atomically, local mode). Create tasks are then
 	// worked whole batch at a time (batch.go).
 	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
-	// BatchReads, when set, returns the context a Create batch is worked
-	// in (lookups remembered for the batch; see cores.Config.BatchReads).
-	BatchReads func(ctx context.Context) context.Context
+	// BatchReads, when set, returns the context a Create batch of the
+	// devices names is worked in (lookups remembered for the batch or made
+	// for all its devices at once; see cores.Config.BatchReads).
+	BatchReads func(ctx context.Context, names []string) context.Context
 	Logger     *slog.Logger
 	Now        func() time.Time
 }

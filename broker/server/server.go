@@ -216,10 +216,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cl.aws == nil {
 		atomic = db.Atomically
 	}
-	// A batch reads its template and CA once, and its transaction sends
-	// each table's rows in one statement (sqlstore.WithDeferredInserts).
-	batchReads := func(ctx context.Context) context.Context {
-		return sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx)))
+	// A batch reads its template and CA once, asks which of its things
+	// exist in one query, and its transaction sends each table's rows in
+	// one statement (sqlstore.WithDeferredInserts).
+	batchReads := func(ctx context.Context, names []string) context.Context {
+		return db.WithAbsentThings(sqlstore.WithDeferredInserts(provisioning.WithBatchReads(ca.WithBatchLookups(ctx))), names)
 	}
 	devSvc := devices.New(devices.Config{Store: db.Devices(), Tasks: db, Provider: prov, Provisioner: provSvc, Events: sink, Logger: log,
 		Atomic: atomic, EventsAll: eventSvc.PublishAll, BatchReads: batchReads})

@@ -104,6 +104,7 @@ func (s *RegistryStore) CreateThing(ctx context.Context, t provider.Thing) error
 	if err != nil {
 		return fmt.Errorf("encode attributes of thing %q: %w", t.Name, err)
 	}
+	s.d.written(ctx, tableThings, t.Name)
 	err = s.d.insert(ctx, &insertThing, t.Name, t.ThingType, string(doc), millis(t.CreatedAt))
 	if err != nil {
 		err = mapErr(err, "create thing")
@@ -118,9 +119,12 @@ func (s *RegistryStore) CreateThing(ctx context.Context, t provider.Thing) error
 // GetThing returns a thing with its groups, principals and policies.
 func (s *RegistryStore) GetThing(ctx context.Context, name string) (provider.Thing, error) {
 	t := provider.Thing{Name: name}
+	if s.d.absent(ctx, tableThings, name) {
+		return t, errkind.New(errkind.NotFound, "thing %q does not exist", name)
+	}
 	var attrs string
 	var created int64
-	err := s.d.readKey(ctx, s.d.lookup(ctx), "registry_things", name).QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
+	err := s.d.readKey(ctx, s.d.lookup(ctx), tableThings, name).QueryRowContext(ctx, s.d.q(`SELECT thing_type, attributes, created_at FROM registry_things WHERE name = ?`), name).
 		Scan(&t.ThingType, &attrs, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errkind.New(errkind.NotFound, "thing %q does not exist", name)
@@ -393,6 +397,7 @@ func (s *RegistryStore) ListThingGroupsForThing(ctx context.Context, thing strin
 
 // MarkCoreRegistered records a core registration (idempotent).
 func (s *RegistryStore) MarkCoreRegistered(ctx context.Context, name string, at time.Time) error {
+	s.d.written(ctx, tableCoreDevices, name)
 	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_core_devices (name, registered_at) VALUES (?, ?)
 		ON CONFLICT (name) DO NOTHING`), name, millis(at))
 	return mapErr(err, "register core")
@@ -403,8 +408,11 @@ func (s *RegistryStore) MarkCoreRegistered(ctx context.Context, name string, at 
 // visible once it commits.
 func (s *RegistryStore) GetCoreDevice(ctx context.Context, name string) (provider.CoreDevice, error) {
 	c := provider.CoreDevice{Name: name}
+	if s.d.absent(ctx, tableCoreDevices, name) {
+		return c, errkind.New(errkind.NotFound, "core device %q is not registered", name)
+	}
 	var last int64
-	err := s.d.readKey(ctx, s.d.r(ctx), "registry_core_devices", name).QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
+	err := s.d.readKey(ctx, s.d.r(ctx), tableCoreDevices, name).QueryRowContext(ctx, s.d.q(`SELECT status, core_version, platform, architecture, last_status_at
 		FROM registry_core_devices WHERE name = ?`), name).Scan(&c.Status, &c.CoreVersion, &c.Platform, &c.Architecture, &last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errkind.New(errkind.NotFound, "core device %q is not registered", name)
@@ -419,6 +427,7 @@ func (s *RegistryStore) GetCoreDevice(ctx context.Context, name string) (provide
 // UpdateCoreStatus stores a core's reported status, registering it if needed.
 func (s *RegistryStore) UpdateCoreStatus(ctx context.Context, c provider.CoreDevice) error {
 	at := millis(c.LastStatus)
+	s.d.written(ctx, tableCoreDevices, c.Name)
 	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_core_devices
 		(name, registered_at, status, core_version, platform, architecture, last_status_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET status = excluded.status, core_version = excluded.core_version,

@@ -50,9 +50,9 @@ type Batch[P any] struct {
 	// under a savepoint.
 	Atomic func(ctx context.Context, fn func(ctx context.Context) error) error
 	// BatchContext, when set, returns the context one batch is worked in,
-	// its Prepare calls and its transaction (lookups remembered for the
-	// batch).
-	BatchContext func(ctx context.Context) context.Context
+	// its Prepare calls and its transaction, given the names of its items
+	// (lookups remembered for the batch, or made for all its items at once).
+	BatchContext func(ctx context.Context, names []string) context.Context
 	// Prepare makes what an item that has not started needs, with no side
 	// effects; calls run in parallel. ok false: nothing was made (Work
 	// makes it, or reports why it cannot).
@@ -87,7 +87,11 @@ var errNeedsSavepoints = errors.New("an item failed: the batch is worked again w
 // Run works items (tasks.BatchProcessor.ProcessBatch).
 func (b Batch[P]) Run(ctx context.Context, items []*tasks.Item, save func(context.Context, []*tasks.Item) error) error {
 	if b.BatchContext != nil {
-		ctx = b.BatchContext(ctx)
+		names := make([]string, len(items))
+		for i, it := range items {
+			names[i] = it.Name
+		}
+		ctx = b.BatchContext(ctx, names)
 	}
 	ready := b.prepareAll(ctx, items)
 	start := make([]tasks.Item, len(items))
