@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/provider"
 )
 
 // TestWithAbsentThings checks the lookups a Create batch answers from one
@@ -17,12 +16,9 @@ import (
 func TestWithAbsentThings(t *testing.T) {
 	ctx := context.Background()
 	now := time.UnixMilli(1_700_000_000_123).UTC()
-	thing := func(name string) provider.Thing {
-		return provider.Thing{Name: name, Attributes: map[string]string{}, CreatedAt: now}
-	}
 	db := newTestDB(t)
 	reg := db.Registry()
-	if err := reg.CreateThing(ctx, thing("made")); err != nil {
+	if err := reg.CreateThing(ctx, testThing("made")); err != nil {
 		t.Fatal(err)
 	}
 	if err := reg.MarkCoreRegistered(ctx, "registered", now); err != nil {
@@ -48,14 +44,14 @@ func TestWithAbsentThings(t *testing.T) {
 	found("core device new", err, false)
 
 	// Made by another context: the batch's answer stays what it found.
-	if err := reg.CreateThing(ctx, thing("new")); err != nil {
+	if err := reg.CreateThing(ctx, testThing("new")); err != nil {
 		t.Fatal(err)
 	}
 	_, err = reg.GetThing(actx, "new")
 	found("thing new, made by another context", err, false)
 
 	// Written with the context: asked again.
-	if err := reg.CreateThing(actx, thing("later")); err != nil {
+	if err := reg.CreateThing(actx, testThing("later")); err != nil {
 		t.Fatal(err)
 	}
 	_, err = reg.GetThing(actx, "later")
@@ -67,7 +63,7 @@ func TestWithAbsentThings(t *testing.T) {
 	found("core device later, registered with the context", err, true)
 
 	err = db.Atomically(WithDeferredInserts(actx), func(ctx context.Context) error {
-		if err := reg.CreateThing(ctx, thing("in-tx")); err != nil {
+		if err := reg.CreateThing(ctx, testThing("in-tx")); err != nil {
 			return err
 		}
 		_, err := reg.GetThing(ctx, "in-tx")

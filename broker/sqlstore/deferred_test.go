@@ -18,9 +18,6 @@ import (
 // nothing written, and held rows are not undone by a failing nested call.
 func TestDeferredInserts(t *testing.T) {
 	now := time.UnixMilli(1_700_000_000_123).UTC()
-	thing := func(name string) provider.Thing {
-		return provider.Thing{Name: name, Attributes: map[string]string{}, CreatedAt: now}
-	}
 	cert := func(id string) provider.Certificate {
 		return provider.Certificate{ID: id, PEM: "pem of " + id, CAID: "ca", Status: "ACTIVE", CreatedAt: now}
 	}
@@ -44,7 +41,7 @@ func TestDeferredInserts(t *testing.T) {
 			for _, n := range []string{"a", "b"} {
 				for _, err := range []error{
 					reg.CreateThingGroup(ctx, n, "group "+n, now),
-					reg.CreateThing(ctx, thing(n)),
+					reg.CreateThing(ctx, testThing(n)),
 					reg.PutCertificate(ctx, cert("c-"+n)),
 					reg.AttachThingPrincipal(ctx, n, "c-"+n),
 					reg.AttachPolicy(ctx, "p", "c-"+n),
@@ -86,7 +83,7 @@ func TestDeferredInserts(t *testing.T) {
 		db := newTestDB(t)
 		reg := db.Registry()
 		err := db.Atomically(ctx, func(ctx context.Context) error {
-			if err := reg.CreateThing(ctx, thing("a")); err != nil {
+			if err := reg.CreateThing(ctx, testThing("a")); err != nil {
 				return err
 			}
 			if _, err := reg.GetThing(ctx, "other"); !errkind.Is(err, errkind.NotFound) {
@@ -115,14 +112,14 @@ func TestDeferredInserts(t *testing.T) {
 		ctx := WithDeferredInserts(context.Background())
 		db := newTestDB(t)
 		reg := db.Registry()
-		if err := reg.CreateThing(ctx, thing("taken")); err != nil {
+		if err := reg.CreateThing(ctx, testThing("taken")); err != nil {
 			t.Fatal(err)
 		}
 		err := db.Atomically(ctx, func(ctx context.Context) error {
-			if err := reg.CreateThing(ctx, thing("fresh")); err != nil {
+			if err := reg.CreateThing(ctx, testThing("fresh")); err != nil {
 				return err
 			}
-			return reg.CreateThing(ctx, thing("taken")) // held: the conflict comes with the commit
+			return reg.CreateThing(ctx, testThing("taken")) // held: the conflict comes with the commit
 		})
 		if !errkind.Is(err, errkind.Conflict) {
 			t.Fatalf("Atomically = %v, want the conflict", err)
@@ -143,11 +140,11 @@ func TestDeferredInserts(t *testing.T) {
 		db := newTestDB(t)
 		reg := db.Registry()
 		err := db.Atomically(ctx, func(ctx context.Context) error {
-			if err := reg.CreateThing(ctx, thing("kept")); err != nil {
+			if err := reg.CreateThing(ctx, testThing("kept")); err != nil {
 				return err
 			}
 			nested := db.Atomically(ctx, func(ctx context.Context) error {
-				if err := reg.CreateThing(ctx, thing("undone")); err != nil {
+				if err := reg.CreateThing(ctx, testThing("undone")); err != nil {
 					return err
 				}
 				return fmt.Errorf("boom")

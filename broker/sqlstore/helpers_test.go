@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ggfleet/ggfleet/broker/provider"
 )
 
 // The store suite runs twice: once on SQLite, then once more on PostgreSQL
@@ -121,4 +123,9 @@ func testSchemaURL(t *testing.T, path string) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// testThing is a thing named name with no attributes, made at a fixed time.
+func testThing(name string) provider.Thing {
+	return provider.Thing{Name: name, Attributes: map[string]string{}, CreatedAt: time.UnixMilli(1_700_000_000_123).UTC()}
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
-	"github.com/ggfleet/ggfleet/broker/provider"
 )
 
 // TestAtomically checks the transaction Atomically carries in its context:
@@ -17,10 +16,6 @@ import (
 // its own writes, and a failed statement inside one (on PostgreSQL it
 // aborts the transaction) does not poison the rest.
 func TestAtomically(t *testing.T) {
-	now := time.UnixMilli(1_700_000_000_123).UTC()
-	thing := func(name string) provider.Thing {
-		return provider.Thing{Name: name, Attributes: map[string]string{}, CreatedAt: now}
-	}
 	exists := func(t *testing.T, ctx context.Context, db *DB, name string) bool {
 		t.Helper()
 		_, err := db.Registry().GetThing(ctx, name)
@@ -41,7 +36,7 @@ func TestAtomically(t *testing.T) {
 			name: "commits every write together",
 			fn: func(t *testing.T, ctx context.Context, db *DB) error {
 				for _, n := range []string{"t1", "t2"} {
-					if err := db.Registry().CreateThing(ctx, thing(n)); err != nil {
+					if err := db.Registry().CreateThing(ctx, testThing(n)); err != nil {
 						return err
 					}
 				}
@@ -58,7 +53,7 @@ func TestAtomically(t *testing.T) {
 		{
 			name: "a failing function commits nothing",
 			fn: func(t *testing.T, ctx context.Context, db *DB) error {
-				if err := db.Registry().CreateThing(ctx, thing("t1")); err != nil {
+				if err := db.Registry().CreateThing(ctx, testThing("t1")); err != nil {
 					return err
 				}
 				return boom
@@ -69,11 +64,11 @@ func TestAtomically(t *testing.T) {
 		{
 			name: "a failing nested call undoes only its own writes",
 			fn: func(t *testing.T, ctx context.Context, db *DB) error {
-				if err := db.Registry().CreateThing(ctx, thing("t1")); err != nil {
+				if err := db.Registry().CreateThing(ctx, testThing("t1")); err != nil {
 					return err
 				}
 				err := db.Atomically(ctx, func(ctx context.Context) error {
-					if err := db.Registry().CreateThing(ctx, thing("t2")); err != nil {
+					if err := db.Registry().CreateThing(ctx, testThing("t2")); err != nil {
 						return err
 					}
 					return boom
@@ -84,30 +79,30 @@ func TestAtomically(t *testing.T) {
 				if exists(t, ctx, db, "t2") {
 					t.Error("the failed nested call's write is still there")
 				}
-				return db.Registry().CreateThing(ctx, thing("t3"))
+				return db.Registry().CreateThing(ctx, testThing("t3"))
 			},
 			want: map[string]bool{"t1": true, "t2": false, "t3": true},
 		},
 		{
 			name: "a failed statement in a nested call does not poison the transaction",
 			fn: func(t *testing.T, ctx context.Context, db *DB) error {
-				if err := db.Registry().CreateThing(ctx, thing("t1")); err != nil {
+				if err := db.Registry().CreateThing(ctx, testThing("t1")); err != nil {
 					return err
 				}
 				err := db.Atomically(ctx, func(ctx context.Context) error {
-					return db.Registry().CreateThing(ctx, thing("t1")) // exists: a unique violation
+					return db.Registry().CreateThing(ctx, testThing("t1")) // exists: a unique violation
 				})
 				if !errkind.Is(err, errkind.Conflict) {
 					t.Errorf("creating t1 twice = %v, want Conflict", err)
 				}
-				return db.Registry().CreateThing(ctx, thing("t2"))
+				return db.Registry().CreateThing(ctx, testThing("t2"))
 			},
 			want: map[string]bool{"t1": true, "t2": true},
 		},
 		{
 			name: "InTx inside becomes a savepoint",
 			fn: func(t *testing.T, ctx context.Context, db *DB) error {
-				if err := db.Registry().CreateThing(ctx, thing("t1")); err != nil {
+				if err := db.Registry().CreateThing(ctx, testThing("t1")); err != nil {
 					return err
 				}
 				err := db.InTx(ctx, func(tx *sql.Tx) error {
