@@ -44,22 +44,15 @@ func (d *DB) WithAbsentThings(ctx context.Context, names []string) context.Conte
 	}
 	a := &absentNames{db: d, in: map[string]map[string]bool{}}
 	for _, table := range []string{tableThings, tableCoreDevices} {
-		var found []string
-		err := eachInList(names, func(marks string, args []any) error {
-			reg := d.Registry()
-			list, err := reg.column(ctx, d.lookup(ctx), "look up "+table, `SELECT name FROM `+table+` WHERE name IN (`+marks+`)`, args...)
-			found = append(found, list...)
-			return err
-		})
+		found, err := d.Registry().present(ctx, d.lookup(ctx), "look up "+table, table, names)
 		if err != nil {
 			return ctx
 		}
 		absent := make(map[string]bool, len(names))
 		for _, n := range names {
-			absent[n] = true
-		}
-		for _, n := range found {
-			delete(absent, n)
+			if !found[n] {
+				absent[n] = true
+			}
 		}
 		a.in[table] = absent
 	}

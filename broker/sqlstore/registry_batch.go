@@ -11,22 +11,22 @@ import (
 
 // RegisteredCores returns which of names have a core registration.
 func (s *RegistryStore) RegisteredCores(ctx context.Context, names []string) (map[string]bool, error) {
+	return s.present(ctx, s.d.w(ctx), "look up core registrations", tableCoreDevices, names)
+}
+
+// present returns which of names have a row in table (keyed by its name
+// column), asked through q in a statement per chunk of names.
+func (s *RegistryStore) present(ctx context.Context, q Querier, what, table string, names []string) (map[string]bool, error) {
 	out := make(map[string]bool, len(names))
-	if len(names) == 0 {
-		return out, nil
-	}
-	var found []string
 	err := eachInList(names, func(marks string, args []any) error {
-		list, err := s.column(ctx, s.d.w(ctx), "look up core registrations",
-			`SELECT name FROM registry_core_devices WHERE name IN (`+marks+`)`, args...)
-		found = append(found, list...)
+		list, err := s.column(ctx, q, what, `SELECT name FROM `+table+` WHERE name IN (`+marks+`)`, args...)
+		for _, n := range list {
+			out[n] = true
+		}
 		return err
 	})
 	if err != nil {
 		return nil, err
-	}
-	for _, n := range found {
-		out[n] = true
 	}
 	return out, nil
 }
@@ -44,18 +44,9 @@ func (s *RegistryStore) MoveThingsToGroup(ctx context.Context, things []string, 
 		if err := s.mustExist(ctx, tx, "thing group", group, qGroupExists); err != nil {
 			return err
 		}
-		var list []string
-		err := eachInList(things, func(marks string, args []any) error {
-			found, err := s.column(ctx, tx, "look up things", `SELECT name FROM registry_things WHERE name IN (`+marks+`)`, args...)
-			list = append(list, found...)
-			return err
-		})
+		exists, err := s.present(ctx, tx, "look up things", tableThings, things)
 		if err != nil {
 			return err
-		}
-		exists := make(map[string]bool, len(list))
-		for _, n := range list {
-			exists[n] = true
 		}
 		var present []string
 		for _, n := range things {
