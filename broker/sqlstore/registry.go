@@ -451,17 +451,43 @@ func (s *RegistryStore) DeleteCoreDevice(ctx context.Context, name string) error
 	})
 }
 
-// AssociateClientDevice links a device to a core (idempotent).
-func (s *RegistryStore) AssociateClientDevice(ctx context.Context, core, device string, at time.Time) error {
-	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`INSERT INTO registry_client_devices (core_name, device_name, associated_at) VALUES (?, ?, ?)
-		ON CONFLICT (core_name, device_name) DO NOTHING`), core, device, millis(at))
-	return mapErr(err, "associate client device")
+// AssociateClientDevices links to core, in one transaction, each of
+// devices that is a thing (idempotent: an existing association keeps its
+// timestamp), and returns the others, left alone.
+func (s *RegistryStore) AssociateClientDevices(ctx context.Context, core string, devices []string, at time.Time) ([]string, error) {
+	var missing []string
+	err := s.d.InTx(ctx, func(tx *sql.Tx) error {
+		missing = nil
+		exists, err := s.present(ctx, tx, "look up client devices", tableThings, devices)
+		if err != nil {
+			return err
+		}
+		for _, d := range devices {
+			if !exists[d] {
+				missing = append(missing, d)
+			}
+		}
+		return eachInList(devices, func(marks string, names []any) error {
+			args := append([]any{core, millis(at)}, names...)
+			_, err := tx.ExecContext(ctx, s.d.q(`INSERT INTO registry_client_devices (core_name, device_name, associated_at)
+				SELECT ?, name, ? FROM registry_things WHERE name IN (`+marks+`)
+				ON CONFLICT (core_name, device_name) DO NOTHING`), args...)
+			return mapErr(err, fmt.Sprintf("associate client devices with core %s", core))
+		})
+	})
+	return missing, err
 }
 
-// DisassociateClientDevice is idempotent.
-func (s *RegistryStore) DisassociateClientDevice(ctx context.Context, core, device string) error {
-	_, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`DELETE FROM registry_client_devices WHERE core_name = ? AND device_name = ?`), core, device)
-	return mapErr(err, "disassociate client device")
+// DisassociateClientDevices removes the associations of devices with
+// core, in one transaction; a device that is not associated is left alone.
+func (s *RegistryStore) DisassociateClientDevices(ctx context.Context, core string, devices []string) error {
+	return s.d.InTx(ctx, func(tx *sql.Tx) error {
+		return eachInList(devices, func(marks string, names []any) error {
+			args := append([]any{core}, names...)
+			_, err := tx.ExecContext(ctx, s.d.q(`DELETE FROM registry_client_devices WHERE core_name = ? AND device_name IN (`+marks+`)`), args...)
+			return mapErr(err, fmt.Sprintf("disassociate client devices from core %s", core))
+		})
+	})
 }
 
 // ListClientDevices returns a core's associations, sorted by device name.

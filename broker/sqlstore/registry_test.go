@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -108,7 +109,9 @@ func TestRegistryStoreDeleteCascades(t *testing.T) {
 		s.CreateThingGroup(ctx, "g", "", now),
 		s.AddThingToGroup(ctx, "dev", "g"),
 		s.MarkCoreRegistered(ctx, "core", now),
-		s.AssociateClientDevice(ctx, "core", "dev", now),
+	}
+	if _, err := s.AssociateClientDevices(ctx, "core", []string{"dev"}, now); err != nil {
+		t.Fatal(err)
 	}
 	_, err := s.PutPolicy(ctx, provider.Policy{Name: "p", Document: "{}"}, now)
 	steps = append(steps, err, s.AttachPolicy(ctx, "p", "c-dev"))
@@ -137,7 +140,10 @@ func TestRegistryStoreDeleteCascades(t *testing.T) {
 		t.Errorf("the policy itself was deleted with the thing")
 	}
 
-	if err := s.AssociateClientDevice(ctx, "core", "other", now); err != nil {
+	if err := s.CreateThing(ctx, provider.Thing{Name: "other", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AssociateClientDevices(ctx, "core", []string{"other"}, now); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteCoreDevice(ctx, "core"); err != nil {
@@ -148,6 +154,69 @@ func TestRegistryStoreDeleteCascades(t *testing.T) {
 	}
 	if _, err := s.GetCoreDevice(ctx, "core"); !errkind.Is(err, errkind.NotFound) {
 		t.Errorf("GetCoreDevice after delete: %v, want NotFound", err)
+	}
+}
+
+// TestAssociateClientDevices checks that a core's client devices are
+// associated and disassociated many at a time, more than one IN list's
+// worth: things only (the others are returned, untouched), idempotently (an
+// existing association keeps its timestamp), and per core.
+func TestAssociateClientDevices(t *testing.T) {
+	ctx := context.Background()
+	db, s := newRegistryTestStore(t)
+	first, later := time.UnixMilli(1_700_000_000_000).UTC(), time.UnixMilli(1_700_000_999_000).UTC()
+	var devices []string
+	for i := range batchRows + 20 {
+		name := fmt.Sprintf("dev-%04d", i)
+		devices = append(devices, name)
+		if err := s.CreateThing(ctx, provider.Thing{Name: name, CreatedAt: first}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing, err := s.AssociateClientDevices(ctx, "core", devices[:10], first)
+	if err != nil || len(missing) != 0 {
+		t.Fatalf("AssociateClientDevices(first ten) = %v, %v; want none missing", missing, err)
+	}
+	ask := append([]string{"ghost-b"}, devices...)
+	ask = append(ask, "ghost-a")
+	missing, err = s.AssociateClientDevices(ctx, "core", ask, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"ghost-b", "ghost-a"}; !slices.Equal(missing, want) {
+		t.Errorf("missing = %v, want %v (in the order asked)", missing, want)
+	}
+	list, err := s.ListClientDevices(ctx, "core")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != len(devices) {
+		t.Fatalf("core has %d associations, want %d", len(list), len(devices))
+	}
+	for i, a := range list {
+		want := later
+		if i < 10 {
+			want = first // associated before: kept as it was
+		}
+		if a.ThingName != devices[i] || !a.AssociatedAt.Equal(want) {
+			t.Fatalf("association %d = %s at %v, want %s at %v", i, a.ThingName, a.AssociatedAt, devices[i], want)
+		}
+	}
+	if n := registryRows(t, db, "registry_client_devices", "device_name LIKE ?", "ghost%"); n != 0 {
+		t.Errorf("%d associations of things that do not exist", n)
+	}
+
+	if _, err := s.AssociateClientDevices(ctx, "other-core", devices[:3], first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DisassociateClientDevices(ctx, "core", append([]string{"ghost"}, devices[5:]...)); err != nil {
+		t.Fatal(err)
+	}
+	if n := registryRows(t, db, "registry_client_devices", "core_name = ?", "core"); n != 5 {
+		t.Errorf("core has %d associations after disassociating all but 5, want 5", n)
+	}
+	if n := registryRows(t, db, "registry_client_devices", "core_name = ?", "other-core"); n != 3 {
+		t.Errorf("another core has %d associations, want its 3", n)
 	}
 }
 

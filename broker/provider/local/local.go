@@ -84,11 +84,13 @@ type Store interface {
 	// associations; missing is not an error.
 	DeleteCoreDevice(ctx context.Context, name string) error
 
-	// AssociateClientDevice links a device to a core (idempotent: an existing
-	// association keeps its timestamp).
-	AssociateClientDevice(ctx context.Context, core, device string, at time.Time) error
-	// DisassociateClientDevice is idempotent.
-	DisassociateClientDevice(ctx context.Context, core, device string) error
+	// AssociateClientDevices links to core, in one transaction, each of
+	// devices that is a thing (idempotent: an existing association keeps
+	// its timestamp), and returns the others, left alone.
+	AssociateClientDevices(ctx context.Context, core string, devices []string, at time.Time) (missing []string, err error)
+	// DisassociateClientDevices removes the associations of devices with
+	// core in one transaction (idempotent).
+	DisassociateClientDevices(ctx context.Context, core string, devices []string) error
 	// ListClientDevices returns the associations of a core.
 	ListClientDevices(ctx context.Context, core string) ([]provider.Association, error)
 }
@@ -597,23 +599,16 @@ func (p *Provider) AssociateClientDevices(ctx context.Context, core string, devi
 	if err := p.registeredCore(ctx, core); err != nil {
 		return nil, err
 	}
-	failed := map[string]string{}
-	now := p.now()
-	for _, d := range devices {
-		if err := provider.CheckName("device name", d); err != nil {
-			failed[d] = errkind.Message(err)
-			continue
-		}
-		if _, err := p.store.GetThing(ctx, d); err != nil {
-			if errkind.Is(err, errkind.NotFound) {
-				failed[d] = fmt.Sprintf("thing %q does not exist", d)
-				continue
-			}
-			return failed, fmt.Errorf("associate %q with core %q: %w", d, core, err)
-		}
-		if err := p.store.AssociateClientDevice(ctx, core, d, now); err != nil {
-			return failed, fmt.Errorf("associate %q with core %q: %w", d, core, err)
-		}
+	valid, failed := validDevices(devices)
+	if len(valid) == 0 {
+		return failed, nil
+	}
+	missing, err := p.store.AssociateClientDevices(ctx, core, valid, p.now())
+	if err != nil {
+		return failed, fmt.Errorf("associate %d client devices with core %q: %w", len(valid), core, err)
+	}
+	for _, d := range missing {
+		failed[d] = fmt.Sprintf("thing %q does not exist", d)
 	}
 	return failed, nil
 }
@@ -624,17 +619,29 @@ func (p *Provider) DisassociateClientDevices(ctx context.Context, core string, d
 	if err := p.registeredCore(ctx, core); err != nil {
 		return nil, err
 	}
-	failed := map[string]string{}
+	valid, failed := validDevices(devices)
+	if len(valid) == 0 {
+		return failed, nil
+	}
+	if err := p.store.DisassociateClientDevices(ctx, core, valid); err != nil {
+		return failed, fmt.Errorf("disassociate %d client devices from core %q: %w", len(valid), core, err)
+	}
+	return failed, nil
+}
+
+// validDevices splits device names into the valid ones and the failures
+// of the others, with the reason.
+func validDevices(devices []string) (valid []string, failed map[string]string) {
+	failed = map[string]string{}
+	valid = make([]string, 0, len(devices))
 	for _, d := range devices {
 		if err := provider.CheckName("device name", d); err != nil {
 			failed[d] = errkind.Message(err)
 			continue
 		}
-		if err := p.store.DisassociateClientDevice(ctx, core, d); err != nil {
-			return failed, fmt.Errorf("disassociate %q from core %q: %w", d, core, err)
-		}
+		valid = append(valid, d)
 	}
-	return failed, nil
+	return valid, failed
 }
 
 // ListClientDevices lists the devices associated with a core, sorted by name.
