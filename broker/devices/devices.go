@@ -240,13 +240,8 @@ func (s *Service) create(ctx context.Context, flow *thingflow.Flow, emit thingfl
 		return nil
 	}
 	if out.Certs != nil {
-		err := s.cfg.Store.SetCerts(ctx, in.Name, out.Certs.Bucket, out.Certs.Key, out.Certs.CreatedAt.Time)
-		if errkind.Is(err, errkind.NotFound) {
-			// The record was removed meanwhile (DELETE /devices): write it again.
-			if err = s.cfg.Store.PutDevices(ctx, t.CoreName, []string{in.Name}, s.cfg.Now()); err == nil {
-				err = s.cfg.Store.SetCerts(ctx, in.Name, out.Certs.Bucket, out.Certs.Key, out.Certs.CreatedAt.Time)
-			}
-		}
+		// A record removed meanwhile (DELETE /devices) is written again.
+		err := s.cfg.Store.RecordCerts(ctx, t.CoreName, in.Name, out.Certs.Bucket, out.Certs.Key, out.Certs.CreatedAt.Time, s.cfg.Now())
 		if err != nil {
 			return fmt.Errorf("record certs of client device %q: %w", in.Name, err)
 		}

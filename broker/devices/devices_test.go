@@ -132,6 +132,31 @@ func TestCreateAndAssociate(t *testing.T) {
 	}
 }
 
+// TestCreateRecordRemovedMeanwhile checks that a device whose record was
+// removed (DELETE /devices) after its task was submitted gets it back,
+// with its certs.zip, when the task provisions it.
+func TestCreateRecordRemovedMeanwhile(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	id, err := e.svc.Submit(ctx, "core", cdf.NewDeviceTask{Type: "Create", Devices: []cdf.NewDevice{dev("d1", "broker-cert")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.DeleteDevice(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := coretest.RunAll(ctx, e.runner, e.tasks, id); err != nil {
+		t.Fatal(err)
+	}
+	if dt, _ := e.svc.GetTask(ctx, id); dt.TaskStatus != "Success" {
+		t.Fatalf("task = %+v", dt)
+	}
+	d, err := e.svc.GetDevice(ctx, "d1")
+	if err != nil || d.CoreName != "core" || d.Artifacts["certs"].Key != "greengrass2/artifacts/d1/d1/certs.zip" {
+		t.Fatalf("GetDevice(d1) = %+v, %v; want its record back, with its certs.zip", d, err)
+	}
+}
+
 func TestDeleteTask(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

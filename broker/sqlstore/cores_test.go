@@ -126,11 +126,20 @@ func TestDeviceStore(t *testing.T) {
 	if err := s.PutDevices(ctx, "other", []string{"d3"}, now); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetCerts(ctx, "d1", "local", "greengrass2/artifacts/d1/d1/certs.zip", now); err != nil {
+	if err := s.RecordCerts(ctx, "core", "d1", "local", "greengrass2/artifacts/d1/d1/certs.zip", now, now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetCerts(ctx, "missing", "b", "k", now); !errkind.Is(err, errkind.NotFound) {
-		t.Fatalf("SetCerts(missing) = %v, want NotFound", err)
+	if d, err := s.GetDevice(ctx, "d1"); err != nil || d.CertsBucket != "local" || !d.CertsCreatedAt.Equal(now) || !d.CreatedAt.Equal(now) {
+		t.Fatalf("d1 after RecordCerts = %+v, %v; want its certs, its createdAt kept", d, err)
+	}
+	if err := s.RecordCerts(ctx, "core", "gone", "b", "k", now, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.GetDevice(ctx, "gone"); err != nil || d.CoreName != "core" || d.CertsKey != "k" || !d.CreatedAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("device without a record after RecordCerts = %+v, %v; want a record linked to core with its certs", d, err)
+	}
+	if err := s.DeleteDevice(ctx, "gone"); err != nil {
+		t.Fatal(err)
 	}
 	later := now.Add(time.Minute)
 	if err := s.PutDevices(ctx, "other", []string{"d1"}, later); err != nil {

@@ -90,17 +90,19 @@ func (s *DeviceStore) ListDevices(ctx context.Context, core string, count int, a
 	return out, more, nil
 }
 
-// SetCerts records where a device's certs.zip is; errkind.NotFound if the device is unknown.
-func (s *DeviceStore) SetCerts(ctx context.Context, name, bucket, key string, createdAt time.Time) error {
-	res, err := s.d.w(ctx).ExecContext(ctx, s.d.q(`UPDATE client_devices SET certs_bucket = ?, certs_key = ?, certs_created_at = ? WHERE name = ?`),
-		bucket, key, millis(createdAt), name)
-	if err != nil {
-		return mapErr(err, fmt.Sprintf("record certs of client device %s", name))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return mapErr(sql.ErrNoRows, fmt.Sprintf("client device %s", name))
-	}
-	return nil
+// insertDeviceCerts records a device's certs.zip, and the device when it
+// has no record; a Create batch's transaction may defer it (deferred.go).
+var insertDeviceCerts = newInsert("client_devices",
+	[]string{"name", "core_name", "certs_bucket", "certs_key", "certs_created_at", "created_at"}, 1, true,
+	`ON CONFLICT (name) DO UPDATE SET certs_bucket = excluded.certs_bucket, certs_key = excluded.certs_key,
+		certs_created_at = excluded.certs_created_at`)
+
+// RecordCerts records where a device's certs.zip is; a device without a
+// record (removed meanwhile) gets one linked to core. An upsert, so that a
+// Create batch can send its devices' rows together.
+func (s *DeviceStore) RecordCerts(ctx context.Context, core, name, bucket, key string, certsAt, now time.Time) error {
+	err := s.d.insert(ctx, &insertDeviceCerts, name, core, bucket, key, millis(certsAt), millis(now))
+	return mapErr(err, fmt.Sprintf("record certs of client device %s", name))
 }
 
 // DeleteDevice removes a device record; errkind.NotFound if missing.

@@ -704,15 +704,15 @@ func (s *DeviceStore) ListDevices(ctx context.Context, core string, count int, a
 	return out, false, nil
 }
 
-// SetCerts records a certs artifact.
-func (s *DeviceStore) SetCerts(ctx context.Context, name, bucket, key string, createdAt time.Time) error {
+// RecordCerts records a certs artifact, making the record when missing.
+func (s *DeviceStore) RecordCerts(ctx context.Context, core, name, bucket, key string, certsAt, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.Devices[name]
 	if !ok {
-		return errkind.New(errkind.NotFound, "device %s not found", name)
+		r = devicestore.Record{Name: name, CoreName: core, CreatedAt: now}
 	}
-	r.CertsBucket, r.CertsKey, r.CertsCreatedAt = bucket, key, createdAt
+	r.CertsBucket, r.CertsKey, r.CertsCreatedAt = bucket, key, certsAt
 	s.Devices[name] = r
 	return nil
 }

@@ -32,8 +32,9 @@ type Store interface {
 	// ListDevices returns up to count devices in name order after the
 	// cursor ("" core: all cores), and whether more exist.
 	ListDevices(ctx context.Context, core string, count int, after string) ([]Record, bool, error)
-	// SetCerts records where a device's certs.zip is.
-	SetCerts(ctx context.Context, name, bucket, key string, createdAt time.Time) error
+	// RecordCerts records where a device's certs.zip is (made at certsAt);
+	// a device without a record (removed meanwhile) gets one linked to core.
+	RecordCerts(ctx context.Context, core, name, bucket, key string, certsAt, now time.Time) error
 	// DeleteDevice removes a device record; errkind.NotFound if missing.
 	DeleteDevice(ctx context.Context, name string) error
 }
