@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/groupcommit"
 )
 
@@ -54,5 +55,52 @@ func newGroupCommit(store BatchStore, max int) *groupcommit.Group[Report, PutRes
 			return nil, fmt.Errorf("store %d health reports: %w", len(reports), err)
 		}
 		return results, nil
+	}, max)
+}
+
+// TouchStore is what a Store may add so that the signs of life of many
+// cores (Touch: every deployment status or other message an agent sends)
+// are recorded by group commit too: when a deployment reaches a thousand
+// agents, a thousand status messages arrive within a second, and each
+// would otherwise cost a transaction of its own while the deployment's
+// batches are still being written.
+type TouchStore interface {
+	// TouchCores marks each core of seen ONLINE and moves its last-seen
+	// time forward to the time given (never back), in one transaction, and
+	// returns the names given that are not cores (nothing written for them).
+	TouchCores(ctx context.Context, seen map[string]time.Time) (missing map[string]bool, err error)
+}
+
+// touch is one Touch call's item in the touches group commit.
+type touch struct {
+	core string
+	at   time.Time
+}
+
+// newTouchCommit returns the group commit that records concurrent Touch
+// calls through store, up to max in one TouchCores call. A core touched
+// more than once in a batch is written once, with the latest time; each
+// item's result is errkind.NotFound when its name is not a core.
+func newTouchCommit(store TouchStore, max int) *groupcommit.Group[touch, error] {
+	return groupcommit.New(func(ctx context.Context, touches []touch) ([]error, error) {
+		wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
+		defer cancel()
+		seen := make(map[string]time.Time, len(touches))
+		for _, t := range touches {
+			if t.at.After(seen[t.core]) {
+				seen[t.core] = t.at
+			}
+		}
+		missing, err := store.TouchCores(wctx, seen)
+		if err != nil {
+			return nil, fmt.Errorf("record that %d cores were seen: %w", len(seen), err)
+		}
+		out := make([]error, len(touches))
+		for i, t := range touches {
+			if missing[t.core] {
+				out[i] = errkind.New(errkind.NotFound, "core %s not found", t.core)
+			}
+		}
+		return out, nil
 	}, max)
 }

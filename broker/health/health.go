@@ -111,9 +111,10 @@ type Config struct {
 
 // Service ingests agent messages and serves the device view of cores.
 type Service struct {
-	cfg   Config
-	log   *slog.Logger
-	group *groupcommit.Group[Report, PutResult] // nil unless Store is a BatchStore
+	cfg     Config
+	log     *slog.Logger
+	group   *groupcommit.Group[Report, PutResult] // nil unless Store is a BatchStore
+	touches *groupcommit.Group[touch, error]      // nil unless Store is a TouchStore
 }
 
 // New returns a Service.
@@ -127,6 +128,9 @@ func New(cfg Config) *Service {
 	s := &Service{cfg: cfg, log: cfg.Logger}
 	if bs, ok := cfg.Store.(BatchStore); ok {
 		s.group = newGroupCommit(bs, MaxBatch)
+	}
+	if ts, ok := cfg.Store.(TouchStore); ok {
+		s.touches = newTouchCommit(ts, MaxBatch)
 	}
 	return s
 }
@@ -234,10 +238,21 @@ func (s *Service) offline(ctx context.Context, thing string) error {
 }
 
 // Touch records that thing sent some other message: it is connected and
-// seen now. Failures are logged, not returned (the message is handled
-// elsewhere); things that are not cores are ignored.
+// seen now (by group commit when the Store is a TouchStore). Failures are
+// logged, not returned (the message is handled elsewhere); things that are
+// not cores are ignored.
 func (s *Service) Touch(ctx context.Context, thing string) {
-	err := s.cfg.Store.SetConnection(ctx, thing, mqttmsg.Online, s.cfg.Now().UTC())
+	now := s.cfg.Now().UTC()
+	var err error
+	if s.touches != nil {
+		var res error
+		res, err = s.touches.Put(ctx, touch{core: thing, at: now})
+		if err == nil {
+			err = res
+		}
+	} else {
+		err = s.cfg.Store.SetConnection(ctx, thing, mqttmsg.Online, now)
+	}
 	switch {
 	case errkind.Is(err, errkind.NotFound):
 		s.log.Debug("message from a thing that is not a core", "thing", thing)

@@ -440,7 +440,49 @@ func TestConcurrentReports(t *testing.T) {
 	}
 }
 
-// plainStore hides a Store's BatchStore, for comparison with group commit.
+// TestConcurrentTouches checks that signs of life sent at once by many
+// cores, several each, and by a thing that is not a core, leave every core
+// ONLINE and seen, with the touches' group commit (TouchStore) and without.
+func TestConcurrentTouches(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		store func(e *env) health.Store
+	}{
+		{"group commit", func(e *env) health.Store { return e.db.Health() }},
+		{"one by one", func(e *env) health.Store { return plainStore{e.db.Health()} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const cores, perCore = 40, 5
+			names := make([]string, cores)
+			for i := range names {
+				names[i] = fmt.Sprintf("core%02d", i)
+			}
+			e := newEnv(t, names...)
+			svc := health.New(health.Config{Store: tt.store(e), Now: e.clk.Now})
+			e.clk.now = t0.Add(time.Hour)
+			var wg sync.WaitGroup
+			for _, c := range names {
+				for range perCore {
+					wg.Go(func() { svc.Touch(context.Background(), c) })
+				}
+			}
+			wg.Go(func() { svc.Touch(context.Background(), "ghost") })
+			wg.Wait()
+			for _, c := range names {
+				d, _ := device(t, e, c)
+				if d.Connectivity != "ONLINE" || d.LastSeenAt == nil || !d.LastSeenAt.Equal(e.clk.now) {
+					t.Errorf("%s: %s seen %v, want ONLINE seen %v", c, d.Connectivity, d.LastSeenAt, e.clk.now)
+				}
+			}
+			if _, err := e.db.Health().GetHealth(context.Background(), "ghost"); !errkind.Is(err, errkind.NotFound) {
+				t.Errorf("ghost has a health row: %v", err)
+			}
+		})
+	}
+}
+
+// plainStore hides a Store's BatchStore and TouchStore, for comparison
+// with group commit.
 type plainStore struct{ health.Store }
 
 // BenchmarkHandleHealthConcurrent is P5's database side: 1000 cores, one

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
 	"github.com/ggfleet/ggfleet/broker/health"
@@ -207,4 +208,94 @@ func reportArgs(r health.Report) ([]any, error) {
 		r.Platform, r.Architecture, r.AgentVersion, r.UptimeSeconds, r.IntervalSeconds, string(system),
 		millis(r.CertificateNotAfter), millis(r.ReportedAt), millis(r.ReceivedAt), millis(r.ReceivedAt),
 	}, nil
+}
+
+// Group commit of signs of life (health.TouchStore): the cores heard from
+// together are marked ONLINE and seen by one multi-row UPSERT, framed as
+// putReports' is.
+
+var _ health.TouchStore = (*HealthStore)(nil)
+
+const (
+	touchHead = `INSERT INTO core_health (core, connection_state, last_seen_at)
+SELECT cores.name, 'ONLINE', v.column2
+FROM (VALUES `
+	touchRow  = `(?, CAST(? AS BIGINT))`
+	touchTail = `) AS v JOIN cores ON cores.name = v.column1
+WHERE true
+ORDER BY cores.name
+ON CONFLICT (core) DO UPDATE SET connection_state = excluded.connection_state,
+	last_seen_at = CASE WHEN excluded.last_seen_at > core_health.last_seen_at THEN excluded.last_seen_at ELSE core_health.last_seen_at END
+RETURNING core`
+)
+
+// TouchCores marks each core of seen ONLINE and moves its last-seen time
+// forward to the time given, in one transaction (health.TouchStore), and
+// returns the names that are not cores.
+func (s *HealthStore) TouchCores(ctx context.Context, seen map[string]time.Time) (map[string]bool, error) {
+	names := make([]string, 0, len(seen))
+	for name := range seen {
+		names = append(names, name)
+	}
+	sort.Strings(names) // lock order, as putReports
+	found := make(map[string]bool, len(names))
+	touch := func(q Querier) error {
+		for _, c := range chunks(len(names)) {
+			if err := s.touchChunk(ctx, q, names[c[0]:c[1]], seen, found); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	if len(names) <= batchRows {
+		err = touch(s.d.w(ctx)) // one statement is one transaction
+	} else {
+		err = s.d.InTx(ctx, func(tx *sql.Tx) error { return touch(tx) })
+	}
+	if err != nil {
+		return nil, err
+	}
+	missing := make(map[string]bool)
+	for _, name := range names {
+		if !found[name] {
+			missing[name] = true
+		}
+	}
+	return missing, nil
+}
+
+// touchChunk runs TouchCores' statement for names (at most batchRows),
+// marking in found the cores it wrote.
+func (s *HealthStore) touchChunk(ctx context.Context, q Querier, names []string, seen map[string]time.Time, found map[string]bool) error {
+	size := batchPadded(len(names))
+	var b strings.Builder
+	b.WriteString(touchHead)
+	args := make([]any, 0, 2*size)
+	for k := range size {
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(touchRow)
+		if k < len(names) {
+			args = append(args, names[k], millis(seen[names[k]]))
+		} else {
+			args = append(args, nil, nil) // NULL core: joins no core
+		}
+	}
+	b.WriteString(touchTail)
+	what := fmt.Sprintf("record that %d cores were seen", len(names))
+	rows, err := q.QueryContext(ctx, s.d.q(b.String()), args...)
+	if err != nil {
+		return mapErr(err, what)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var core string
+		if err := rows.Scan(&core); err != nil {
+			return mapErr(err, what)
+		}
+		found[core] = true
+	}
+	return mapErr(rows.Err(), what)
 }

@@ -303,3 +303,49 @@ func TestPutReportsLarge(t *testing.T) {
 		}
 	}
 }
+
+// TestTouchCores checks the group commit of signs of life: every core
+// given (more than one statement's worth) is ONLINE and seen at its time,
+// last-seen never moves back, a core marked OFFLINE comes back ONLINE, and
+// names that are not cores are returned with no row written.
+func TestTouchCores(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.UnixMilli(1700000000123).UTC()
+	db := newTestDB(t)
+	s := db.Health()
+	const n = batchRows + 7
+	cores := make([]string, n)
+	seen := make(map[string]time.Time, n+1)
+	for i := range cores {
+		cores[i] = fmt.Sprintf("core-%04d", i)
+		seen[cores[i]] = t0.Add(time.Duration(i) * time.Millisecond)
+	}
+	if err := db.Cores().EnsureCores(ctx, cores, t0); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(time.Hour)
+	if err := s.SetConnection(ctx, cores[0], mqttmsg.Offline, later); err != nil {
+		t.Fatal(err)
+	}
+	seen["ghost"] = t0
+	missing, err := s.TouchCores(ctx, seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 1 || !missing["ghost"] {
+		t.Errorf("missing = %v, want only ghost", missing)
+	}
+	for i, core := range cores {
+		want := seen[core]
+		if i == 0 {
+			want = later // seen later already: not moved back
+		}
+		rec, err := s.GetHealth(ctx, core)
+		if err != nil || rec.Connection != mqttmsg.Online || !rec.LastSeenAt.Equal(want) {
+			t.Fatalf("%s after TouchCores: %s seen %v, %v; want ONLINE seen %v", core, rec.Connection, rec.LastSeenAt, err, want)
+		}
+	}
+	if _, err := s.GetHealth(ctx, "ghost"); !errkind.Is(err, errkind.NotFound) {
+		t.Errorf("GetHealth(ghost) = %v, want NotFound (no row)", err)
+	}
+}
