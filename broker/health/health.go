@@ -8,10 +8,11 @@
 // path of thousands of agents. Health reports that arrive together are
 // stored by group commit (groupcommit.go) when the Store is a BatchStore:
 // many UPSERTs, one transaction, and still each report acknowledged only
-// once it is committed; signs of life likewise when it is a TouchStore. Connectivity is computed when it is read, from
-// the stored connection state, the last-seen time and the reported interval
-// (a lease), so no sweeper has to run: nothing happens when a lease runs out
-// except that the next read says OFFLINE, and reads are rare next to writes.
+// once it is committed; signs of life likewise when it is a TouchStore.
+// Connectivity is computed when it is read, from the stored connection
+// state, the last-seen time and the reported interval (a lease), so no
+// sweeper has to run: nothing happens when a lease runs out except that the
+// next read says OFFLINE, and reads are rare next to writes.
 package health
 
 import (
