@@ -171,20 +171,26 @@ func (s *HealthStore) putChunk(ctx context.Context, q Querier, names []string, r
 func (s *HealthStore) existingCores(ctx context.Context, q Querier, names []string, exists map[string]bool) error {
 	return eachInList(names, func(marks string, args []any) error {
 		what := fmt.Sprintf("look up %d cores", len(names))
-		rows, err := q.QueryContext(ctx, s.d.q(`SELECT name FROM cores WHERE name IN (`+marks+`)`), args...)
-		if err != nil {
+		return s.d.markNames(ctx, q, what, `SELECT name FROM cores WHERE name IN (`+marks+`)`, args, exists)
+	})
+}
+
+// markNames runs query, whose rows are one name each, through q and sets
+// each name true in into.
+func (d *DB) markNames(ctx context.Context, q Querier, what, query string, args []any, into map[string]bool) error {
+	rows, err := q.QueryContext(ctx, d.q(query), args...)
+	if err != nil {
+		return mapErr(err, what)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
 			return mapErr(err, what)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				return mapErr(err, what)
-			}
-			exists[name] = true
-		}
-		return mapErr(rows.Err(), what)
-	})
+		into[name] = true
+	}
+	return mapErr(rows.Err(), what)
 }
 
 // reportArgs encodes r as the 16 parameters of putReportsRow, in the order
@@ -285,17 +291,5 @@ func (s *HealthStore) touchChunk(ctx context.Context, q Querier, names []string,
 	}
 	b.WriteString(touchTail)
 	what := fmt.Sprintf("record that %d cores were seen", len(names))
-	rows, err := q.QueryContext(ctx, s.d.q(b.String()), args...)
-	if err != nil {
-		return mapErr(err, what)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var core string
-		if err := rows.Scan(&core); err != nil {
-			return mapErr(err, what)
-		}
-		found[core] = true
-	}
-	return mapErr(rows.Err(), what)
+	return s.d.markNames(ctx, q, what, b.String(), args, found)
 }
