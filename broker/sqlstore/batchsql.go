@@ -33,18 +33,22 @@ func batchPadded(n int) int {
 	return size
 }
 
-// valuesCTE returns `WITH v(cols) AS (VALUES row, row, …) ` for rows, each
-// rendered by the parameter pattern row (e.g. `(?, CAST(? AS BIGINT))`),
-// padded by batchPadded with all-NULL rows, and the statement's arguments.
-// rows must hold at most batchRows rows, each with as many values as row
-// has parameters.
+// valuesCTE returns `WITH v(cols) AS (VALUES row, row, …) ` for rows (see
+// valuesList) and the statement's arguments.
 func valuesCTE(cols, row string, rows [][]any) (string, []any) {
+	list, args := valuesList(row, rows)
+	return "WITH v(" + cols + ") AS (VALUES " + list + ") ", args
+}
+
+// valuesList returns `row, row, …` for rows, each rendered by the
+// parameter pattern row (e.g. `(?, CAST(? AS BIGINT))`), padded by
+// batchPadded with all-NULL rows (so a statement has few texts), and their
+// arguments. rows must hold at most batchRows rows, each with as many
+// values as row has parameters.
+func valuesList(row string, rows [][]any) (string, []any) {
 	width := strings.Count(row, "?")
 	size := batchPadded(len(rows))
 	var b strings.Builder
-	b.WriteString("WITH v(")
-	b.WriteString(cols)
-	b.WriteString(") AS (VALUES ")
 	args := make([]any, 0, width*size)
 	for k := range size {
 		if k > 0 {
@@ -57,7 +61,6 @@ func valuesCTE(cols, row string, rows [][]any) (string, []any) {
 			args = append(args, make([]any, width)...)
 		}
 	}
-	b.WriteString(") ")
 	return b.String(), args
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/ggfleet/ggfleet/broker/errkind"
@@ -131,24 +130,13 @@ func (s *HealthStore) PutReports(ctx context.Context, rs []health.Report) ([]hea
 // putChunk stores the rows of names by one statement and records in synced
 // the registry_synced of every core it stored.
 func (s *HealthStore) putChunk(ctx context.Context, q Querier, names []string, rows map[string]reportRow, synced map[string]int) error {
-	size := batchPadded(len(names))
-	var b strings.Builder
-	b.WriteString(putReportsHead)
-	args := make([]any, 0, 16*size)
-	for k := range size {
-		if k > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(putReportsRow)
-		if k < len(names) {
-			args = append(args, rows[names[k]].args...)
-		} else {
-			args = append(args, make([]any, 16)...) // NULL core: joins no core
-		}
+	vals := make([][]any, len(names))
+	for k, name := range names {
+		vals[k] = rows[name].args
 	}
-	b.WriteString(putReportsTail)
+	list, args := valuesList(putReportsRow, vals) // padding rows have a NULL core: they join no core
 	what := fmt.Sprintf("store %d health reports", len(names))
-	res, err := q.QueryContext(ctx, s.d.q(b.String()), args...)
+	res, err := q.QueryContext(ctx, s.d.q(putReportsHead+list+putReportsTail), args...)
 	if err != nil {
 		return mapErr(err, what)
 	}
@@ -274,22 +262,11 @@ func (s *HealthStore) TouchCores(ctx context.Context, seen map[string]time.Time)
 // touchChunk runs TouchCores' statement for names (at most batchRows),
 // marking in found the cores it wrote.
 func (s *HealthStore) touchChunk(ctx context.Context, q Querier, names []string, seen map[string]time.Time, found map[string]bool) error {
-	size := batchPadded(len(names))
-	var b strings.Builder
-	b.WriteString(touchHead)
-	args := make([]any, 0, 2*size)
-	for k := range size {
-		if k > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(touchRow)
-		if k < len(names) {
-			args = append(args, names[k], millis(seen[names[k]]))
-		} else {
-			args = append(args, nil, nil) // NULL core: joins no core
-		}
+	vals := make([][]any, len(names))
+	for k, name := range names {
+		vals[k] = []any{name, millis(seen[name])}
 	}
-	b.WriteString(touchTail)
+	list, args := valuesList(touchRow, vals) // padding rows have a NULL core: they join no core
 	what := fmt.Sprintf("record that %d cores were seen", len(names))
-	return s.d.markNames(ctx, q, what, b.String(), args, found)
+	return s.d.markNames(ctx, q, what, touchHead+list+touchTail, args, found)
 }
