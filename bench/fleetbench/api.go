@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,32 @@ func (c *apiClient) timedGet(ctx context.Context, path string) (time.Duration, b
 // submitCores starts a Create task for cores and returns its id.
 func (c *apiClient) submitCores(ctx context.Context, cores []cdf.NewCore) (string, error) {
 	return c.create(ctx, "/coreTasks", cdf.NewCoreTask{CoreVersion: "2.12.0", Type: "Create", Cores: cores})
+}
+
+// endedCoreTasks lists the core tasks that have ended (Success or
+// Failure) and when each did, by the broker's clock.
+func (c *apiClient) endedCoreTasks(ctx context.Context) (map[string]time.Time, error) {
+	ended := map[string]time.Time{}
+	after := ""
+	for {
+		path := "/coreTasks?count=1000"
+		if after != "" {
+			path += "&exclusiveStartTaskId=" + url.QueryEscape(after)
+		}
+		var list cdf.CoreTaskList
+		if err := c.api.Do(ctx, http.MethodGet, path, nil, &list); err != nil {
+			return nil, err
+		}
+		for _, t := range list.Tasks {
+			if t.TaskStatus == cdf.StatusSuccess || t.TaskStatus == cdf.StatusFailure {
+				ended[t.ID] = t.UpdatedAt.Time
+			}
+		}
+		if list.Pagination == nil || list.Pagination.LastEvaluated == nil || len(list.Tasks) == 0 {
+			return ended, nil
+		}
+		after = list.Tasks[len(list.Tasks)-1].ID
+	}
 }
 
 // coreTaskDone reads a core task: done when it ended and every item is

@@ -4,12 +4,13 @@
 //
 //   - P1: -cores cores provisioned through POST /coreTasks (tasks of
 //     -task-size, submitted at once), cores per second from the first
-//     submission to every item final, against the crypto-only rate: the
+//     submission to every item final (the last task's updatedAt, read
+//     every 100 ms), against the crypto-only rate: the
 //     device key, its PEM and the certificate signed by ca.Authority with
 //     the broker's default CA (EC-P256), in this process on every CPU, for
 //     -crypto-time just before and just after P1 (their mean).
-//   - P3: p99 of GET /cores/{name} and GET /fleet/summary while P1 runs
-//     against idle (after P1, the same -cores cores stored).
+//   - P3: p99 of GET /cores/{name} and GET /fleet/summary sent while P1
+//     runs against idle (after P1, the same -cores cores stored).
 //   - P4: one deployment task to -agents simulated agents (bench/loadgen:
 //     one mTLS MQTT session and certificate each): submission to the task's
 //     Success against the physical bound, the same agents and message
@@ -214,18 +215,26 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 	}
 	pctx, pstop := context.WithCancel(ctx)
 	probed := make(chan struct{})
+	var loadCore, loadSummary []sample
 	go func() { // owned here: stopped and waited for below
 		defer close(probed)
-		r.LoadCore, r.LoadSummary = p.run(pctx)
+		loadCore, loadSummary = p.run(pctx)
 	}()
-	r.Failed, err = waitCores(ctx, clients[0], ids, o.Progress)
-	r.P1Elapsed = time.Since(start)
+	var end time.Time
+	r.Failed, end, err = waitCores(ctx, clients[0], ids, o.Progress)
+	seen := time.Now()
 	pstop()
 	<-probed
 	if err != nil {
 		r.Err = err
 		return r
 	}
+	if end.Before(start) || end.After(seen) { // a clock apart from ours: when it was seen
+		end = seen
+	}
+	r.P1Elapsed = end.Sub(start)
+	// P3's load phase is P1's: requests sent once it had ended do not count.
+	r.LoadCore, r.LoadSummary = summariseBefore(loadCore, end), summariseBefore(loadSummary, end)
 	r.P1Rate = float64(o.Cores) / r.P1Elapsed.Seconds()
 	progressf(o.Progress, "  crypto-only rate again for %s", o.CryptoFor)
 	if r.CryptoAfter, err = cryptoRate(ctx, o.CryptoFor); err != nil {
@@ -235,8 +244,9 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 
 	progressf(o.Progress, "  P3: idle for %s", o.Idle)
 	ictx, istop := context.WithTimeout(ctx, o.Idle)
-	r.IdleCore, r.IdleSummary = p.run(ictx)
+	idleCore, idleSummary := p.run(ictx)
 	istop()
+	r.IdleCore, r.IdleSummary = summariseBefore(idleCore, time.Now()), summariseBefore(idleSummary, time.Now())
 
 	agentCfg := loadgen.Config{HealthInterval: o.Health, ApplyDelay: o.ApplyDelay}
 	db, err := cl.healthDB()

@@ -139,35 +139,52 @@ func submitCores(ctx context.Context, clients []*apiClient, n, taskSize int) ([]
 	return ids, nil
 }
 
-// waitCores polls the core tasks every second until every item of each is
-// final and returns how many items did not end Success.
-func waitCores(ctx context.Context, c *apiClient, ids []string, progress io.Writer) (failed int, err error) {
+// waitCores waits until every item of the core tasks ids is final and
+// returns how many did not end Success and when the last task ended by
+// the brokers' clock (its updatedAt; fleetbench runs them on its own
+// host, so it is the bench's clock too). It lists the tasks every 100 ms
+// (GET /coreTasks carries no items) and reads each one in full once,
+// when it has ended, to check and count its items: P1's end is that of
+// its work, not of a poll.
+func waitCores(ctx context.Context, c *apiClient, ids []string, progress io.Writer) (failed int, end time.Time, err error) {
 	start, last, total := time.Now(), time.Now(), len(ids)
-	for len(ids) > 0 {
+	left := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		left[id] = true
+	}
+	for len(left) > 0 {
 		select {
 		case <-ctx.Done():
-			return failed, ctx.Err()
-		case <-time.After(time.Second):
+			return failed, end, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
-		var left []string
-		for _, id := range ids {
+		ended, err := c.endedCoreTasks(ctx)
+		if err != nil {
+			return failed, end, err
+		}
+		for id, at := range ended {
+			if !left[id] {
+				continue
+			}
 			done, f, err := c.coreTaskDone(ctx, id)
 			if err != nil {
-				return failed, err
+				return failed, end, err
 			}
-			if done {
-				failed += f
-			} else {
-				left = append(left, id)
+			if !done {
+				return failed, end, fmt.Errorf("core task %s ended with items not final", id)
+			}
+			failed += f
+			delete(left, id)
+			if at.After(end) {
+				end = at
 			}
 		}
-		ids = left
 		if time.Since(last) >= 15*time.Second {
-			progressf(progress, "  P1: %d of %d tasks still running after %s", len(ids), total, time.Since(start).Round(time.Second))
+			progressf(progress, "  P1: %d of %d tasks still running after %s", len(left), total, time.Since(start).Round(time.Second))
 			last = time.Now()
 		}
 	}
-	return failed, nil
+	return failed, end, nil
 }
 
 // probe is P3's sampler: two goroutines, one reading GET /cores/{random
@@ -180,8 +197,32 @@ type probe struct {
 	interval time.Duration
 }
 
-// run samples until ctx ends and returns both endpoints' latencies.
-func (p probe) run(ctx context.Context) (core, summary latencies) {
+// sample is one probe request: when it was sent, how long its answer
+// took, and whether it was a complete 200.
+type sample struct {
+	At time.Time
+	D  time.Duration
+	OK bool
+}
+
+// summariseBefore summarises the samples sent before end.
+func summariseBefore(samples []sample, end time.Time) latencies {
+	var ds []time.Duration
+	errs := 0
+	for _, s := range samples {
+		switch {
+		case !s.At.Before(end):
+		case s.OK:
+			ds = append(ds, s.D)
+		default:
+			errs++
+		}
+	}
+	return summarise(ds, errs)
+}
+
+// run samples until ctx ends and returns both endpoints' samples.
+func (p probe) run(ctx context.Context) (core, summary []sample) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		core = p.loop(ctx, func() string { return "/cores/" + coreName(rand.IntN(p.cores)) })
@@ -193,25 +234,21 @@ func (p probe) run(ctx context.Context) (core, summary latencies) {
 	return core, summary
 }
 
-func (p probe) loop(ctx context.Context, path func() string) latencies {
-	var samples []time.Duration
-	errs := 0
+func (p probe) loop(ctx context.Context, path func() string) []sample {
+	var samples []sample
 	tick := time.NewTicker(p.interval)
 	defer tick.Stop()
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
-			return summarise(samples, errs)
+			return samples
 		case <-tick.C:
 		}
+		at := time.Now()
 		d, ok := p.clients[i%len(p.clients)].timedGet(ctx, path())
 		if ctx.Err() != nil {
-			return summarise(samples, errs) // cut off by the end of the phase: not a sample
+			return samples // cut off by the end of the phase: not a sample
 		}
-		if !ok {
-			errs++
-			continue
-		}
-		samples = append(samples, d)
+		samples = append(samples, sample{At: at, D: d, OK: ok})
 	}
 }
