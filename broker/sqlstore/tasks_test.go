@@ -357,19 +357,23 @@ func TestTaskCompleteBatchConcurrently(t *testing.T) {
 	}
 }
 
-// TestTaskItemsFillfactor checks, on PostgreSQL, that task_items pages are
-// filled to half, so the three updates of an item stay on its page
-// (migration 0019).
-func TestTaskItemsFillfactor(t *testing.T) {
+// TestHotTablesFillfactor checks, on PostgreSQL, that the pages of the
+// tables whose rows are rewritten again and again are filled to half, so
+// the updates stay on the row's page without index writes: task_items (an
+// item's three updates, migration 0019) and core_health (every report,
+// migration 0020).
+func TestHotTablesFillfactor(t *testing.T) {
 	if testDialect != Postgres {
 		t.Skip("a PostgreSQL storage parameter; this runs in the PostgreSQL pass")
 	}
 	db := newTestDB(t)
-	var opts sql.NullString
-	err := db.sql.QueryRowContext(context.Background(),
-		`SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'task_items'::regclass`).Scan(&opts)
-	if err != nil || opts.String != "fillfactor=50" {
-		t.Fatalf("task_items options = %q, %v; want fillfactor=50", opts.String, err)
+	for _, table := range []string{"task_items", "core_health"} {
+		var opts sql.NullString
+		err := db.sql.QueryRowContext(context.Background(),
+			`SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = $1::regclass`, table).Scan(&opts)
+		if err != nil || opts.String != "fillfactor=50" {
+			t.Errorf("%s options = %q, %v; want fillfactor=50", table, opts.String, err)
+		}
 	}
 }
 

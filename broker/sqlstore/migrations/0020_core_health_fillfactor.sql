@@ -1,0 +1,6 @@
+-- A core's health row is rewritten by every report and sign of life. On
+-- PostgreSQL each update writes a new version of the row, and when the
+-- row's page has no room for it, a new entry in its primary key too. Pages
+-- filled to half keep the updates on the page (heap-only tuples, no index
+-- writes). SQLite updates rows in place.
+-- postgres: ALTER TABLE core_health SET (fillfactor = 50);
