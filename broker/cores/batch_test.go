@@ -340,3 +340,41 @@ func (e *batchEnv) checkResumed(id string, cs []cdf.NewCore) {
 		e.t.Fatalf("%d events, want %d", n, len(cs))
 	}
 }
+
+// TestCreateBatchSizes checks how Create tasks are split: in batches of 20
+// (spec §4.0) when items are worked one by one (aws mode) and for tasks of
+// up to 400 cores worked whole-batch; bigger whole-batch tasks keep 20
+// batches, of at most cores.MaxCreateBatchSize.
+func TestCreateBatchSizes(t *testing.T) {
+	ctx := context.Background()
+	whole, itemByItem := newBatchEnv(t), newEnv(t)
+	tests := []struct {
+		cores       int
+		whole, item int // batches
+	}{
+		{1, 1, 1},
+		{25, 2, 2},
+		{400, 20, 20},
+		{401, 20, 21},  // batches of 21
+		{1000, 20, 50}, // batches of 50
+		{2500, 25, 125},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.cores), func(t *testing.T) {
+			cs := batchCores(fmt.Sprintf("size%d", tt.cores), tt.cores)
+			id := whole.submit(cs...)
+			got, err := whole.db.GetTask(ctx, id)
+			if err != nil || got.BatchesTotal != tt.whole {
+				t.Errorf("whole-batch: %d batches (%v), want %d", got.BatchesTotal, err, tt.whole)
+			}
+			id, err = itemByItem.svc.Submit(ctx, cdf.NewCoreTask{Type: cdf.TaskCreate, CoreVersion: "2.12.0", Cores: cs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err = itemByItem.tasks.GetTask(ctx, id)
+			if err != nil || got.BatchesTotal != tt.item {
+				t.Errorf("item by item: %d batches (%v), want %d", got.BatchesTotal, err, tt.item)
+			}
+		})
+	}
+}

@@ -235,3 +235,41 @@ func (e *batchEnv) checkMadeByTask(ds []cdf.NewDevice, items map[string]cdf.Task
 	}
 	e.checkEvents(ds)
 }
+
+// TestCreateBatchSizes checks how device Create tasks are split: in
+// batches of 20 (spec §4.0) when items are worked one by one (aws mode)
+// and for tasks of up to 400 devices worked whole-batch; bigger
+// whole-batch tasks keep 20 batches, of at most devices.MaxBatchSize.
+func TestCreateBatchSizes(t *testing.T) {
+	ctx := context.Background()
+	whole, itemByItem := newBatchEnv(t), newEnv(t)
+	tests := []struct {
+		devices     int
+		whole, item int // batches
+	}{
+		{1, 1, 1},
+		{400, 20, 20},
+		{1000, 20, 50}, // batches of 50
+		{2500, 25, 125},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.devices), func(t *testing.T) {
+			ds := batchDevices(fmt.Sprintf("size%d", tt.devices), tt.devices)
+			for _, c := range []struct {
+				name  string
+				svc   *devices.Service
+				store tasks.Store
+				want  int
+			}{{"whole-batch", whole.svc, whole.db, tt.whole}, {"item by item", itemByItem.svc, itemByItem.tasks, tt.item}} {
+				id, err := c.svc.Submit(ctx, "core", cdf.NewDeviceTask{Type: cdf.TaskCreate, Devices: ds})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := c.store.GetTask(ctx, id)
+				if err != nil || got.BatchesTotal != c.want {
+					t.Errorf("%s: %d batches (%v), want %d", c.name, got.BatchesTotal, err, c.want)
+				}
+			}
+		})
+	}
+}
