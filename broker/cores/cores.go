@@ -137,13 +137,9 @@ type Service struct {
 }
 
 // Batch sizes (spec §4.0): Create in batches of 20, Delete one core per batch.
-// Create tasks worked whole-batch (local mode) of more than 400 cores have
-// bigger batches, up to MaxCreateBatchSize (tasks.ScaledBatchSize): core
-// tasks do not show their batch counters.
 const (
-	CreateBatchSize    = 20
-	MaxCreateBatchSize = 100
-	DeleteBatchSize    = 1
+	CreateBatchSize = 20
+	DeleteBatchSize = 1
 	// MaxCores is the most cores one task may name.
 	MaxCores = 10000
 )
@@ -227,9 +223,6 @@ func (s *Service) Submit(ctx context.Context, t cdf.NewCoreTask) (string, error)
 	}
 	req := taskRequest{CoreVersion: t.CoreVersion}
 	size := CreateBatchSize
-	if s.WholeBatch(tasks.Task{Type: t.Type}) {
-		size = tasks.ScaledBatchSize(len(t.Cores), CreateBatchSize, MaxCreateBatchSize)
-	}
 	if t.Type == cdf.TaskDelete {
 		req.Options = t.Options
 		size = DeleteBatchSize

@@ -52,14 +52,8 @@ func (e DeviceEvent) EventKey() string {
 	return e.TaskID + "/" + e.DeviceName
 }
 
-// Batch sizes: BatchSize devices per batch (spec §4.0); Create tasks
-// worked whole-batch (local mode) of more than 400 devices have bigger
-// batches, up to MaxBatchSize (tasks.ScaledBatchSize): device tasks do
-// not show their batch counters.
-const (
-	BatchSize    = 20
-	MaxBatchSize = 100
-)
+// BatchSize is the number of devices per batch (spec §4.0).
+const BatchSize = 20
 
 // MaxDevices is the most devices one task may name.
 const MaxDevices = 10000
@@ -163,12 +157,8 @@ func (s *Service) Submit(ctx context.Context, core string, t cdf.NewDeviceTask) 
 	if t.Type == cdf.TaskDelete {
 		req.Options = t.Options
 	}
-	size := BatchSize
-	if s.WholeBatch(tasks.Task{Type: t.Type}) {
-		size = tasks.ScaledBatchSize(len(t.Devices), BatchSize, MaxBatchSize)
-	}
 	id, err := tasks.Submit(ctx, s.cfg.Tasks, tasks.Task{Kind: tasks.KindDevice, Type: t.Type, CoreName: core}, req, t.Devices,
-		func(d cdf.NewDevice) string { return d.Name }, size, now)
+		func(d cdf.NewDevice) string { return d.Name }, BatchSize, now)
 	if err != nil {
 		return "", err
 	}

@@ -108,21 +108,6 @@ func NewID() string {
 	return string(b[:])
 }
 
-// spreadBatches is how many batches ScaledBatchSize leaves a large task:
-// enough to keep the workers of several replicas busy with it.
-const spreadBatches = 20
-
-// ScaledBatchSize is the batch size for n items whose batches are worked
-// whole, in one transaction each: smallest (the spec's size) up to
-// smallest×spreadBatches items, then growing with n so that the task keeps
-// spreadBatches batches, up to largest. A batch has costs of its own (its
-// job in the queue, its transaction and commit, the saves of its items,
-// its completion) that a bigger batch shares among more items.
-func ScaledBatchSize(n, smallest, largest int) int {
-	size := (n + spreadBatches - 1) / spreadBatches
-	return min(max(size, smallest), largest)
-}
-
 // Batches assigns items to batches of at most size items each and returns
 // the number of batches.
 func Batches(items []Item, size int) int {
