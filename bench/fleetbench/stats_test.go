@@ -128,3 +128,22 @@ func TestParseConfigs(t *testing.T) {
 		}
 	}
 }
+
+// TestSummariseBefore checks that only the probe requests sent before a
+// phase's end count, failed ones as errors.
+func TestSummariseBefore(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	samples := []sample{
+		{At: t0, D: 1 * ms, OK: true},
+		{At: t0.Add(10 * ms), D: 3 * ms, OK: true},
+		{At: t0.Add(20 * ms), D: 50 * ms, OK: false},
+		{At: t0.Add(30 * ms), D: 90 * ms, OK: true}, // sent at the end: not load
+		{At: t0.Add(40 * ms), D: 2 * ms, OK: false},
+	}
+	got := summariseBefore(samples, t0.Add(30*ms))
+	want := latencies{N: 2, Errors: 1, P50: 1 * ms, P99: 3 * ms, Max: 3 * ms}
+	if got != want {
+		t.Fatalf("summariseBefore = %+v, want %+v", got, want)
+	}
+}
