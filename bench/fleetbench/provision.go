@@ -143,9 +143,10 @@ func submitCores(ctx context.Context, clients []*apiClient, n, taskSize int) ([]
 // returns how many did not end Success and when the last task ended by
 // the brokers' clock (its updatedAt; fleetbench runs them on its own
 // host, so it is the bench's clock too). It lists the tasks every 100 ms
-// (GET /coreTasks carries no items) and reads each one in full once,
-// when it has ended, to check and count its items: P1's end is that of
-// its work, not of a poll.
+// (GET /coreTasks carries no items) and reads each one in full when it
+// has ended, to check and count its items (a task is Failure from its
+// first failed batch on: it is read again until every item is final):
+// P1's end is that of its work, not of a poll.
 func waitCores(ctx context.Context, c *apiClient, ids []string, progress io.Writer) (failed int, end time.Time, err error) {
 	start, last, total := time.Now(), time.Now(), len(ids)
 	left := make(map[string]bool, len(ids))
@@ -170,8 +171,8 @@ func waitCores(ctx context.Context, c *apiClient, ids []string, progress io.Writ
 			if err != nil {
 				return failed, end, err
 			}
-			if !done {
-				return failed, end, fmt.Errorf("core task %s ended with items not final", id)
+			if !done { // a Failure task's other batches are still running
+				continue
 			}
 			failed += f
 			delete(left, id)
