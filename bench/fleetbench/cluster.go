@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -37,6 +39,7 @@ func buildBroker(ctx context.Context, dir string) (string, error) {
 // replica is one `ggfleet serve` process.
 type replica struct {
 	url     string
+	pprof   string // its --pprof-listen, as a URL
 	dataDir string
 	logPath string
 	cmd     *exec.Cmd
@@ -54,7 +57,11 @@ func startReplica(ctx context.Context, bin, dir string, extra ...string) (*repli
 	if err != nil {
 		return nil, err
 	}
-	r := &replica{url: "http://" + listen, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "broker.log"), done: make(chan struct{})}
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	r := &replica{url: "http://" + listen, pprof: "http://" + pprofAddr, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "broker.log"), done: make(chan struct{})}
 	if err := os.MkdirAll(r.dataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -63,7 +70,7 @@ func startReplica(ctx context.Context, bin, dir string, extra ...string) (*repli
 		return nil, err
 	}
 	args := append([]string{"serve", "--data-dir", r.dataDir, "--listen", listen, "--mqtt-listen", mqttAddr,
-		"--log-format", "json", "--log-level", "info"}, extra...)
+		"--log-format", "json", "--log-level", "info", "--pprof-listen", pprofAddr}, extra...)
 	r.cmd = exec.Command(bin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	if err := r.cmd.Start(); err != nil {
@@ -96,6 +103,51 @@ func startReplica(ctx context.Context, bin, dir string, extra ...string) (*repli
 			r.stop()
 			return nil, fmt.Errorf("ggfleet serve not ready after 2 minutes; log %s:\n%s", r.logPath, r.tail())
 		}
+	}
+}
+
+// cpuProfile writes the replica's CPU profile over the next d to path.
+func (r *replica) cpuProfile(ctx context.Context, path string, d time.Duration) error {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", r.pprof, secs), nil)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: time.Duration(secs)*time.Second + time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("CPU profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("CPU profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("CPU profile to %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// profile starts a CPU profile of every replica over d, each written to
+// prefix-replica-N.pprof; wait blocks until all are written.
+func (c *cluster) profile(ctx context.Context, prefix string, d time.Duration) (wait func() error) {
+	errs := make(chan error, len(c.replicas))
+	for i, r := range c.replicas {
+		go func() { // owned by wait, which receives every result
+			errs <- r.cpuProfile(ctx, fmt.Sprintf("%s-replica-%d.pprof", prefix, i+1), d)
+		}()
+	}
+	return func() error {
+		var all []error
+		for range c.replicas {
+			all = append(all, <-errs)
+		}
+		return errors.Join(all...)
 	}
 }
 

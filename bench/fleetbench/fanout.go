@@ -152,7 +152,7 @@ func (f *fleet) lost() int64 {
 //
 // With reports > 0 it then runs P5 on the same fleet (ingestGgfleet),
 // reading the health rows from db.
-func fanoutGgfleet(ctx context.Context, clients []*apiClient, ids []*loadgen.Identity, agentCfg loadgen.Config, reports int, db *sql.DB, pids []int, progress io.Writer) (fanoutResult, error) {
+func fanoutGgfleet(ctx context.Context, clients []*apiClient, ids []*loadgen.Identity, agentCfg loadgen.Config, reports int, db *sql.DB, pids []int, progress io.Writer, profileP5 func() (wait func() error)) (fanoutResult, error) {
 	n := len(ids)
 	names := make([]string, n)
 	for i, id := range ids {
@@ -199,7 +199,12 @@ func fanoutGgfleet(ctx context.Context, clients []*apiClient, ids []*loadgen.Ide
 	}
 	if reports > 0 {
 		progressf(progress, "  P5: %d agents × %d health reports through ggfleet", n, reports)
-		if res.Ingest, err = ingestGgfleet(ctx, f, reports, db, pids, clients); err != nil {
+		wait := profileP5()
+		res.Ingest, err = ingestGgfleet(ctx, f, reports, db, pids, clients)
+		if werr := wait(); err == nil {
+			err = werr
+		}
+		if err != nil {
 			return res, fmt.Errorf("P5: %w", err)
 		}
 	}

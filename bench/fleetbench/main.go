@@ -60,6 +60,10 @@ type options struct {
 	StormConc  int
 	Keep       bool
 	Progress   io.Writer
+	// ServeProfile, when set, is where every replica's CPU profiles of P1
+	// and P5 (ProfileFor long, from the phase's start) are written.
+	ServeProfile string
+	ProfileFor   time.Duration
 }
 
 func main() {
@@ -78,6 +82,8 @@ func main() {
 	flag.IntVar(&o.Storm, "storm", 2000, "P7: simulated agents reconnecting at once (the first of P1's cores, at most -cores; 0: no P7)")
 	flag.IntVar(&o.StormConc, "storm-concurrency", 64, "P7: connects in flight at once")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the working directory (brokers' data dirs and logs) and print where it is")
+	flag.StringVar(&o.ServeProfile, "serve-profile", "", "write CPU profiles of every ggfleet serve replica (taken at its --pprof-listen) from the start of P1 and of P5 to DIR/CONFIG-PHASE-replica-N.pprof")
+	flag.DurationVar(&o.ProfileFor, "serve-profile-time", 5*time.Second, "length of each -serve-profile profile (whole seconds)")
 	out := flag.String("out", "", "also write the Markdown fragment to this file")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
 	cpuProfile := flag.String("cpuprofile", "", "write the bench process's CPU profile (load generator, references, the bound's brokers) to this file")
@@ -91,6 +97,11 @@ func main() {
 		fail(fmt.Errorf("need -cores ≥ 1, -task-size ≥ 1, 1 ≤ -agents ≤ -cores and -storm ≥ 0"))
 	}
 	o.Storm = min(o.Storm, o.Cores) // the storm's agents are P1's cores
+	if o.ServeProfile != "" {
+		if err := os.MkdirAll(o.ServeProfile, 0o755); err != nil {
+			fail(err)
+		}
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -207,6 +218,7 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 
 	progressf(o.Progress, "  P1: %d cores in tasks of %d", o.Cores, o.TaskSize)
 	p := probe{clients: clients, cores: o.Cores, interval: o.Interval}
+	waitProfile := profiler(ctx, o, cl, c.Name+"-P1")
 	start := time.Now()
 	ids, err := submitCores(ctx, clients, o.Cores, o.TaskSize)
 	if err != nil {
@@ -227,6 +239,10 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 	<-probed
 	if err != nil {
 		r.Err = err
+		return r
+	}
+	if err := waitProfile(); err != nil {
+		r.Err = fmt.Errorf("P1: %w", err)
 		return r
 	}
 	if end.Before(start) || end.After(seen) { // a clock apart from ours: when it was seen
@@ -265,7 +281,8 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 		r.Err = fmt.Errorf("P4: %w", err)
 		return r
 	}
-	fr, err := fanoutGgfleet(ctx, clients, agents[:o.Agents], agentCfg, o.Burst, db, cl.pids(), o.Progress)
+	fr, err := fanoutGgfleet(ctx, clients, agents[:o.Agents], agentCfg, o.Burst, db, cl.pids(), o.Progress,
+		func() func() error { return profiler(ctx, o, cl, c.Name+"-P5") })
 	r.P4Elapsed, r.P4Notify, r.P4Received, r.P4Status, r.LostReports, r.P5 = fr.Elapsed, fr.Notify, fr.Received, fr.Status, fr.Lost, fr.Ingest
 	if err != nil {
 		r.Err = fmt.Errorf("P4: %w", err)
@@ -295,6 +312,16 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 		}
 	}
 	return r
+}
+
+// profiler starts CPU profiles of cl's replicas when -serve-profile asks
+// for them and returns what waits for them (nothing to wait for otherwise).
+func profiler(ctx context.Context, o options, cl *cluster, phase string) (wait func() error) {
+	if o.ServeProfile == "" {
+		return func() error { return nil }
+	}
+	progressf(o.Progress, "  profiling every replica for %s (-serve-profile)", o.ProfileFor)
+	return cl.profile(ctx, filepath.Join(o.ServeProfile, phase), o.ProfileFor)
 }
 
 // progressf writes a progress line to w when w is not nil.

@@ -91,6 +91,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.WebhookSecretFile, "webhook-secret-file", "", "file holding the secret (at least 16 bytes) that signs webhook deliveries")
 	fs.StringVar(&cfg.DownloadsDir, "downloads-dir", "", "directory of the ggagent builds served to devices at /downloads and used by /install.sh (make cross fills dist/ with ggagent_linux_<arch>)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "also serve /metrics without a token on this address (e.g. 127.0.0.1:9100)")
+	fs.StringVar(&cfg.PprofListen, "pprof-listen", "", "serve Go's profiles at /debug/pprof/ without a token on this loopback address (e.g. 127.0.0.1:6060), for diagnosing CPU and memory use")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long to wait for requests and task batches on shutdown")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (json when stderr is not a terminal)")

@@ -49,6 +49,9 @@ type Config struct {
 	Webhooks             []string
 	WebhookSecretFile    string
 	MetricsListen        string
+	// PprofListen serves Go's profiles (CPU, heap, goroutines, execution
+	// traces) without a token, so it must be a loopback address.
+	PprofListen string
 	// DownloadsDir holds the ggagent builds served at /downloads (make cross's dist/).
 	DownloadsDir string
 
@@ -181,10 +184,28 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--metrics-listen %q: want host:port", c.MetricsListen))
 		}
 	}
+	if c.PprofListen != "" {
+		if err := loopbackAddr(c.PprofListen); err != nil {
+			errs = append(errs, fmt.Errorf("--pprof-listen %q: %w", c.PprofListen, err))
+		}
+	}
 	if c.Workers < 1 || c.Workers > 64 {
 		errs = append(errs, fmt.Errorf("--workers %d: must be from 1 to 64", c.Workers))
 	}
 	return errors.Join(errs...)
+}
+
+// loopbackAddr accepts host:port whose host is localhost or a loopback IP:
+// what is served there needs no token, so it must not reach the network.
+func loopbackAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return errors.New("want a loopback address such as 127.0.0.1:6060 (profiles are served without a token; reach a remote replica through an SSH tunnel)")
+	}
+	return nil
 }
 
 func (c *Config) tls() bool { return c.TLSAuto || c.TLSCert != "" }

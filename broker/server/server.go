@@ -330,17 +330,30 @@ func Run(ctx context.Context, cfg Config) error {
 	if srv.TLSConfig != nil {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	var metricsSrv *http.Server
-	var metricsLn net.Listener
-	if cfg.MetricsListen != "" {
-		metricsLn, err = net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen on --metrics-listen %s: %w", cfg.MetricsListen, err)
+	var sides []*sideServer
+	closeSides := func() {
+		for _, side := range sides {
+			side.ln.Close()
 		}
+	}
+	if cfg.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		side, err := listenSide("--metrics-listen", cfg.MetricsListen, mux)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		sides = append(sides, side)
+	}
+	if cfg.PprofListen != "" {
+		side, err := listenSide("--pprof-listen", cfg.PprofListen, pprofHandler())
+		if err != nil {
+			closeSides()
+			ln.Close()
+			return err
+		}
+		sides = append(sides, side)
 	}
 
 	// Start everything under one context; each goroutine is stopped by
@@ -382,6 +395,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := queue.Start(runCtx); err != nil {
 		cancel()
 		wg.Wait()
+		closeSides()
 		ln.Close()
 		return fmt.Errorf("start job queue: %w", err)
 	}
@@ -392,10 +406,10 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("re-publish desired deployments", "err", err)
 		}
 	}()
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 1+len(sides))
 	go func() { serveErr <- srv.Serve(ln) }()
-	if metricsSrv != nil {
-		go func() { serveErr <- metricsSrv.Serve(metricsLn) }()
+	for _, side := range sides {
+		go func() { serveErr <- side.srv.Serve(side.ln) }()
 	}
 
 	log.Info("ggfleet started", "version", version.Version, "api", cfg.publicURL(), "mqtt", cfg.MQTTListen, "provider", prov.Mode(), "defaultCA", defaultCA.ID)
@@ -414,8 +428,8 @@ func Run(ctx context.Context, cfg Config) error {
 	sdCtx, sdCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer sdCancel()
 	_ = srv.Shutdown(sdCtx)
-	if metricsSrv != nil {
-		_ = metricsSrv.Shutdown(sdCtx)
+	for _, side := range sides {
+		_ = side.srv.Shutdown(sdCtx)
 	}
 	if err := queue.Stop(sdCtx); err != nil {
 		log.Warn("job queue did not stop cleanly", "err", err)

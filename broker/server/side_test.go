@@ -1,0 +1,35 @@
+package server
+
+import (
+	"strings"
+	"testing"
+)
+
+// --pprof-listen serves without a token: only loopback addresses pass.
+func TestPprofListenLoopbackOnly(t *testing.T) {
+	for _, tc := range []struct {
+		addr, wantErr string
+	}{
+		{"127.0.0.1:6060", ""},
+		{"localhost:6060", ""},
+		{"[::1]:6060", ""},
+		{"127.0.0.2:0", ""},
+		{"0.0.0.0:6060", "loopback"},
+		{":6060", "loopback"},
+		{"10.0.0.5:6060", "loopback"},
+		{"example.com:6060", "loopback"},
+		{"127.0.0.1", "want host:port"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			c := validConfig()
+			c.PprofListen = tc.addr
+			err := c.Validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "--pprof-listen")):
+				t.Fatalf("Validate() = %v, want an error naming --pprof-listen and containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
