@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -134,7 +135,8 @@ func (r *replica) cpuProfile(ctx context.Context, path string, d time.Duration) 
 }
 
 // profile starts a CPU profile of every replica over d, each written to
-// prefix-replica-N.pprof; wait blocks until all are written.
+// prefix-replica-N.pprof; wait blocks until all are written (and may be
+// called again: it then returns the same error at once).
 func (c *cluster) profile(ctx context.Context, prefix string, d time.Duration) (wait func() error) {
 	errs := make(chan error, len(c.replicas))
 	for i, r := range c.replicas {
@@ -142,13 +144,13 @@ func (c *cluster) profile(ctx context.Context, prefix string, d time.Duration) (
 			errs <- r.cpuProfile(ctx, fmt.Sprintf("%s-replica-%d.pprof", prefix, i+1), d)
 		}()
 	}
-	return func() error {
+	return sync.OnceValue(func() error {
 		var all []error
 		for range c.replicas {
 			all = append(all, <-errs)
 		}
 		return errors.Join(all...)
-	}
+	})
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 30 s) and waits for it.

@@ -219,6 +219,7 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 	progressf(o.Progress, "  P1: %d cores in tasks of %d", o.Cores, o.TaskSize)
 	p := probe{clients: clients, cores: o.Cores, interval: o.Interval}
 	waitProfile := profiler(ctx, o, cl, c.Name+"-P1")
+	defer func() { _ = waitProfile() }() // on the early returns below
 	start := time.Now()
 	ids, err := submitCores(ctx, clients, o.Cores, o.TaskSize)
 	if err != nil {
