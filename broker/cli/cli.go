@@ -83,7 +83,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.EventBus, "eventbridge-bus", "default", "EventBridge bus the CDF events are also sent to with --provider aws (name or ARN; - for none)")
 	fs.StringVar(&cfg.IoTRoleAlias, "iot-role-alias", "GreengrassV2TokenExchangeRoleAlias", "token exchange role alias written into generated installer configs")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest accepted request body")
-	fs.IntVar(&cfg.Workers, "workers", 4, "task batches worked at once")
+	fs.IntVar(&cfg.Workers, "workers", 4, "task batches worked at once; 0 makes an API-only replica (PostgreSQL): the replicas started with workers run the bulk tasks")
 	fs.DurationVar(&cfg.DeploymentTimeout, "deployment-timeout", 10*time.Minute, "how long a registered core has to report a deployment's outcome before it fails")
 	fs.DurationVar(&cfg.PatchDispatchTimeout, "patch-dispatch-timeout", 24*time.Hour, "how long a dispatched patch may wait for its core's agent to accept it before it fails with AGENT:NoAck")
 	fs.StringVar(&cfg.AssetLibraryURL, "asset-library-url", "", "base URL of a CDF Asset Library, for assetLibrary* deployment targets")

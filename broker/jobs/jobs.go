@@ -73,6 +73,11 @@ type Config struct {
 	MaxAttempts int
 	// Workers is how many batches run at once (default 4).
 	Workers int
+	// InsertOnly makes a queue that enqueues batches but never works them:
+	// an API-only replica, whose CPUs stay with the API and the MQTT
+	// handlers while replicas started with workers run the bulk tasks.
+	// PostgreSQL only (on SQLite no other process could work them).
+	InsertOnly bool
 	// JobTimeout bounds one attempt of one batch (default 5m).
 	JobTimeout time.Duration
 	// RetryPolicy decides when a failed attempt is retried; nil means
@@ -94,13 +99,14 @@ func (BatchArgs) Kind() string { return "task_batch" }
 
 // Queue is the durable job queue of task batches.
 type Queue struct {
-	db       *sql.DB
-	postgres bool
-	id       string // river client id; names the liveness lock on PostgreSQL
-	driver   riverdriver.Driver[*sql.Tx]
-	client   *river.Client[*sql.Tx]
-	runner   *tasks.Runner
-	log      *slog.Logger
+	db         *sql.DB
+	postgres   bool
+	id         string // river client id; names the liveness lock on PostgreSQL
+	driver     riverdriver.Driver[*sql.Tx]
+	client     *river.Client[*sql.Tx]
+	runner     *tasks.Runner
+	log        *slog.Logger
+	insertOnly bool
 	// stuckAfter is how long a job may stay running before the rescuer
 	// takes it back even from a live replica (RescueOrphans).
 	stuckAfter time.Duration
@@ -118,6 +124,9 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.Runner == nil {
 		return nil, errors.New("jobs: Config.Runner is required")
 	}
+	if cfg.InsertOnly && !cfg.Postgres {
+		return nil, errors.New("jobs: an insert-only queue needs PostgreSQL, where other replicas work its batches")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,7 +142,7 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
-	q := &Queue{db: cfg.DB, postgres: cfg.Postgres, id: newClientID(), runner: cfg.Runner, log: cfg.Logger,
+	q := &Queue{db: cfg.DB, postgres: cfg.Postgres, insertOnly: cfg.InsertOnly, id: newClientID(), runner: cfg.Runner, log: cfg.Logger,
 		stuckAfter: cfg.JobTimeout + stuckMargin}
 	if cfg.Postgres {
 		q.driver = riverdatabasesql.New(cfg.DB)
@@ -145,7 +154,7 @@ func New(cfg Config) (*Queue, error) {
 	if err := river.AddWorkerSafely(workers, &batchWorker{q: q}); err != nil {
 		return nil, fmt.Errorf("jobs: register batch worker: %w", err)
 	}
-	client, err := river.NewClient(q.driver, &river.Config{
+	rcfg := &river.Config{
 		ID:                q.id,
 		Logger:            cfg.Logger,
 		MaxAttempts:       cfg.MaxAttempts,
@@ -155,7 +164,11 @@ func New(cfg Config) (*Queue, error) {
 		FetchCooldown:     min(cfg.PollInterval, fetchCooldown),
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}},
 		Workers:           workers,
-	})
+	}
+	if cfg.InsertOnly {
+		rcfg.Queues = nil // river's insert-only client: it never fetches
+	}
+	client, err := river.NewClient(q.driver, rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: create river client: %w", err)
 	}
@@ -201,13 +214,21 @@ func newClientID() string {
 	return fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(host, " ", "_"), os.Getpid(), tasks.NewID()[:8])
 }
 
+// InsertOnly reports whether the queue only enqueues (Config.InsertOnly).
+func (q *Queue) InsertOnly() bool { return q.insertOnly }
+
 // ID returns the river client id (river_job.attempted_by names it).
 func (q *Queue) ID() string { return q.id }
 
 // Start begins working. On SQLite it first recovers the jobs a killed
 // predecessor left running; on PostgreSQL it first takes its liveness
-// lock, so other replicas know it is alive.
+// lock, so other replicas know it is alive. An insert-only queue has
+// nothing to start: it never runs a batch, so it needs no liveness lock.
 func (q *Queue) Start(ctx context.Context) error {
+	if q.insertOnly {
+		q.log.Info("API-only replica: task batches are worked by the replicas started with --workers", "replica", q.id)
+		return nil
+	}
 	if q.postgres {
 		if err := q.takeLiveness(ctx); err != nil {
 			return err

@@ -249,6 +249,9 @@ func TestJobNewRequiresDependencies(t *testing.T) {
 	if _, err := New(Config{DB: h.db.SQL()}); err == nil {
 		t.Error("New without Runner succeeded")
 	}
+	if _, err := New(Config{DB: h.db.SQL(), Runner: &tasks.Runner{}, InsertOnly: true}); err == nil || !strings.Contains(err.Error(), "PostgreSQL") {
+		t.Errorf("New insert-only on SQLite = %v, want a refusal naming PostgreSQL", err)
+	}
 	if err := h.queue.EnqueueTx(context.Background(), nil, nil); err != nil {
 		t.Errorf("EnqueueTx of nothing: %v", err)
 	}

@@ -81,8 +81,13 @@ func (q *Queue) releaseLiveness() {
 // replica. Until the lock is back the leader may rescue this replica's
 // running batches; a batch then runs twice at most, which is safe because
 // its steps are idempotent (keyed by thing name) and a batch completes once.
-// Run it for the queue's lifetime on PostgreSQL; on SQLite it just waits.
+// Run it for the queue's lifetime on PostgreSQL; on SQLite, and for an
+// insert-only queue, it just waits.
 func (q *Queue) Watch(ctx context.Context) error {
+	if q.insertOnly { // runs no batches: holds no lock to watch
+		<-ctx.Done()
+		return nil
+	}
 	t := time.NewTicker(LivenessCheckInterval)
 	defer t.Stop()
 	for {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ggfleet/ggfleet/broker/sqlstore"
 	"github.com/ggfleet/ggfleet/broker/tasks"
+	"github.com/ggfleet/ggfleet/shared/cdf"
 )
 
 // defaultTestPostgres is the server the PostgreSQL tests use unless
@@ -221,5 +222,81 @@ func TestWatchTakesLivenessAgain(t *testing.T) {
 	cancel()
 	if err := <-watched; err != nil {
 		t.Fatalf("Watch = %v after its context ended, want nil", err)
+	}
+}
+
+// TestInsertOnlyQueue: an API-only replica's queue enqueues a task's
+// batches and works none of them, and holds no liveness lock; a replica
+// with workers runs them all.
+func TestInsertOnlyQueue(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, worker := postgresQueue(t, 30*time.Second)
+	api, err := New(Config{DB: db.SQL(), Postgres: true, Runner: worker.runner, InsertOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !api.InsertOnly() || worker.InsertOnly() {
+		t.Fatalf("InsertOnly() = %v (api), %v (worker)", api.InsertOnly(), worker.InsertOnly())
+	}
+	db.SetEnqueuer(api.EnqueueTx) // the task is created through the API-only replica
+	if err := api.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		if err := api.Stop(sctx); err != nil {
+			t.Errorf("stop the insert-only queue: %v", err)
+		}
+	})
+	watched := make(chan error, 1)
+	go func() { watched <- api.Watch(ctx) }()
+
+	h := &harness{db: db, queue: worker}
+	id := h.createTask(t, 6, 2) // 3 batches
+	jobStates := func() map[string]int {
+		t.Helper()
+		states := map[string]int{}
+		rows, err := db.SQL().QueryContext(ctx, `SELECT state, coalesce(array_to_string(attempted_by, ','), '') FROM river_job WHERE args->>'taskId' = $1`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var state, by string
+			if err := rows.Scan(&state, &by); err != nil {
+				t.Fatal(err)
+			}
+			states[state+" by "+by]++
+		}
+		return states
+	}
+	time.Sleep(10 * DefaultPollInterval) // ten of a worker's polls: the API-only queue fetches nothing
+	if got := jobStates(); got["available by "] != 3 || len(got) != 1 {
+		t.Fatalf("jobs with only the insert-only queue running: %v, want 3 available and never attempted", got)
+	}
+
+	h.start(t) // a replica with workers
+	if task := h.waitFinal(t, id); task.Status != cdf.StatusSuccess {
+		t.Fatalf("task %s, want Success", task.Status)
+	}
+	deadline := time.Now().Add(30 * time.Second) // river records a job completed just after its task is
+	for got := jobStates(); got["completed by "+worker.ID()] != 3 || len(got) != 1; got = jobStates() {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs after the task: %v, want 3 completed, each attempted by %s only", got, worker.ID())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var free bool
+	if err := db.SQL().QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+livenessKeySQL+`)`, api.ID()).Scan(&free); err != nil {
+		t.Fatal(err)
+	}
+	if !free {
+		t.Error("the insert-only queue's liveness key is locked; it runs no batches and should hold none")
+	}
+	cancel()
+	if err := <-watched; err != nil {
+		t.Errorf("Watch = %v after its context ended, want nil", err)
 	}
 }

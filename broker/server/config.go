@@ -189,8 +189,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--pprof-listen %q: %w", c.PprofListen, err))
 		}
 	}
-	if c.Workers < 1 || c.Workers > 64 {
-		errs = append(errs, fmt.Errorf("--workers %d: must be from 1 to 64", c.Workers))
+	switch {
+	case c.Workers < 0 || c.Workers > 64:
+		errs = append(errs, fmt.Errorf("--workers %d: must be from 0 (an API-only replica) to 64", c.Workers))
+	case c.Workers == 0 && !c.postgres():
+		errs = append(errs, errors.New("--workers 0 (an API-only replica) needs --database postgres://…: on SQLite no other process can work the task batches"))
 	}
 	return errors.Join(errs...)
 }

@@ -254,7 +254,8 @@ func Run(ctx context.Context, cfg Config) error {
 		tasks.KindDevice:     devSvc,
 		tasks.KindDeployment: deploySvc,
 	}}
-	queue, err := jobs.New(jobs.Config{DB: db.SQL(), Postgres: db.Dialect() == sqlstore.Postgres, Runner: runner, Logger: log, Workers: cfg.Workers})
+	queue, err := jobs.New(jobs.Config{DB: db.SQL(), Postgres: db.Dialect() == sqlstore.Postgres, Runner: runner, Logger: log,
+		Workers: cfg.Workers, InsertOnly: cfg.Workers == 0})
 	if err != nil {
 		return err
 	}
