@@ -231,6 +231,9 @@ func (c *cluster) start(ctx context.Context, bin, dir string, cfg config, worker
 		if cfg.Mosquitto {
 			args = append(append([]string{}, common...), "--mqtt-client-id", fmt.Sprintf("ggfleet.broker.r%d", i+1))
 		}
+		if i >= cfg.Replicas-cfg.APIOnly {
+			args = append(append([]string{}, args...), "--workers", "0") // the last one given counts
+		}
 		r, err := startReplica(ctx, bin, filepath.Join(dir, fmt.Sprintf("replica-%d", i+1)), args...)
 		if err != nil {
 			return fmt.Errorf("replica %d: %w", i+1, err)

@@ -216,12 +216,18 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 		return r
 	}
 
+	// P1's and P3's calls go to the replicas behind the API's load
+	// balancer: with API-only replicas, to them only.
+	api := clients
+	if c.APIOnly > 0 {
+		api = clients[len(clients)-c.APIOnly:]
+	}
 	progressf(o.Progress, "  P1: %d cores in tasks of %d", o.Cores, o.TaskSize)
-	p := probe{clients: clients, cores: o.Cores, interval: o.Interval}
+	p := probe{clients: api, cores: o.Cores, interval: o.Interval}
 	waitProfile := profiler(ctx, o, cl, c.Name+"-P1")
 	defer func() { _ = waitProfile() }() // on the early returns below
 	start := time.Now()
-	ids, err := submitCores(ctx, clients, o.Cores, o.TaskSize)
+	ids, err := submitCores(ctx, api, o.Cores, o.TaskSize)
 	if err != nil {
 		r.Err = err
 		return r
@@ -234,7 +240,7 @@ func runConfig(ctx context.Context, o options, bin, dir string, c config) (r res
 		loadCore, loadSummary = p.run(pctx)
 	}()
 	var end time.Time
-	r.Failed, end, err = waitCores(ctx, clients[0], ids, o.Progress)
+	r.Failed, end, err = waitCores(ctx, api[0], ids, o.Progress)
 	seen := time.Now()
 	pstop()
 	<-probed

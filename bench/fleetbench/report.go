@@ -139,6 +139,14 @@ func (c config) mqttName() string {
 	return "embedded"
 }
 
+// apiOnlyName says how many replicas were API-only, if any.
+func (c config) apiOnlyName() string {
+	if c.APIOnly == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them API-only, `--workers 0`, taking P1's and P3's requests)", c.APIOnly)
+}
+
 // dbName is the database the replicas shared.
 func (c config) dbName() string {
 	if c.Postgres {
@@ -181,7 +189,7 @@ func markdown(h header, results []result) string {
 	}
 	for _, r := range results {
 		c := r.Config
-		fmt.Fprintf(&b, "\n### %s: %s, %d replica(s), MQTT %s\n\n", c.Name, c.dbName(), c.Replicas, c.mqttName())
+		fmt.Fprintf(&b, "\n### %s: %s, %d replica(s)%s, MQTT %s\n\n", c.Name, c.dbName(), c.Replicas, c.apiOnlyName(), c.mqttName())
 		if r.Err != nil {
 			fmt.Fprintf(&b, "**The run failed:** %s\n\n", oneLine(r.Err.Error()))
 		}

@@ -26,7 +26,7 @@ func sampleResults() (header, []result) {
 		P5Embedded:  ingestResult{Reports: 2000, Acked: 500 * time.Millisecond},
 		P5Mosquitto: ingestResult{Reports: 2000, Acked: 800 * time.Millisecond},
 		P7:          stormResult{Agents: 200, Rate: 1200, Wall: 167 * time.Millisecond, TLSRate: 2000, TLSWall: 100 * time.Millisecond}}
-	bad := result{Config: config{Name: "postgres-3", Postgres: true, Replicas: 3, Mosquitto: true}, Err: errors.New("P4 bound: mosquitto\nexited"),
+	bad := result{Config: config{Name: "postgres-3-api2", Postgres: true, Replicas: 3, Mosquitto: true, APIOnly: 2}, Err: errors.New("P4 bound: mosquitto\nexited"),
 		Cores: 500, Failed: 2, P1Elapsed: 100 * time.Second, P1Rate: 5, CryptoBefore: 2000,
 		IdleCore: latencies{N: 100, P50: time.Millisecond, P99: 4 * time.Millisecond}, LoadCore: latencies{N: 30, Errors: 1, P50: 20 * time.Millisecond, P99: 400 * time.Millisecond},
 		IdleSummary: latencies{N: 100, P50: time.Millisecond, P99: 5 * time.Millisecond}, LoadSummary: latencies{N: 30, P50: 10 * time.Millisecond, P99: 100 * time.Millisecond},
@@ -72,8 +72,8 @@ func TestMarkdownVerdicts(t *testing.T) {
 	if got, want := row("| sqlite-1 |"), "| sqlite-1 | 0.62× met | 2.00× met | 3.00× met | 1.50× met | 300ms met | 1.60× met | 0.67× met | 0.60× met | 2.40× met |"; got != want {
 		t.Errorf("summary row\n got %s\nwant %s", got, want)
 	}
-	// postgres-3: 5/2000; 400/4; 100/5; no bound; 99 of 100 agents notified; no P5.
-	if got, want := row("| postgres-3 |"), "| postgres-3 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** | – not measured | – not measured | – not measured | – not measured |"; got != want {
+	// postgres-3-api2: 5/2000; 400/4; 100/5; no bound; 99 of 100 agents notified; no P5.
+	if got, want := row("| postgres-3-api2 |"), "| postgres-3-api2 | 0.003× **not met** | 100.00× **not met** | 20.00× **not met** | – not measured | 4s **not met** | – not measured | – not measured | – not measured | – not measured |"; got != want {
 		t.Errorf("summary row\n got %s\nwant %s", got, want)
 	}
 	if !strings.Contains(md, "**The run failed:** P4 bound: mosquitto exited") {

@@ -80,12 +80,18 @@ type config struct {
 	Postgres  bool
 	Replicas  int
 	Mosquitto bool // agents connect to one shared Mosquitto instead of the embedded broker
+	// APIOnly is how many of the replicas (the last ones) run with
+	// --workers 0: they take every API call of P1 and P3 (the tier
+	// behind the load balancer) and leave the batches to the others.
+	APIOnly int
 }
 
-// parseConfigs reads -configs: a comma-separated list of DATABASE-REPLICAS
-// where DATABASE is sqlite or postgres. SQLite runs one replica only (its
-// data dir is locked). More than one replica uses Mosquitto: each replica's
-// embedded MQTT broker reaches only the agents connected to it.
+// parseConfigs reads -configs: a comma-separated list of
+// DATABASE-REPLICAS[-apiN] where DATABASE is sqlite or postgres. SQLite runs
+// one replica only (its data dir is locked). More than one replica uses
+// Mosquitto: each replica's embedded MQTT broker reaches only the agents
+// connected to it. -apiN (PostgreSQL, fewer than REPLICAS) makes the last N
+// replicas API-only (--workers 0).
 func parseConfigs(s string) ([]config, error) {
 	var out []config
 	for _, f := range strings.Split(s, ",") {
@@ -93,12 +99,23 @@ func parseConfigs(s string) ([]config, error) {
 		if f == "" {
 			continue
 		}
-		db, n, ok := strings.Cut(f, "-")
-		replicas, err := strconv.Atoi(n)
-		if !ok || err != nil || replicas < 1 {
-			return nil, fmt.Errorf("-configs: %q is not DATABASE-REPLICAS (e.g. sqlite-1, postgres-3)", f)
+		parts := strings.Split(f, "-")
+		if len(parts) < 2 || len(parts) > 3 {
+			return nil, fmt.Errorf("-configs: %q is not DATABASE-REPLICAS[-apiN] (e.g. sqlite-1, postgres-3, postgres-3-api2)", f)
 		}
-		c := config{Name: f, Replicas: replicas, Mosquitto: replicas > 1}
+		db := parts[0]
+		replicas, err := strconv.Atoi(parts[1])
+		if err != nil || replicas < 1 {
+			return nil, fmt.Errorf("-configs: %q is not DATABASE-REPLICAS[-apiN] (e.g. sqlite-1, postgres-3, postgres-3-api2)", f)
+		}
+		apiOnly := 0
+		if len(parts) == 3 {
+			n, ok := strings.CutPrefix(parts[2], "api")
+			if apiOnly, err = strconv.Atoi(n); !ok || err != nil || apiOnly < 1 || apiOnly >= replicas {
+				return nil, fmt.Errorf("-configs: %q: -apiN makes N of the replicas API-only, 1 ≤ N < REPLICAS (one at least works the batches)", f)
+			}
+		}
+		c := config{Name: f, Replicas: replicas, Mosquitto: replicas > 1, APIOnly: apiOnly}
 		switch db {
 		case "sqlite":
 			if replicas != 1 {
