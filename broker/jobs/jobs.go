@@ -214,9 +214,6 @@ func newClientID() string {
 	return fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(host, " ", "_"), os.Getpid(), tasks.NewID()[:8])
 }
 
-// InsertOnly reports whether the queue only enqueues (Config.InsertOnly).
-func (q *Queue) InsertOnly() bool { return q.insertOnly }
-
 // ID returns the river client id (river_job.attempted_by names it).
 func (q *Queue) ID() string { return q.id }
 

@@ -236,8 +236,8 @@ func TestInsertOnlyQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !api.InsertOnly() || worker.InsertOnly() {
-		t.Fatalf("InsertOnly() = %v (api), %v (worker)", api.InsertOnly(), worker.InsertOnly())
+	if !api.insertOnly || worker.insertOnly {
+		t.Fatalf("insertOnly = %v (api), %v (worker)", api.insertOnly, worker.insertOnly)
 	}
 	db.SetEnqueuer(api.EnqueueTx) // the task is created through the API-only replica
 	if err := api.Start(ctx); err != nil {
