@@ -98,9 +98,14 @@ type Bus struct {
 	cl      paho.Client
 	started atomic.Bool
 
-	mu        sync.Mutex
-	base      context.Context
-	connected bool
+	mu   sync.Mutex
+	base context.Context
+	// subscribed is true once the current connection's subscriptions are
+	// acknowledged; epoch counts connection attempts, so that a late
+	// onConnect of a connection already lost cannot mark the next one
+	// subscribed (paho runs its handlers on goroutines of their own).
+	subscribed bool
+	epoch      uint64
 
 	// Messages of one thing are handled one at a time, in the order they
 	// arrived, by a worker that exists while the thing has some queued.
@@ -184,11 +189,16 @@ func New(cfg Config) (*Bus, error) {
 		}).
 		SetDefaultPublishHandler(b.onMessage). // queued messages may arrive before SUBACK
 		SetOnConnectHandler(b.onConnect).
+		// paho starts this handler on a goroutine of its own, next to the
+		// reconnect: it may run after the new connection is up, so it
+		// leaves the state alone (Connected also asks paho).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			b.setConnected(false)
 			log.Warn("lost the connection to the external MQTT broker; reconnecting", "error", err)
 		}).
+		// Called on the reconnecting goroutine before every attempt, so
+		// always before the next connection's onConnect.
 		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+			b.newAttempt()
 			log.Info("reconnecting to the external MQTT broker")
 		})
 	b.cl = paho.NewClient(opts)
@@ -234,11 +244,14 @@ func (b *Bus) Run(ctx context.Context) error {
 // without subscriptions. A failed attempt is retried with backoff for as
 // long as the connection stays up.
 func (b *Bus) onConnect(cl paho.Client) {
+	epoch := b.currentEpoch()
 	wait := b.cfg.ConnectRetry
 	for cl.IsConnectionOpen() {
 		err := b.subscribe(cl)
 		if err == nil {
-			b.setConnected(true)
+			if !b.markSubscribed(epoch) {
+				return // this connection was lost meanwhile; the next one subscribes
+			}
 			b.log.Info("connected to the external MQTT broker", "clientId", b.cfg.ClientID)
 			return
 		}
@@ -363,17 +376,39 @@ func (b *Bus) Disconnect(thing string) {
 }
 
 // Connected reports whether the session with the external broker is up
-// and subscribed.
+// and subscribed: /readyz's check in aws mode.
 func (b *Bus) Connected() bool {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.connected
+	subscribed := b.subscribed
+	b.mu.Unlock()
+	return subscribed && b.cl.IsConnectionOpen()
 }
 
-func (b *Bus) setConnected(v bool) {
+// newAttempt forgets the lost connection's subscriptions before the next
+// connection is tried.
+func (b *Bus) newAttempt() {
 	b.mu.Lock()
-	b.connected = v
+	b.epoch++
+	b.subscribed = false
 	b.mu.Unlock()
+}
+
+func (b *Bus) currentEpoch() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.epoch
+}
+
+// markSubscribed records that the connection of the given epoch is
+// subscribed; false if a newer attempt has started since.
+func (b *Bus) markSubscribed(epoch uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.epoch != epoch {
+		return false
+	}
+	b.subscribed = true
+	return true
 }
 
 func (b *Bus) baseContext() context.Context {
