@@ -246,11 +246,12 @@ func (b *Bus) Run(ctx context.Context) error {
 func (b *Bus) onConnect(cl paho.Client) {
 	epoch := b.currentEpoch()
 	wait := b.cfg.ConnectRetry
-	for cl.IsConnectionOpen() {
+	// Once a newer attempt has started, its own onConnect subscribes.
+	for cl.IsConnectionOpen() && b.currentEpoch() == epoch {
 		err := b.subscribe(cl)
 		if err == nil {
 			if !b.markSubscribed(epoch) {
-				return // this connection was lost meanwhile; the next one subscribes
+				return
 			}
 			b.log.Info("connected to the external MQTT broker", "clientId", b.cfg.ClientID)
 			return
